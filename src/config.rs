@@ -1,0 +1,214 @@
+//! Command line, environment and TOML configuration.
+//!
+//! Precedence, highest first: command-line flag, `PARTYFLOW_*` environment variable, the TOML
+//! file named by `--config`, built-in default. File keys are the flag names without dashes
+//! (`max-message-bytes = 1048576`).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// PartyFlow: a thread-per-core WebSocket room server for real-time party games.
+#[derive(Debug, Parser)]
+#[command(name = "partyflow", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve(ServeConfig),
+}
+
+/// Settings of a running server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// TOML file with any of these settings (keys are the flag names, e.g. `ping-interval = "5s"`).
+    #[arg(long, env = "PARTYFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address every shard listens on (SO_REUSEPORT).
+    #[arg(long, env = "PARTYFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Number of shards (one pinned executor each). Default: one per CPU this process may use.
+    #[arg(long, env = "PARTYFLOW_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Largest WebSocket message accepted, in bytes (larger: close 1009).
+    #[arg(long, env = "PARTYFLOW_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Outbound bytes a connection may have queued before it is closed with 1008.
+    #[arg(long, env = "PARTYFLOW_MAX_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
+    pub max_outbound_bytes: usize,
+
+    /// How often the server pings each connection.
+    #[arg(long, env = "PARTYFLOW_PING_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Close a peer from which nothing arrived for this long.
+    #[arg(long, env = "PARTYFLOW_PONG_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub pong_timeout: Duration,
+
+    /// Most WebSocket connections in the process. Default: the open-file limit less 256.
+    #[arg(long, env = "PARTYFLOW_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most WebSocket connections from one IP address. Default: no per-address limit.
+    #[arg(long, env = "PARTYFLOW_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Origins allowed to open WebSockets (repeat, or comma-separate). Default: any origin.
+    #[arg(long, env = "PARTYFLOW_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+
+    /// Largest HTTP request head (request line and headers), in bytes (larger: 431).
+    #[arg(long, env = "PARTYFLOW_MAX_REQUEST_HEAD_BYTES", default_value_t = 8 * 1024)]
+    pub max_request_head_bytes: usize,
+
+    /// Time a client has to send its whole request head (slower: 408 and closed).
+    #[arg(long, env = "PARTYFLOW_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long clients get to finish the close handshake before exit.
+    #[arg(long, env = "PARTYFLOW_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `partyflow=debug`).
+    #[arg(long, env = "PARTYFLOW_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A key names no setting, or a value has the wrong shape.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Flags, environment or file values clap refused.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+}
+
+impl ServeConfig {
+    /// Parses `argv` (program name first), the environment and the `--config` file.
+    pub fn load<I, T>(argv: I) -> Result<ServeConfig, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let matches = Cli::command().try_get_matches_from(&argv)?;
+        let serve = serve_matches(&matches);
+        if let Some(path) = serve.get_one::<PathBuf>("config") {
+            argv.extend(file_args(path, serve)?);
+        }
+        let matches = Cli::command().try_get_matches_from(&argv)?;
+        Ok(ServeConfig::from_arg_matches(serve_matches(&matches))?)
+    }
+
+    /// The connection cap in force: the flag, or what the open-file limit allows.
+    pub fn effective_max_connections(&self, open_file_limit: u64) -> usize {
+        self.max_connections.unwrap_or_else(|| open_file_limit.saturating_sub(256).max(1) as usize)
+    }
+}
+
+fn serve_matches(matches: &ArgMatches) -> &ArgMatches {
+    matches.subcommand_matches("serve").unwrap_or(matches)
+}
+
+/// Turns the file's settings into flags for every setting not already given by flag or env.
+fn file_args(path: &PathBuf, given: &ArgMatches) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    let table: toml::Table =
+        text.parse().map_err(|source| ConfigError::Toml { path: path.clone(), source })?;
+    let invalid = |message: String| ConfigError::Invalid { path: path.clone(), message };
+    let mut args = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let known = ServeConfig::augment_args(clap::Command::new("serve"));
+        if id == "config" || !known.get_arguments().any(|arg| arg.get_id().as_str() == id) {
+            return Err(invalid(format!("unknown setting `{key}`")));
+        }
+        if matches!(given.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for value in values {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => return Err(invalid(format!("`{key}` must be a string, number or list"))),
+            };
+            args.push(OsString::from(format!("--{}={text}", key.replace('_', "-"))));
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_subcommand() {
+        let a = ServeConfig::load(["partyflow"]).unwrap();
+        assert_eq!(a.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(a.max_message_bytes, 65536);
+        assert_eq!(a.ping_interval, Duration::from_secs(10));
+        let b = ServeConfig::load(["partyflow", "serve", "--shards", "3"]).unwrap();
+        assert_eq!(b.shards, Some(3));
+    }
+
+    #[test]
+    fn file_fills_in_but_flags_win() {
+        let dir = std::env::temp_dir().join(format!("partyflow-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "ping-interval = \"3s\"\nmax-message-bytes = 100\nallowed-origin = [\"a\", \"b\"]\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = ServeConfig::load(["partyflow", "--config", p, "--max-message-bytes", "7"]).unwrap();
+        assert_eq!(c.ping_interval, Duration::from_secs(3));
+        assert_eq!(c.max_message_bytes, 7);
+        assert_eq!(c.allowed_origin, vec!["a", "b"]);
+        std::fs::write(&path, "no-such-thing = 1\n").unwrap();
+        assert!(matches!(ServeConfig::load(["partyflow", "--config", p]), Err(ConfigError::Invalid { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

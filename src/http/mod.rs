@@ -1,0 +1,125 @@
+//! The HTTP/1.1 side of the port, sans-IO: request heads in, response bytes out.
+//!
+//! Every connection starts as HTTP. The head is parsed with `httparse` under a size limit; the
+//! runtime reads until [`parse_head`] says the head is complete, then routes it.
+
+mod response;
+mod route;
+
+pub use response::{Response, Status};
+pub use route::{Route, RouteError};
+
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 64;
+
+/// A parsed request head. Header names keep their case; look them up with [`Request::header`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Method, e.g. `GET`.
+    pub method: String,
+    /// Path and query as sent.
+    pub target: String,
+    /// Minor HTTP version: 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Headers in arrival order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Request {
+    /// The first header named `name` (case-insensitive) as text, if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::trim)
+    }
+
+    /// Whether the comma-separated header `name` contains `token` (case-insensitive).
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Not a well-formed HTTP/1.x request.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    /// Head larger than the limit, or too many headers.
+    #[error("request head too large")]
+    TooLarge,
+}
+
+/// Parses a request head from the start of `buf`.
+///
+/// Returns `Ok(Some((request, head_len)))` once the blank line has arrived, `Ok(None)` while more
+/// bytes may complete it within `max_head_bytes`, and an error otherwise.
+pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(status) => status,
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(malformed_reason(e))),
+    };
+    let httparse::Status::Complete(head_len) = status else {
+        return if buf.len() >= max_head_bytes { Err(HeadError::TooLarge) } else { Ok(None) };
+    };
+    if head_len > max_head_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line"));
+    };
+    let headers = req.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect();
+    Ok(Some((
+        Request { method: method.to_string(), target: target.to_string(), minor_version, headers },
+        head_len,
+    )))
+}
+
+fn malformed_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::Version => "invalid HTTP version",
+        httparse::Error::TooManyHeaders => "too many headers",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_complete_head_and_reports_its_length() {
+        let raw = b"GET /relay?room=a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\r\nEXTRA";
+        let (req, len) = parse_head(raw, 1024).unwrap().unwrap();
+        assert_eq!(&raw[len..], b"EXTRA");
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.target, "/relay?room=a");
+        assert_eq!(req.header("host"), Some("x"));
+        assert!(req.header_has_token("connection", "upgrade"));
+    }
+
+    #[test]
+    fn partial_then_limits() {
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost:", 1024).unwrap().is_none());
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
+        assert_eq!(parse_head(big.as_bytes(), 1024).unwrap_err(), HeadError::TooLarge);
+        let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse_head(raw.as_bytes(), 1 << 20).unwrap_err(), HeadError::TooLarge);
+        assert!(matches!(parse_head(b"\x01\x02 / HTTP/1.1\r\n\r\n", 1024), Err(HeadError::Malformed(_))));
+    }
+}

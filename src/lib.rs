@@ -1,0 +1,20 @@
+//! PartyFlow: a thread-per-core io_uring WebSocket room server for real-time party games.
+//!
+//! # Design
+//! One glommio executor per core owns its rooms outright; a connection that lands on another
+//! shard is handed to the owner of its room. Everything except [`runtime`] is sans-IO and
+//! runtime-agnostic: protocol codecs ([`ws`], [`http`]) turn bytes into events, state machines
+//! ([`session`], [`rooms`]) take events and the current time and produce output, and the runtime
+//! only moves bytes and time between sockets and those machines. A broadcast is encoded once
+//! into a shared [`bytes::Bytes`] frame and every recipient's [`outbox::Outbox`] holds a clone.
+#![warn(missing_docs)]
+
+pub mod admission;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod rooms;
+pub mod runtime;
+pub mod session;
+pub mod ws;

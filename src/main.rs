@@ -1,0 +1,30 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use partyflow::config::ServeConfig;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match ServeConfig::load(std::env::args_os()) {
+        Ok(config) => config,
+        Err(partyflow::config::ConfigError::Clap(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("partyflow: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match partyflow::runtime::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("partyflow: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

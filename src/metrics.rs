@@ -1,0 +1,261 @@
+//! Server metrics: per-shard counters, Prometheus text and the /health summary.
+//!
+//! Each shard writes only its own [`ShardMetrics`]; any shard may read all of them to answer a
+//! scrape. Single-writer counters need no read-modify-write instruction: a relaxed load and
+//! store compile to plain moves, so counting on the hot path costs no more than a local
+//! variable, while a scrape still sees every shard's values without messaging them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// A monotonically increasing count, written by one thread only.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning shard may call this.
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A value that goes up and down, written by one thread only.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds `n` (may be negative). Only the owning shard may call this.
+    pub fn add(&self, n: i64) {
+        self.0.store(self.0.load(Relaxed) + n, Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Why a request or WebSocket upgrade was refused, for `partyflow_handshakes_failed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed request or handshake (400).
+    BadRequest,
+    /// Unknown path (404).
+    NotFound,
+    /// Wrong method (405).
+    MethodNotAllowed,
+    /// Plain GET on a WebSocket path or wrong version (426).
+    UpgradeRequired,
+    /// Origin not allowed (403).
+    Forbidden,
+    /// Head over the size limit (431).
+    HeaderTooLarge,
+    /// Head not complete before the deadline (408).
+    Timeout,
+    /// Connection caps reached (503).
+    Overloaded,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 8] = [
+        Refusal::BadRequest,
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::UpgradeRequired,
+        Refusal::Forbidden,
+        Refusal::HeaderTooLarge,
+        Refusal::Timeout,
+        Refusal::Overloaded,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::NotFound => "not_found",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::UpgradeRequired => "upgrade_required",
+            Refusal::Forbidden => "forbidden",
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::Timeout => "timeout",
+            Refusal::Overloaded => "overloaded",
+        }
+    }
+
+    fn index(self) -> usize {
+        Refusal::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Close codes counted individually; any other code is counted as `other`.
+const CLOSE_CODES: [u16; 7] = [1000, 1001, 1002, 1007, 1008, 1009, 1011];
+
+/// Counters of one shard. Aligned so two shards never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ShardMetrics {
+    /// Open WebSocket connections owned by this shard.
+    pub connections: Gauge,
+    /// Rooms with at least one member on this shard.
+    pub rooms: Gauge,
+    /// WebSocket frames received.
+    pub frames_in: Counter,
+    /// WebSocket frames queued for sending (data, control and close).
+    pub frames_out: Counter,
+    /// Complete data messages received.
+    pub messages_in: Counter,
+    /// Data messages queued for delivery (one per recipient).
+    pub messages_out: Counter,
+    /// Bytes read from sockets.
+    pub bytes_in: Counter,
+    /// Bytes written to sockets.
+    pub bytes_out: Counter,
+    /// Completed WebSocket handshakes.
+    pub handshakes_ok: Counter,
+    /// Connections this shard accepted and passed to the room's owner shard.
+    pub handoffs_sent: Counter,
+    /// Connections this shard received from other shards.
+    pub handoffs_received: Counter,
+    /// Members closed with 1008 because their outbound queue passed its limit.
+    pub slow_consumer_disconnects: Counter,
+    /// Peers closed because nothing arrived within the pong timeout.
+    pub heartbeat_timeouts: Counter,
+    handshake_failures: [Counter; Refusal::ALL.len()],
+    close_codes_sent: [Counter; CLOSE_CODES.len() + 1],
+}
+
+impl ShardMetrics {
+    /// Counts a refused request.
+    pub fn refused(&self, why: Refusal) {
+        if let Some(c) = self.handshake_failures.get(why.index()) {
+            c.add(1);
+        }
+    }
+
+    /// Counts a close frame sent with `code`.
+    pub fn close_sent(&self, code: u16) {
+        let i = CLOSE_CODES.iter().position(|c| *c == code).unwrap_or(CLOSE_CODES.len());
+        if let Some(c) = self.close_codes_sent.get(i) {
+            c.add(1);
+        }
+    }
+}
+
+/// All shards' metrics plus process facts.
+#[derive(Debug)]
+pub struct Metrics {
+    shards: Vec<ShardMetrics>,
+    started: Instant,
+}
+
+impl Metrics {
+    /// Metrics for `shards` shards, the process having started at `started`.
+    pub fn new(shards: usize, started: Instant) -> Self {
+        Metrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), started }
+    }
+
+    /// The counters of shard `index`. Panics on an index the runtime never creates.
+    pub fn shard(&self, index: usize) -> &ShardMetrics {
+        &self.shards[index]
+    }
+
+    fn total(&self, f: impl Fn(&ShardMetrics) -> i64) -> i64 {
+        self.shards.iter().map(f).sum()
+    }
+
+    /// The `/health` body.
+    pub fn health(&self, now: Instant) -> serde_json::Value {
+        serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "shards": self.shards.len(),
+            "connections": self.total(|s| s.connections.get()),
+            "rooms": self.total(|s| s.rooms.get()),
+            "uptimeSec": now.saturating_duration_since(self.started).as_secs(),
+        })
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self, now: Instant) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauges: [(&str, &str, fn(&ShardMetrics) -> i64); 2] = [
+            ("partyflow_connections", "Open WebSocket connections", |s| s.connections.get()),
+            ("partyflow_rooms", "Rooms with at least one member", |s| s.rooms.get()),
+        ];
+        for (name, help, get) in gauges {
+            family(&mut out, name, help, "gauge");
+            for (i, s) in self.shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
+            }
+        }
+        let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 11] = [
+            ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
+            ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
+            ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
+            ("partyflow_messages_out_total", "Data messages queued, one per recipient", |s| s.messages_out.get()),
+            ("partyflow_bytes_in_total", "Bytes read from sockets", |s| s.bytes_in.get()),
+            ("partyflow_bytes_out_total", "Bytes written to sockets", |s| s.bytes_out.get()),
+            ("partyflow_handshakes_ok_total", "Completed WebSocket handshakes", |s| s.handshakes_ok.get()),
+            ("partyflow_handoffs_sent_total", "Connections passed to the room's owner shard", |s| s.handoffs_sent.get()),
+            ("partyflow_handoffs_received_total", "Connections received from other shards", |s| s.handoffs_received.get()),
+            ("partyflow_slow_consumer_disconnects_total", "Members closed for a full outbound queue", |s| s.slow_consumer_disconnects.get()),
+            ("partyflow_heartbeat_timeouts_total", "Peers closed for silence past the pong timeout", |s| s.heartbeat_timeouts.get()),
+        ];
+        for (name, help, get) in counters {
+            family(&mut out, name, help, "counter");
+            for (i, s) in self.shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
+            }
+        }
+        let name = "partyflow_handshakes_failed_total";
+        family(&mut out, name, "Requests refused before or during the upgrade", "counter");
+        for (i, s) in self.shards.iter().enumerate() {
+            for (why, c) in Refusal::ALL.iter().zip(&s.handshake_failures) {
+                let _ = writeln!(out, "{name}{{shard=\"{i}\",reason=\"{}\"}} {}", why.label(), c.get());
+            }
+        }
+        let name = "partyflow_close_codes_sent_total";
+        family(&mut out, name, "Close frames sent, by status code", "counter");
+        for (i, s) in self.shards.iter().enumerate() {
+            for (j, c) in s.close_codes_sent.iter().enumerate() {
+                let code = CLOSE_CODES.get(j).map_or_else(|| "other".to_string(), u16::to_string);
+                let _ = writeln!(out, "{name}{{shard=\"{i}\",code=\"{code}\"}} {}", c.get());
+            }
+        }
+        family(&mut out, "partyflow_uptime_seconds", "Seconds since the server started", "gauge");
+        let _ = writeln!(out, "partyflow_uptime_seconds {}", now.saturating_duration_since(self.started).as_secs());
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_and_exposition() {
+        let t0 = Instant::now();
+        let m = Metrics::new(2, t0);
+        m.shard(0).connections.add(3);
+        m.shard(1).connections.add(2);
+        m.shard(1).connections.add(-1);
+        m.shard(1).close_sent(1008);
+        m.shard(1).close_sent(4000);
+        m.shard(0).refused(Refusal::Overloaded);
+        assert_eq!(m.health(t0)["connections"], 4);
+        let text = m.render_prometheus(t0);
+        assert!(text.contains("partyflow_connections{shard=\"1\"} 1\n"));
+        assert!(text.contains("partyflow_close_codes_sent_total{shard=\"1\",code=\"1008\"} 1\n"));
+        assert!(text.contains("partyflow_close_codes_sent_total{shard=\"1\",code=\"other\"} 1\n"));
+        assert!(text.contains("partyflow_handshakes_failed_total{shard=\"0\",reason=\"overloaded\"} 1\n"));
+    }
+}

@@ -1,0 +1,134 @@
+//! The glommio driver: the only module that knows about the executor, sockets and time.
+//!
+//! [`run`] checks the process limits, binds one `SO_REUSEPORT` listener per shard, starts one
+//! pinned executor per shard joined by a channel mesh (for connection hand-off), and waits for
+//! them to drain after SIGTERM/SIGINT. Everything it drives (`ws`, `http`, `rooms`, `session`,
+//! `outbox`) is runtime-agnostic.
+
+mod conn;
+mod handoff;
+pub mod limits;
+mod shard;
+mod state;
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{info, warn};
+
+use crate::admission::Admission;
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+
+/// Listen backlog per shard (glommio's own bind fixes it at 1024).
+const BACKLOG: i32 = 4096;
+/// Depth of each shard's io_uring rings.
+const RING_DEPTH: usize = 128;
+/// Capacity of each shard-to-shard hand-off channel.
+const HANDOFF_CHANNEL: usize = 1024;
+
+/// Runs the server until SIGTERM or SIGINT and its connections have drained.
+pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cpus = allowed_cpus().context("cannot read this process's CPU affinity")?;
+    let shards = config.shards.unwrap_or(cpus.len());
+    if shards == 0 {
+        bail!("--shards must be at least 1");
+    }
+    let io_memory = limits::io_memory_per_shard(limits::memlock_limit()?, shards)?;
+    let open_files = limits::open_file_limit()?;
+    let max_connections = config.effective_max_connections(open_files);
+    if max_connections as u64 + 64 > open_files {
+        warn!(open_files, max_connections, "the open-file limit is below --max-connections; accepts will fail before the cap answers 503");
+    }
+    let listeners = bind_listeners(config.listen, shards)?;
+    let addr = listeners[0].local_addr()?.as_socket().context("listener has no IP address")?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    watch_signals(shutdown.clone())?;
+    let shared = shard::Shared {
+        admission: Admission::new(max_connections, config.max_connections_per_ip),
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::new(shards, started)),
+        shutdown,
+    };
+    let mesh = MeshBuilder::full(shards, HANDOFF_CHANNEL);
+    let mut handles = Vec::with_capacity(shards);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (shared, mesh) = (shared.clone(), mesh.clone());
+        let fd = listener.into_raw_fd();
+        let cpu = cpus[i % cpus.len()];
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(io_memory)
+            .ring_depth(RING_DEPTH)
+            .spawn(move || async move {
+                // SAFETY: `fd` is the listening socket bound above, owned by this shard alone.
+                let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                let (senders, receivers) = mesh.join().await.expect("every shard joins the hand-off mesh");
+                shard::run(shared, listener, senders, receivers).await;
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start shard {i} on CPU {cpu}: {e}"))?;
+        handles.push(handle);
+    }
+    info!(%addr, shards, io_memory, max_connections, "partyflow listening on {addr}");
+    for handle in handles {
+        handle.join().map_err(|e| anyhow::anyhow!("a shard failed: {e}"))?;
+    }
+    info!("all connections closed; exiting");
+    Ok(())
+}
+
+/// One listener per shard on the same address; with port 0 the first picks the port.
+fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<Vec<Socket>> {
+    let mut listeners: Vec<Socket> = Vec::with_capacity(shards);
+    let mut bound = addr;
+    for _ in 0..shards {
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&bound.into()).with_context(|| format!("cannot listen on {bound}"))?;
+        socket.listen(BACKLOG)?;
+        if let Some(actual) = socket.local_addr()?.as_socket() {
+            bound = actual;
+        }
+        listeners.push(socket);
+    }
+    Ok(listeners)
+}
+
+/// CPUs this process may run on, in order.
+fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // SAFETY: sched_getaffinity fills the zeroed set it is given.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        set
+    };
+    // SAFETY: CPU_ISSET reads the set initialised above.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
+}
+
+/// First SIGTERM/SIGINT: start the graceful shutdown. Second: exit at once.
+fn watch_signals(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            if shutdown.swap(true, Ordering::Relaxed) {
+                warn!(signal, "second signal: exiting without waiting for connections");
+                std::process::exit(1);
+            }
+            info!(signal, "shutting down: closing connections with 1001");
+        }
+    })?;
+    Ok(())
+}

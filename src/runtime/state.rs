@@ -1,0 +1,250 @@
+//! A shard's connections and rooms: plain data, touched only by the shard's own thread.
+//!
+//! The connection drivers and the shard's sweeper borrow this for one synchronous step at a time
+//! and never across an await.
+
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::admission::Permit;
+use crate::metrics::ShardMetrics;
+use crate::outbox::Outbox;
+use crate::rooms::{RoomId, Rooms};
+use crate::session::{Heartbeat, HeartbeatAction};
+use crate::ws::{self, close_code, DataKind};
+
+/// A connection's key in its shard's table.
+pub(crate) type ConnId = usize;
+
+/// How long a closing connection may take to flush its close frame and hear the peer's.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a connection's messages do.
+#[derive(Debug, Clone)]
+pub(crate) enum Endpoint {
+    /// Every message comes back to its sender.
+    Echo,
+    /// Every message goes to every member of the room, sender included.
+    Relay(RoomId),
+}
+
+/// One WebSocket connection as the shard sees it.
+pub(crate) struct Conn {
+    pub(crate) outbox: Outbox,
+    waker: Option<Waker>,
+    heartbeat: Heartbeat,
+    endpoint: Endpoint,
+    /// Set once a close frame is queued: the moment the connection is cut regardless.
+    close_deadline: Option<Instant>,
+    /// The driver must stop now and drop the socket.
+    pub(crate) terminate: bool,
+    _permit: Option<Permit>,
+}
+
+impl Conn {
+    /// Sets the waker the driver will be woken through.
+    pub(crate) fn set_waker(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether a close frame is queued (nothing else will be sent).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.outbox.is_sealed()
+    }
+
+    /// Queues a close frame. `discard` drops what is still queued (a slow or dead reader would
+    /// never take it); otherwise queued frames go out first.
+    fn begin_close(&mut self, m: &ShardMetrics, now: Instant, code: u16, reason: &str, discard: bool) {
+        if self.is_closing() {
+            return;
+        }
+        if discard {
+            self.outbox.discard_unsent();
+        }
+        self.outbox.seal(ws::encode_close(code, reason));
+        m.close_sent(code);
+        m.frames_out.add(1);
+        self.close_deadline = Some(now + CLOSE_TIMEOUT);
+        self.wake();
+    }
+
+    /// Queues a frame; a member whose queue is full is closed as a slow consumer.
+    fn queue(&mut self, m: &ShardMetrics, now: Instant, frame: Bytes) -> bool {
+        match self.outbox.push(frame) {
+            Ok(()) => {
+                m.frames_out.add(1);
+                self.wake();
+                true
+            }
+            Err(overflow) => {
+                m.slow_consumer_disconnects.add(1);
+                let reason = format!("slow consumer: more than {} bytes queued", overflow.limit);
+                self.begin_close(m, now, close_code::POLICY_VIOLATION, &reason, true);
+                false
+            }
+        }
+    }
+}
+
+/// All connections and rooms of one shard.
+#[derive(Default)]
+pub(crate) struct ShardState {
+    conns: Slab<Conn>,
+    rooms: Rooms<ConnId>,
+}
+
+impl ShardState {
+    /// Adds an upgraded connection and joins its room.
+    pub(crate) fn register(
+        &mut self,
+        m: &ShardMetrics,
+        now: Instant,
+        endpoint: Endpoint,
+        permit: Option<Permit>,
+        heartbeat: (Duration, Duration),
+        max_outbound_bytes: usize,
+    ) -> ConnId {
+        let room = match &endpoint {
+            Endpoint::Relay(room) => Some(room.clone()),
+            Endpoint::Echo => None,
+        };
+        let id = self.conns.insert(Conn {
+            outbox: Outbox::new(max_outbound_bytes),
+            waker: None,
+            heartbeat: Heartbeat::new(now, heartbeat.0, heartbeat.1),
+            endpoint,
+            close_deadline: None,
+            terminate: false,
+            _permit: permit,
+        });
+        let rooms_before = self.rooms.len();
+        if let Some(room) = room {
+            self.rooms.join(&room, id);
+        }
+        m.connections.add(1);
+        m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
+        id
+    }
+
+    /// Removes a finished connection and leaves its room.
+    pub(crate) fn unregister(&mut self, m: &ShardMetrics, id: ConnId) {
+        let Some(conn) = self.conns.try_remove(id) else { return };
+        let rooms_before = self.rooms.len();
+        if let Endpoint::Relay(room) = &conn.endpoint {
+            self.rooms.leave(room, id);
+        }
+        m.connections.add(-1);
+        m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
+    }
+
+    /// The connection `id`, if it is still registered.
+    pub(crate) fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id)
+    }
+
+    /// Something arrived from `id`'s peer.
+    pub(crate) fn on_activity(&mut self, id: ConnId, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.heartbeat.on_activity(now);
+        }
+    }
+
+    /// A complete data message from `id`: encode its frame once and deliver it.
+    pub(crate) fn on_message(&mut self, m: &ShardMetrics, now: Instant, id: ConnId, kind: DataKind, payload: &[u8]) {
+        m.messages_in.add(1);
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        if conn.is_closing() {
+            return;
+        }
+        let frame = ws::encode_data(kind, payload);
+        match &conn.endpoint {
+            Endpoint::Echo => {
+                if conn.queue(m, now, frame) {
+                    m.messages_out.add(1);
+                }
+            }
+            Endpoint::Relay(room) => {
+                let room = room.clone();
+                let mut delivered = 0;
+                for &member in self.rooms.members(&room) {
+                    if let Some(target) = self.conns.get_mut(member) {
+                        if !target.is_closing() && target.queue(m, now, frame.clone()) {
+                            delivered += 1;
+                        }
+                    }
+                }
+                m.messages_out.add(delivered);
+            }
+        }
+    }
+
+    /// Queues a control frame (a pong) for `id`.
+    pub(crate) fn send_control(&mut self, m: &ShardMetrics, now: Instant, id: ConnId, frame: Bytes) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            if !conn.is_closing() {
+                conn.queue(m, now, frame);
+            }
+        }
+    }
+
+    /// Starts the close handshake on `id` with `code`.
+    pub(crate) fn close(&mut self, m: &ShardMetrics, now: Instant, id: ConnId, code: u16, reason: &str) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.begin_close(m, now, code, reason, false);
+        }
+    }
+
+    /// Closes every connection with 1001 (server shutdown).
+    pub(crate) fn close_all(&mut self, m: &ShardMetrics, now: Instant) {
+        for (_, conn) in self.conns.iter_mut() {
+            conn.begin_close(m, now, close_code::GOING_AWAY, "server shutting down", false);
+        }
+    }
+
+    /// Advances every connection's timers to `now`: pings, heartbeat timeouts, close deadlines.
+    pub(crate) fn handle_timeout(&mut self, m: &ShardMetrics, now: Instant) {
+        for (_, conn) in self.conns.iter_mut() {
+            if let Some(deadline) = conn.close_deadline {
+                if now >= deadline && !conn.terminate {
+                    conn.terminate = true;
+                    conn.wake();
+                }
+                continue;
+            }
+            match conn.heartbeat.handle_timeout(now) {
+                Some(HeartbeatAction::SendPing) => {
+                    conn.queue(m, now, ws::ping_frame());
+                }
+                Some(HeartbeatAction::TimedOut) => {
+                    m.heartbeat_timeouts.add(1);
+                    conn.begin_close(m, now, close_code::GOING_AWAY, "no data or pong within the pong timeout", true);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Cuts every connection at once (the shutdown grace ran out).
+    pub(crate) fn terminate_all(&mut self) {
+        for (_, conn) in self.conns.iter_mut() {
+            conn.terminate = true;
+            conn.wake();
+        }
+    }
+
+    /// Number of registered connections.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+}

@@ -1,0 +1,86 @@
+//! Keep-alive: ping a quiet peer, give up on a silent one.
+
+use std::time::{Duration, Instant};
+
+/// What the heartbeat wants done at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatAction {
+    /// Send a ping now.
+    SendPing,
+    /// Nothing was heard for the pong timeout: close the connection.
+    TimedOut,
+}
+
+/// Heartbeat of one connection.
+///
+/// Call [`Heartbeat::on_activity`] whenever anything arrives from the peer and
+/// [`Heartbeat::handle_timeout`] whenever the clock reaches [`Heartbeat::poll_timeout`] (calling it
+/// earlier is harmless).
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    ping_interval: Duration,
+    pong_timeout: Duration,
+    last_heard: Instant,
+    next_ping: Instant,
+}
+
+impl Heartbeat {
+    /// A heartbeat for a connection opened at `now`.
+    pub fn new(now: Instant, ping_interval: Duration, pong_timeout: Duration) -> Self {
+        Heartbeat { ping_interval, pong_timeout, last_heard: now, next_ping: now + ping_interval }
+    }
+
+    /// The peer sent something at `now`.
+    pub fn on_activity(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// When [`Heartbeat::handle_timeout`] next has something to do.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_ping.min(self.last_heard + self.pong_timeout)
+    }
+
+    /// Advances to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<HeartbeatAction> {
+        if now >= self.last_heard + self.pong_timeout {
+            return Some(HeartbeatAction::TimedOut);
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.ping_interval;
+            return Some(HeartbeatAction::SendPing);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_on_schedule_and_times_out_a_silent_peer() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut hb = Heartbeat::new(t0, 10 * s, 20 * s);
+        assert_eq!(hb.poll_timeout(), t0 + 10 * s);
+        assert_eq!(hb.handle_timeout(t0 + 5 * s), None);
+        assert_eq!(hb.handle_timeout(t0 + 10 * s), Some(HeartbeatAction::SendPing));
+        assert_eq!(hb.handle_timeout(t0 + 10 * s), None);
+        assert_eq!(hb.poll_timeout(), t0 + 20 * s);
+        assert_eq!(hb.handle_timeout(t0 + 20 * s), Some(HeartbeatAction::TimedOut));
+    }
+
+    #[test]
+    fn activity_keeps_it_alive() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut hb = Heartbeat::new(t0, 10 * s, 20 * s);
+        let mut now = t0;
+        for _ in 0..10 {
+            now += 9 * s;
+            hb.on_activity(now);
+            assert_ne!(hb.handle_timeout(now), Some(HeartbeatAction::TimedOut));
+        }
+        assert_eq!(hb.handle_timeout(now + 20 * s), Some(HeartbeatAction::TimedOut));
+    }
+}

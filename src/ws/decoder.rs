@@ -1,0 +1,445 @@
+//! Incremental decoder for client-to-server frames.
+//!
+//! Bytes are consumed as they arrive, also in the middle of a frame's payload, so that invalid
+//! UTF-8 is detected at the first bad byte rather than when a large message completes, and a
+//! declared length over the limit is refused before any memory is reserved for it.
+
+use std::io::Cursor;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use super::close_code;
+
+/// What the peer sent, one complete message or control frame at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text message (already validated as UTF-8).
+    Text(Bytes),
+    /// A complete binary message.
+    Binary(Bytes),
+    /// A ping; the payload must be echoed in a pong.
+    Ping(Bytes),
+    /// A pong.
+    Pong,
+    /// A close frame with its status code, if it carried one.
+    Close(Option<u16>),
+}
+
+/// A violation of RFC 6455 or of a configured limit; each maps to the close code to send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// RSV bits set without a negotiated extension.
+    #[error("reserved bits set without a negotiated extension")]
+    ReservedBits,
+    /// An opcode the RFC reserves.
+    #[error("reserved opcode {0:#x}")]
+    ReservedOpcode(u8),
+    /// A client frame without a mask.
+    #[error("client frames must be masked")]
+    Unmasked,
+    /// A control frame that is fragmented or carries more than 125 bytes.
+    #[error("control frames must be final and at most 125 bytes")]
+    BadControlFrame,
+    /// A continuation frame with no message in progress.
+    #[error("continuation frame without a message in progress")]
+    UnexpectedContinuation,
+    /// A new data frame while a fragmented message is still open.
+    #[error("new data frame while a fragmented message is in progress")]
+    ExpectedContinuation,
+    /// A close frame whose payload is one byte or whose code may not be sent.
+    #[error("invalid close frame")]
+    BadClose,
+    /// Text (or a close reason) that is not valid UTF-8.
+    #[error("text is not valid UTF-8")]
+    InvalidUtf8,
+    /// A message larger than the configured limit.
+    #[error("message exceeds {0} bytes")]
+    MessageTooBig(usize),
+}
+
+impl ProtocolError {
+    /// The close code that reports this error to the peer.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            ProtocolError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            ProtocolError::MessageTooBig(_) => close_code::MESSAGE_TOO_BIG,
+            _ => close_code::PROTOCOL_ERROR,
+        }
+    }
+}
+
+enum State {
+    /// Waiting for a frame header.
+    Header,
+    /// Reading a data frame's payload into the current message.
+    Data { mask: [u8; 4], offset: usize, remaining: usize, fin: bool },
+    /// Waiting for a control frame's whole (small) payload.
+    Control { opcode: Control, mask: [u8; 4], len: usize },
+}
+
+/// A message being assembled from one or more data frames.
+struct Partial {
+    text: bool,
+    data: BytesMut,
+    /// Prefix of `data` known to be valid UTF-8 (text only); the rest is an incomplete sequence.
+    utf8_valid: usize,
+}
+
+/// Decodes masked client frames into [`Event`]s.
+///
+/// Call [`Decoder::poll_event`] with the connection's read buffer after every read until it
+/// returns `Ok(None)`. After an error the decoder is finished: every later call returns it again.
+pub struct Decoder {
+    max_message_bytes: usize,
+    state: State,
+    partial: Option<Partial>,
+    error: Option<ProtocolError>,
+    frames_seen: u64,
+}
+
+impl Decoder {
+    /// A decoder refusing messages over `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        Decoder { max_message_bytes, state: State::Header, partial: None, error: None, frames_seen: 0 }
+    }
+
+    /// Frame headers decoded so far (for metrics).
+    pub fn frames_seen(&self) -> u64 {
+        self.frames_seen
+    }
+
+    /// How many more bytes the current frame needs; a hint for sizing the next read.
+    pub fn bytes_wanted(&self) -> usize {
+        match self.state {
+            State::Header => 14,
+            State::Data { remaining, .. } => remaining,
+            State::Control { len, .. } => len,
+        }
+    }
+
+    /// Consumes bytes from `buf` and returns the next complete event, `Ok(None)` when more bytes
+    /// are needed.
+    pub fn poll_event(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        let result = self.step(buf);
+        if let Err(err) = &result {
+            self.error = Some(err.clone());
+        }
+        result
+    }
+
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            match self.state {
+                State::Header => {
+                    if !self.read_header(buf)? {
+                        return Ok(None);
+                    }
+                }
+                State::Control { opcode, mask, len } => {
+                    if buf.len() < len {
+                        return Ok(None);
+                    }
+                    let mut payload = buf.split_to(len);
+                    unmask(&mut payload, mask, 0);
+                    self.state = State::Header;
+                    return control_event(opcode, payload.freeze()).map(Some);
+                }
+                State::Data { mask, offset, remaining, fin } => {
+                    let take = remaining.min(buf.len());
+                    if take == 0 && remaining > 0 {
+                        return Ok(None);
+                    }
+                    let mut chunk = buf.split_to(take);
+                    unmask(&mut chunk, mask, offset);
+                    let remaining = remaining - take;
+                    self.state = if remaining == 0 {
+                        State::Header
+                    } else {
+                        State::Data { mask, offset: offset + take, remaining, fin }
+                    };
+                    let partial = self.partial.as_mut().ok_or(ProtocolError::UnexpectedContinuation)?;
+                    if partial.data.is_empty() && remaining == 0 && fin {
+                        // The whole message is this one chunk: hand it on without copying.
+                        partial.data = chunk;
+                    } else {
+                        partial.data.extend_from_slice(&chunk);
+                    }
+                    if partial.text {
+                        check_utf8(partial)?;
+                    }
+                    if remaining == 0 && fin {
+                        return self.finish_message().map(Some);
+                    }
+                    if remaining > 0 {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses and checks one header; returns false when `buf` does not hold all of it yet.
+    fn read_header(&mut self, buf: &mut BytesMut) -> Result<bool, ProtocolError> {
+        let mut cursor = Cursor::new(&buf[..]);
+        let (header, len) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(false),
+            Err(_) => {
+                let opcode = buf.first().map_or(0, |b| b & 0x0f);
+                return Err(ProtocolError::ReservedOpcode(opcode));
+            }
+        };
+        let header_len = cursor.position() as usize;
+        self.frames_seen += 1;
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let mask = header.mask.ok_or(ProtocolError::Unmasked)?;
+        match header.opcode {
+            OpCode::Control(opcode) => {
+                if !header.is_final || len > 125 {
+                    return Err(ProtocolError::BadControlFrame);
+                }
+                self.state = State::Control { opcode, mask, len: len as usize };
+            }
+            OpCode::Data(opcode) => {
+                let text = match (opcode, self.partial.is_some()) {
+                    (Data::Continue, false) => return Err(ProtocolError::UnexpectedContinuation),
+                    (Data::Continue, true) => None,
+                    (Data::Text, false) => Some(true),
+                    (Data::Binary, false) => Some(false),
+                    (_, true) => return Err(ProtocolError::ExpectedContinuation),
+                    (Data::Reserved(op), false) => return Err(ProtocolError::ReservedOpcode(op)),
+                };
+                let so_far = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
+                if so_far.saturating_add(len) > self.max_message_bytes as u64 {
+                    return Err(ProtocolError::MessageTooBig(self.max_message_bytes));
+                }
+                if let Some(text) = text {
+                    self.partial = Some(Partial { text, data: BytesMut::new(), utf8_valid: 0 });
+                }
+                self.state =
+                    State::Data { mask, offset: 0, remaining: len as usize, fin: header.is_final };
+            }
+        }
+        buf.advance(header_len);
+        Ok(true)
+    }
+
+    fn finish_message(&mut self) -> Result<Event, ProtocolError> {
+        let partial = self.partial.take().ok_or(ProtocolError::UnexpectedContinuation)?;
+        if !partial.text {
+            return Ok(Event::Binary(partial.data.freeze()));
+        }
+        if partial.utf8_valid != partial.data.len() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(Event::Text(partial.data.freeze()))
+    }
+}
+
+/// Validates what was appended since the last check; an incomplete trailing sequence is fine
+/// until the message ends, an impossible one fails at once.
+fn check_utf8(partial: &mut Partial) -> Result<(), ProtocolError> {
+    let unchecked = partial.data.get(partial.utf8_valid..).unwrap_or_default();
+    match std::str::from_utf8(unchecked) {
+        Ok(_) => partial.utf8_valid = partial.data.len(),
+        Err(e) if e.error_len().is_none() => partial.utf8_valid += e.valid_up_to(),
+        Err(_) => return Err(ProtocolError::InvalidUtf8),
+    }
+    Ok(())
+}
+
+fn control_event(opcode: Control, payload: Bytes) -> Result<Event, ProtocolError> {
+    match opcode {
+        Control::Ping => Ok(Event::Ping(payload)),
+        Control::Pong => Ok(Event::Pong),
+        Control::Close => {
+            let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+                return if payload.is_empty() { Ok(Event::Close(None)) } else { Err(ProtocolError::BadClose) };
+            };
+            let code = u16::from_be_bytes(*code);
+            if !CloseCode::from(code).is_allowed() {
+                return Err(ProtocolError::BadClose);
+            }
+            std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Event::Close(Some(code)))
+        }
+        Control::Reserved(op) => Err(ProtocolError::ReservedOpcode(op)),
+    }
+}
+
+/// XORs `data` with the mask, starting at byte `offset` of the frame payload.
+fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut rotated = [0u8; 4];
+    for (i, byte) in rotated.iter_mut().enumerate() {
+        *byte = mask[(offset + i) % 4];
+    }
+    let word = u32::from_ne_bytes(rotated);
+    let mut chunks = data.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 4];
+        bytes.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u32::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (byte, m) in chunks.into_remainder().iter_mut().zip(rotated) {
+        *byte ^= m;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut out = vec![first];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        let mut body = payload.to_vec();
+        unmask(&mut body, mask, 0);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode_all(dec: &mut Decoder, bytes: &[u8]) -> Result<Vec<Event>, ProtocolError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = vec![];
+        while let Some(ev) = dec.poll_event(&mut buf)? {
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn text_message_byte_by_byte() {
+        let bytes = frame(0x81, "héllo".as_bytes());
+        let mut dec = Decoder::new(1024);
+        let mut buf = BytesMut::new();
+        let mut events = vec![];
+        for b in bytes {
+            buf.extend_from_slice(&[b]);
+            while let Some(ev) = dec.poll_event(&mut buf).unwrap() {
+                events.push(ev);
+            }
+        }
+        assert_eq!(events, vec![Event::Text(Bytes::from("héllo"))]);
+    }
+
+    #[test]
+    fn fragments_with_interleaved_ping() {
+        let mut bytes = frame(0x01, b"ab");
+        bytes.extend(frame(0x89, b"p"));
+        bytes.extend(frame(0x80, b"cd"));
+        let events = decode_all(&mut Decoder::new(1024), &bytes).unwrap();
+        assert_eq!(events, vec![Event::Ping(Bytes::from("p")), Event::Text(Bytes::from("abcd"))]);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_completes() {
+        let bytes = frame(0x81, b"ok\xed\xa0\x80 and more text");
+        let mut dec = Decoder::new(1024);
+        // Header + 5 payload bytes: the surrogate is already impossible.
+        let mut buf = BytesMut::from(&bytes[..2 + 4 + 5]);
+        assert_eq!(dec.poll_event(&mut buf), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(ProtocolError::InvalidUtf8.close_code(), 1007);
+    }
+
+    #[test]
+    fn utf8_split_across_fragments_is_accepted() {
+        let euro = "€".as_bytes();
+        let mut bytes = frame(0x01, &euro[..1]);
+        bytes.extend(frame(0x00, &euro[1..2]));
+        bytes.extend(frame(0x80, &euro[2..]));
+        assert_eq!(decode_all(&mut Decoder::new(16), &bytes).unwrap(), vec![Event::Text(Bytes::from("€"))]);
+    }
+
+    #[test]
+    fn truncated_utf8_at_message_end_is_invalid() {
+        let bytes = frame(0x81, &"€".as_bytes()[..2]);
+        assert_eq!(decode_all(&mut Decoder::new(16), &bytes), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn protocol_violations_and_their_codes() {
+        let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+            (frame(0xC1, b"x"), ProtocolError::ReservedBits),
+            (frame(0x83, b""), ProtocolError::ReservedOpcode(3)),
+            (frame(0x8B, b""), ProtocolError::ReservedOpcode(0xb)),
+            (vec![0x81, 0x01, b'x'], ProtocolError::Unmasked),
+            (frame(0x09, b""), ProtocolError::BadControlFrame),
+            (frame(0x89, &[0u8; 126]), ProtocolError::BadControlFrame),
+            (frame(0x80, b"x"), ProtocolError::UnexpectedContinuation),
+            ([frame(0x01, b"x"), frame(0x81, b"y")].concat(), ProtocolError::ExpectedContinuation),
+            (frame(0x88, &[3]), ProtocolError::BadClose),
+            (frame(0x88, &1005u16.to_be_bytes()), ProtocolError::BadClose),
+            (frame(0x88, &[0x03, 0xe8, 0xff]), ProtocolError::InvalidUtf8),
+        ];
+        for (bytes, expected) in cases {
+            let got = decode_all(&mut Decoder::new(1024), &bytes);
+            assert_eq!(got, Err(expected.clone()), "{bytes:?}");
+            let code = expected.close_code();
+            assert!(code == 1002 || code == 1007);
+        }
+    }
+
+    #[test]
+    fn oversize_is_refused_from_the_header_alone() {
+        let mut dec = Decoder::new(100);
+        let mut buf = BytesMut::from(&[0x82u8, 0xff, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 1, 2, 3, 4][..]);
+        assert_eq!(dec.poll_event(&mut buf), Err(ProtocolError::MessageTooBig(100)));
+        let mut bytes = frame(0x02, &[0u8; 60]);
+        bytes.extend(frame(0x80, &[0u8; 60]));
+        assert_eq!(decode_all(&mut Decoder::new(100), &bytes), Err(ProtocolError::MessageTooBig(100)));
+    }
+
+    #[test]
+    fn close_frames() {
+        assert_eq!(decode_all(&mut Decoder::new(10), &frame(0x88, b"")).unwrap(), vec![Event::Close(None)]);
+        let ok = frame(0x88, &[0x0f, 0xa0, b'b', b'y', b'e']);
+        assert_eq!(decode_all(&mut Decoder::new(10), &ok).unwrap(), vec![Event::Close(Some(4000))]);
+    }
+
+    #[test]
+    fn errors_are_sticky() {
+        let mut dec = Decoder::new(10);
+        let mut buf = BytesMut::from(&frame(0x83, b"")[..]);
+        assert!(dec.poll_event(&mut buf).is_err());
+        let mut good = BytesMut::from(&frame(0x81, b"a")[..]);
+        assert!(dec.poll_event(&mut good).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut dec = Decoder::new(256);
+            let len = (seed % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = dec.poll_event(&mut buf) {}
+        }
+    }
+}
