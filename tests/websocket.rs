@@ -1,0 +1,115 @@
+//! RFC 6455 behaviour of the server over real sockets: echo round trips and every close code.
+
+mod common;
+
+use common::{connect, connect_with, RawClient, Server};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::Message;
+
+#[test]
+fn echo_round_trips_text_binary_and_empty() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut ws = connect(&server, "/echo");
+    let messages = [
+        Message::text("hello"),
+        Message::text("ünïcødé ✓"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::text(""),
+        Message::binary(Vec::new()),
+        Message::text("x".repeat(60_000)),
+    ];
+    for m in &messages {
+        ws.send(m.clone()).unwrap();
+    }
+    for m in &messages {
+        assert_eq!(&ws.read().unwrap(), m);
+    }
+    ws.close(None).unwrap();
+}
+
+#[test]
+fn echo_of_a_message_just_under_one_mib_with_a_raised_limit() {
+    let server = Server::start(&["--shards", "1", "--max-message-bytes", "1048576"]);
+    let config = WebSocketConfig::default().max_message_size(Some(2 << 20)).max_frame_size(Some(2 << 20));
+    let mut ws = connect_with(&server, "/echo", config);
+    let payload: Vec<u8> = (0..(1 << 20) - 1).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(payload.clone())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::binary(payload));
+}
+
+#[test]
+fn fragmented_message_with_interleaved_ping_is_reassembled() {
+    let server = Server::start(&["--shards", "1"]);
+    let mut c = RawClient::connect(&server, "/echo");
+    c.send(0x01, b"frag");
+    c.send(0x89, b"ping!");
+    c.send(0x00, "mé".as_bytes());
+    c.send(0x80, b"nted");
+    assert_eq!(c.read_frame().unwrap(), (0x8A, b"ping!".to_vec()), "pong comes first, echoing the ping");
+    assert_eq!(c.read_frame().unwrap(), (0x81, "fragménted".as_bytes().to_vec()));
+}
+
+#[test]
+fn close_handshake_echoes_the_code_and_the_server_closes_tcp() {
+    let server = Server::start(&["--shards", "1"]);
+    let mut c = RawClient::connect(&server, "/echo");
+    c.send(0x88, &[0x0f, 0xa0, b'b', b'y', b'e']);
+    assert_eq!(c.expect_close(), 4000);
+    c.expect_eof();
+    let mut c = RawClient::connect(&server, "/echo");
+    c.send(0x88, b"");
+    assert_eq!(c.expect_close(), 1000);
+    c.expect_eof();
+}
+
+/// Each bad frame gets its close code, and the server then ends the connection.
+#[test]
+fn protocol_violations_get_their_close_codes() {
+    let server = Server::start(&["--shards", "1", "--max-message-bytes", "1000"]);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked frame", RawClient::frame(0x81, b"hi", false), 1002),
+        ("reserved bit", RawClient::frame(0xC1, b"hi", true), 1002),
+        ("reserved data opcode", RawClient::frame(0x83, b"", true), 1002),
+        ("reserved control opcode", RawClient::frame(0x8B, b"", true), 1002),
+        ("fragmented ping", RawClient::frame(0x09, b"", true), 1002),
+        ("oversized ping", RawClient::frame(0x89, &[0u8; 126], true), 1002),
+        ("continuation without start", RawClient::frame(0x80, b"x", true), 1002),
+        ("text inside a fragmented message", [RawClient::frame(0x01, b"a", true), RawClient::frame(0x81, b"b", true)].concat(), 1002),
+        ("one-byte close payload", RawClient::frame(0x88, &[1], true), 1002),
+        ("forbidden close code 1005", RawClient::frame(0x88, &1005u16.to_be_bytes(), true), 1002),
+        ("invalid UTF-8 text", RawClient::frame(0x81, b"\xff\xfe", true), 1007),
+        ("invalid UTF-8 close reason", RawClient::frame(0x88, &[0x03, 0xe8, 0xc3], true), 1007),
+        ("message over the limit", RawClient::frame(0x82, &[0u8; 1001], true), 1009),
+        ("fragments over the limit", [RawClient::frame(0x02, &[0u8; 600], true), RawClient::frame(0x80, &[0u8; 600], true)].concat(), 1009),
+    ];
+    for (what, bytes, code) in cases {
+        let mut c = RawClient::connect(&server, "/echo");
+        c.send_raw(&bytes);
+        assert_eq!(c.expect_close(), code, "{what}");
+        c.expect_eof();
+    }
+    assert!(server.metric("partyflow_close_codes_sent_total", "code=\"1002\"") >= 10.0);
+    assert!(server.metric("partyflow_close_codes_sent_total", "code=\"1009\"") >= 2.0);
+}
+
+#[test]
+fn invalid_utf8_is_refused_before_the_rest_of_a_large_frame_arrives() {
+    let server = Server::start(&["--shards", "1"]);
+    let mut c = RawClient::connect(&server, "/echo");
+    let frame = RawClient::frame(0x81, &[b"ok".as_slice(), b"\xed\xa0\x80", &[b'a'; 40_000]].concat(), true);
+    // Only the header and the first bytes: the server must not wait for the other 40 kB.
+    c.send_raw(&frame[..4 + 4 + 8]);
+    assert_eq!(c.expect_close(), 1007);
+}
+
+#[test]
+fn oversize_declared_length_is_refused_without_the_payload() {
+    let server = Server::start(&["--shards", "1"]);
+    let mut c = RawClient::connect(&server, "/echo");
+    // Declares 1 GiB and sends nothing more.
+    let mut header = vec![0x82, 0xff];
+    header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    header.extend_from_slice(&common::MASK);
+    c.send_raw(&header);
+    assert_eq!(c.expect_close(), 1009);
+}
