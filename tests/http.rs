@@ -1,0 +1,142 @@
+//! The HTTP side of the port: health, metrics, and every refusal before an upgrade.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{connect, http_raw, parse_response, Server};
+
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+fn request(server: &Server, head: &str) -> (u16, String) {
+    parse_response(&http_raw(server.addr, head))
+}
+
+#[test]
+fn health_reports_shards_connections_and_rooms() {
+    let server = Server::start(&["--shards", "2"]);
+    let _a = connect(&server, "/relay?room=one");
+    let _b = connect(&server, "/relay?room=two");
+    let _c = connect(&server, "/echo");
+    server.wait_connections(3);
+    let (status, body) = server.get("/health");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["shards"], 2);
+    assert_eq!(v["rooms"], 2);
+    assert!(v["uptimeSec"].is_u64());
+}
+
+#[test]
+fn metrics_are_prometheus_text_with_per_shard_series() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut ws = connect(&server, "/echo");
+    ws.send(tungstenite::Message::text("hi")).unwrap();
+    ws.read().unwrap();
+    let raw = http_raw(server.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(raw.contains("Content-Type: text/plain; version=0.0.4"));
+    for family in [
+        "partyflow_connections",
+        "partyflow_rooms",
+        "partyflow_frames_in_total",
+        "partyflow_frames_out_total",
+        "partyflow_messages_in_total",
+        "partyflow_messages_out_total",
+        "partyflow_bytes_in_total",
+        "partyflow_bytes_out_total",
+        "partyflow_handshakes_ok_total",
+        "partyflow_handshakes_failed_total",
+        "partyflow_slow_consumer_disconnects_total",
+        "partyflow_close_codes_sent_total",
+    ] {
+        assert!(raw.contains(&format!("# TYPE {family} ")), "missing {family}");
+        assert!(raw.contains(&format!("{family}{{shard=\"1\"")), "no shard 1 series for {family}");
+    }
+    assert_eq!(server.metric("partyflow_messages_in_total", ""), 1.0);
+    assert_eq!(server.metric("partyflow_handshakes_ok_total", ""), 1.0);
+    assert!(server.metric("partyflow_bytes_out_total", "") >= 4.0);
+}
+
+#[test]
+fn refusals_have_the_right_status_and_are_counted() {
+    let server = Server::start(&["--shards", "1", "--allowed-origin", "https://good.example"]);
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("GET /nope HTTP/1.1\r\nHost: t\r\n\r\n".into(), 404, "not_found"),
+        ("POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n".into(), 405, "method_not_allowed"),
+        ("GET /echo HTTP/1.1\r\nHost: t\r\n\r\n".into(), 426, "upgrade_required"),
+        (format!("GET /echo HTTP/1.1\r\nHost: t\r\n{}\r\n", UPGRADE.replace("Version: 13", "Version: 8")), 426, "upgrade_required"),
+        (format!("POST /echo HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n"), 405, "method_not_allowed"),
+        ("GARBAGE\r\n\r\n".into(), 400, "bad_request"),
+        (format!("GET /relay HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n"), 400, "bad_request"),
+        (format!("GET /relay?room=bad%20id HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n"), 400, "bad_request"),
+        (format!("GET /relay?room={} HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n", "r".repeat(65)), 400, "bad_request"),
+        (format!("GET /echo HTTP/1.1\r\nHost: t\r\n{}\r\n", UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short")), 400, "bad_request"),
+        (format!("GET /echo HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n{UPGRADE}\r\n"), 403, "forbidden"),
+        (format!("GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(9000)), 431, "header_too_large"),
+    ];
+    for (head, status, reason) in cases {
+        let before = server.metric("partyflow_handshakes_failed_total", &format!("reason=\"{reason}\""));
+        let (got, body) = request(&server, &head);
+        assert_eq!(got, status, "{}", head.lines().next().unwrap());
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["error"]["code"].is_string(), "{body}");
+        let after = server.metric("partyflow_handshakes_failed_total", &format!("reason=\"{reason}\""));
+        assert_eq!(after, before + 1.0, "{reason} not counted");
+    }
+    let raw = http_raw(server.addr, "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(raw.contains("Sec-WebSocket-Version: 13"), "426 must say which version to use");
+    let good = format!("GET /echo HTTP/1.1\r\nHost: t\r\nOrigin: https://good.example\r\n{UPGRADE}\r\n");
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(good.as_bytes()).unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 101");
+}
+
+#[test]
+fn slow_request_head_is_cut_off_with_408() {
+    let server = Server::start(&["--shards", "1", "--request-timeout", "300ms"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHo").unwrap();
+    let started = Instant::now();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.metric("partyflow_handshakes_failed_total", "reason=\"timeout\""), 1.0);
+}
+
+#[test]
+fn connection_caps_answer_503_before_the_upgrade() {
+    let server = Server::start(&["--shards", "2", "--max-connections", "3", "--max-connections-per-ip", "2"]);
+    let _a = connect(&server, "/echo");
+    let _b = connect(&server, "/echo");
+    let upgrade = format!("GET /echo HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n");
+    let (status, body) = request(&server, &upgrade);
+    assert_eq!(status, 503, "per-IP cap");
+    assert!(body.contains("TOO_MANY_CONNECTIONS_FROM_ADDRESS"));
+    // Another loopback address has its own per-IP allowance, but the total cap is 3.
+    let _c = tungstenite::client::client(server.url("/echo"), tcp_from(&server, [127, 0, 0, 2])).unwrap();
+    let mut s = tcp_from(&server, [127, 0, 0, 3]);
+    s.write_all(upgrade.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503"), "total cap: {out}");
+    assert!(out.contains("SERVER_FULL"));
+    drop(_a);
+    server.wait_connections(2);
+    let _d = connect(&server, "/echo");
+}
+
+/// A connection to the server from the loopback address `ip`.
+fn tcp_from(server: &Server, ip: [u8; 4]) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from((ip, 0)).into()).unwrap();
+    s.connect(&server.addr.into()).unwrap();
+    TcpStream::from(s)
+}

@@ -1,0 +1,95 @@
+//! Heartbeats and graceful shutdown of the real server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{connect, RawClient, Server};
+use tungstenite::Message;
+
+#[test]
+fn silent_peer_is_pinged_then_closed_after_the_pong_timeout() {
+    let server = Server::start(&["--shards", "1", "--ping-interval", "200ms", "--pong-timeout", "700ms"]);
+    let mut silent = RawClient::connect(&server, "/echo");
+    let started = Instant::now();
+    let (first, payload) = silent.read_frame().unwrap();
+    assert_eq!((first, payload.len()), (0x89, 0), "expected an empty ping");
+    assert_eq!(silent.expect_close(), 1001);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(600) && waited < Duration::from_secs(5), "{waited:?}");
+    silent.expect_eof();
+    assert_eq!(server.metric("partyflow_heartbeat_timeouts_total", ""), 1.0);
+}
+
+#[test]
+fn peer_that_answers_pings_stays_connected() {
+    let server = Server::start(&["--shards", "1", "--ping-interval", "100ms", "--pong-timeout", "300ms"]);
+    let mut ws = connect(&server, "/echo");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    }
+    let until = Instant::now() + Duration::from_millis(1200);
+    let mut pings = 0;
+    while Instant::now() < until {
+        match ws.read() {
+            Ok(Message::Ping(_)) => pings += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("connection lost: {e}"),
+        }
+        let _ = ws.flush();
+    }
+    assert!(pings >= 5, "only {pings} pings");
+    ws.send(Message::text("still here")).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => break assert_eq!(t.as_str(), "still here"),
+            Ok(Message::Ping(_)) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(server.metric("partyflow_heartbeat_timeouts_total", ""), 0.0);
+}
+
+#[test]
+fn sigterm_closes_every_client_with_1001_and_exits_zero() {
+    let mut server = Server::start(&["--shards", "2", "--shutdown-grace", "3s"]);
+    let mut clients: Vec<_> = (0..6).map(|i| connect(&server, &format!("/relay?room=r{}", i % 3))).collect();
+    clients.push(connect(&server, "/echo"));
+    server.wait_connections(7);
+    server.signal(libc::SIGTERM);
+    for ws in &mut clients {
+        let frame = loop {
+            match ws.read() {
+                Ok(Message::Close(frame)) => break frame,
+                Ok(Message::Ping(_)) => continue,
+                other => panic!("expected close, got {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(frame.unwrap().code), 1001);
+        // tungstenite answers the close; the server then ends the connection.
+        loop {
+            match ws.read() {
+                Err(tungstenite::Error::ConnectionClosed) => break,
+                Err(e) => panic!("{e}"),
+                Ok(_) => {}
+            }
+        }
+    }
+    let status = server.wait_exit(Duration::from_secs(5)).expect("server did not exit");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn shutdown_does_not_wait_past_the_grace_for_a_peer_that_never_answers() {
+    let mut server = Server::start(&["--shards", "1", "--shutdown-grace", "500ms"]);
+    let mut mute = RawClient::connect(&server, "/echo");
+    server.wait_connections(1);
+    let started = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(5)).expect("server did not exit");
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(mute.expect_close(), 1001);
+}
