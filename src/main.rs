@@ -22,7 +22,6 @@ fn main() -> ExitCode {
     match partyflow::runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("partyflow: {err:#}");
             ExitCode::FAILURE
         }

@@ -88,6 +88,13 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
 
 /// One listener per shard on the same address; with port 0 the first picks the port.
 fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<Vec<Socket>> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let a second server of the same user bind silently and take half
+        // the connections; a plain bind first makes "address in use" an error again.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).with_context(|| format!("cannot listen on {addr} (another server running?)"))?;
+    }
     let mut listeners: Vec<Socket> = Vec::with_capacity(shards);
     let mut bound = addr;
     for _ in 0..shards {

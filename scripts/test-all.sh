@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every test of partyflow on a fresh Linux machine:
+#   1. unit and integration tests (release build; the integration tests start the real server
+#      on ephemeral loopback ports),
+#   2. the Autobahn TestSuite (quick set) against the release server's /echo,
+#   3. a short load-generator smoke run of the relay scenario with its loss and error gates on.
+# Installs what is missing (Debian packages) and uses only free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SHARED="${PARTYFLOW_SHARED:-$ROOT/../shared}"
+
+log() { printf '\n== %s\n' "$*"; }
+apt_install() {
+    [ "$(id -u)" = 0 ] || { echo "missing $*; install it (needs root)"; exit 2; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first"; exit 2; }
+command -v python3 >/dev/null || apt_install python3 python3-venv
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+
+# Starts the release server on a free port with extra args; sets SERVER_PID and SERVER_ADDR.
+start_server() {
+    local log; log=$(mktemp)
+    ./target/release/partyflow --listen 127.0.0.1:0 --log info "$@" 2>"$log" &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        SERVER_ADDR=$(sed -n 's/.*partyflow listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)
+        [ -n "$SERVER_ADDR" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log"; return 1; }
+        sleep 0.1
+    done
+    cat "$log"; return 1
+}
+stop_server() {
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+trap 'kill "${SERVER_PID:-}" 2>/dev/null || true' EXIT
+
+stages_passed=0
+log "build (release)"
+cargo build --release --workspace --bins --locked
+
+log "unit and integration tests"
+cargo test --release --workspace --locked
+stages_passed=$((stages_passed + 1))
+
+log "Autobahn TestSuite (quick) against /echo"
+if [ -x "$SHARED/autobahn/run.sh" ] || [ -f "$SHARED/autobahn/run.sh" ]; then
+    start_server --shards 2 --max-message-bytes 16777216
+    bash "$SHARED/autobahn/run.sh" --quick "ws://$SERVER_ADDR/echo"
+    stop_server
+    stages_passed=$((stages_passed + 1))
+else
+    echo "no Autobahn runner at $SHARED/autobahn (set PARTYFLOW_SHARED); skipped"
+fi
+
+log "load generator smoke: relay, 20 rooms x 6 members, gates on loss and errors"
+start_server --shards 2
+./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --warmup 1s --duration 3s \
+    relay --rooms 20 --members 6 --rate 20 --payload 128
+stop_server
+stages_passed=$((stages_passed + 1))
+
+echo
+echo "stages: $stages_passed passed, 0 failed"
