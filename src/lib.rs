@@ -18,3 +18,5 @@ pub mod rooms;
 pub mod runtime;
 pub mod session;
 pub mod ws;
+pub mod game;
+pub mod protocol;

@@ -1,0 +1,882 @@
+//! The PartyFlow game: a server-authoritative state machine, sans-IO.
+//!
+//! Inputs are joins, commands and the passing of time, each with `now`; outputs are events
+//! naming a [`Scope`], drained with [`Game::poll_output`]. Timers (countdown, round clock,
+//! score review) are data: [`Game::poll_timeout`] says when [`Game::handle_timeout`] next has
+//! work. Nothing here reads a clock, draws a random number (the deck seed comes in) or knows
+//! about connections, so every rule is tested with a simulated clock.
+//!
+//! Call order: after any input, drain `poll_output` until `None`, then re-read `poll_timeout`.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod command;
+mod state;
+pub mod words;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub use command::{Command, Swipe};
+pub use state::State;
+use words::{Deck, WordPack};
+
+use crate::protocol::{ErrorCode, Rejection, Scope};
+
+/// Spectator seats beyond the player limit.
+pub const MAX_SPECTATORS: usize = 10;
+const TEAM_STYLES: [(&str, &str); 4] =
+    [("Team Red", "#FF0000"), ("Team Blue", "#0000FF"), ("Team Green", "#00AA00"), ("Team Yellow", "#FFCC00")];
+const AVATAR_COLORS: [&str; 10] =
+    ["#FF5733", "#33A1FF", "#8E44AD", "#27AE60", "#F1C40F", "#E67E22", "#1ABC9C", "#E84393", "#2C3E50", "#7F8C8D"];
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Settings of one room's game.
+#[derive(Debug, Clone)]
+pub struct GameConfig {
+    /// Most players (1-10).
+    pub max_players: usize,
+    /// Teams (2-4), unless START_TEAM_SETUP says otherwise.
+    pub num_teams: usize,
+    /// Rounds; in each round every team explains once.
+    pub rounds: u32,
+    /// Length of one team's turn.
+    pub round_duration: Duration,
+    /// Countdown ticks before a turn (3 → "3, 2, 1").
+    pub countdown: u32,
+    /// How long scores are shown between turns.
+    pub score_review: Duration,
+    /// The word pack.
+    pub pack: Arc<WordPack>,
+    /// Seed of the deck's shuffle.
+    pub seed: u64,
+}
+
+/// What someone is in the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Created the room; runs the game; sees the words.
+    Host,
+    /// Plays in a team.
+    Player,
+    /// Joined after setup began: watches `all` broadcasts, may not act.
+    Spectator,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Player => "player",
+            Role::Spectator => "spectator",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "host" => Some(Role::Host),
+            "player" => Some(Role::Player),
+            "spectator" => Some(Role::Spectator),
+            _ => None,
+        }
+    }
+}
+
+/// An event for the room layer to sequence, serialize once per scope and deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Message type.
+    pub kind: &'static str,
+    /// Recipients.
+    pub scope: Scope,
+    /// Type-specific data.
+    pub payload: Value,
+    /// Whether recipients must acknowledge it.
+    pub requires_ack: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Participant {
+    id: String,
+    name: String,
+    role: Role,
+    team: Option<usize>,
+    avatar: &'static str,
+    words_explained: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Team {
+    players: Vec<String>,
+    score: i64,
+    explainer_turns: usize,
+}
+
+/// Where the round clock is.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    Running { ends_at: Instant },
+    Paused { remaining: Duration },
+}
+
+#[derive(Debug, Clone)]
+struct Round {
+    turn: u32,
+    team: usize,
+    explainer: String,
+    clock: Clock,
+    word: Option<usize>,
+    guessed: u32,
+    skipped: u32,
+    points: i64,
+    started_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Countdown,
+    Tick,
+    RoundEnd,
+    Review,
+}
+
+const TIMERS: [Timer; 4] = [Timer::Countdown, Timer::Tick, Timer::RoundEnd, Timer::Review];
+
+/// One room's game.
+#[derive(Debug)]
+pub struct Game {
+    host_id: String,
+    config: GameConfig,
+    num_teams: usize,
+    state: State,
+    state_version: u64,
+    participants: Vec<Participant>,
+    teams: Vec<Team>,
+    deck: Deck,
+    games_started: u64,
+    turns_played: u32,
+    round: Option<Round>,
+    countdown_left: u32,
+    timers: [Option<Instant>; 4],
+    tick_remaining: u64,
+    game_started_at: Option<Instant>,
+    words_played: u32,
+    outputs: VecDeque<Event>,
+}
+
+fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
+    Rejection::new(code, message)
+}
+
+fn invalid(message: impl Into<String>) -> Rejection {
+    reject(ErrorCode::InvalidTransition, message)
+}
+
+impl Game {
+    /// A new room hosted by `host_id`; emits `ROOM_CREATED`.
+    pub fn new(host_id: &str, host_name: &str, config: GameConfig) -> Game {
+        let deck = Deck::shuffled(config.pack.words.len(), config.seed);
+        let mut game = Game {
+            host_id: host_id.to_string(),
+            num_teams: config.num_teams,
+            state: State::RoomCreated,
+            state_version: 1,
+            participants: vec![Participant {
+                id: host_id.to_string(),
+                name: host_name.to_string(),
+                role: Role::Host,
+                team: None,
+                avatar: AVATAR_COLORS[0],
+                words_explained: 0,
+            }],
+            teams: Vec::new(),
+            deck,
+            games_started: 0,
+            turns_played: 0,
+            round: None,
+            countdown_left: 0,
+            timers: [None; 4],
+            tick_remaining: 0,
+            game_started_at: None,
+            words_played: 0,
+            outputs: VecDeque::new(),
+            config,
+        };
+        let payload = json!({
+            "hostId": host_id,
+            "hostName": host_name,
+            "maxPlayers": game.config.max_players,
+            "numTeams": game.config.num_teams,
+            "rounds": game.config.rounds,
+            "roundDurationSec": game.config.round_duration.as_secs(),
+            "wordPackId": game.config.pack.id,
+        });
+        game.emit("ROOM_CREATED", Scope::All, payload);
+        game
+    }
+
+    // ----- getters -------------------------------------------------------------------------
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Incremented on every state change.
+    pub fn state_version(&self) -> u64 {
+        self.state_version
+    }
+
+    /// The host's id.
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    /// `id`'s current role, if `id` is in the room.
+    pub fn role_of(&self, id: &str) -> Option<Role> {
+        self.participant(id).map(|p| p.role)
+    }
+
+    /// Players (not host, not spectators).
+    pub fn player_count(&self) -> usize {
+        self.count(Role::Player)
+    }
+
+    /// The player limit.
+    pub fn max_players(&self) -> usize {
+        self.config.max_players
+    }
+
+    /// Whether the room was closed.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::RoomClosed
+    }
+
+    /// The room as `role` may see it (the current word only for the host).
+    pub fn snapshot(&self, role: Role) -> Value {
+        let round = self.round.as_ref().map(|r| {
+            json!({
+                "roundNumber": self.round_number(r.turn),
+                "turnNumber": r.turn,
+                "activeTeamId": team_id(r.team),
+                "explainerPlayerId": r.explainer,
+                "paused": matches!(r.clock, Clock::Paused { .. }),
+            })
+        });
+        let mut snapshot = json!({
+            "hostId": self.host_id,
+            "settings": {
+                "maxPlayers": self.config.max_players,
+                "numTeams": self.num_teams,
+                "rounds": self.config.rounds,
+                "roundDurationSec": self.config.round_duration.as_secs(),
+                "wordPackId": self.config.pack.id,
+            },
+            "participants": self.participants.iter().map(|p| json!({
+                "id": p.id, "name": p.name, "role": p.role.as_str(),
+                "teamId": p.team.map(team_id), "avatarColor": p.avatar,
+            })).collect::<Vec<_>>(),
+            "teams": self.teams_json(),
+            "round": round,
+        });
+        if role == Role::Host {
+            if let Some(word) = self.round.as_ref().and_then(|r| r.word) {
+                snapshot["currentWord"] = self.word_json(word);
+            }
+        }
+        snapshot
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Seats `id` (named `name`): a player before team setup, a spectator after.
+    pub fn join(&mut self, id: &str, name: &str) -> Result<Role, Rejection> {
+        if self.is_closed() {
+            return Err(reject(ErrorCode::RoomNotFound, "the room is closed"));
+        }
+        let role = if !self.state.is_in_game() && self.player_count() < self.config.max_players {
+            Role::Player
+        } else if self.state.is_in_game() && self.count(Role::Spectator) < MAX_SPECTATORS {
+            Role::Spectator
+        } else {
+            return Err(reject(ErrorCode::RoomFull, "no seat left in this room"));
+        };
+        let avatar = AVATAR_COLORS[self.participants.len() % AVATAR_COLORS.len()];
+        self.participants.push(Participant {
+            id: id.to_string(),
+            name: name.to_string(),
+            role,
+            team: None,
+            avatar,
+            words_explained: 0,
+        });
+        if self.state == State::RoomCreated {
+            self.transition(State::Lobby);
+        }
+        let payload = json!({
+            "playerId": id, "playerName": name, "playerCount": self.player_count(),
+            "avatarColor": avatar, "role": role.as_str(),
+        });
+        self.emit_with_state("PLAYER_JOINED", payload);
+        Ok(role)
+    }
+
+    /// Removes `id` (a player or spectator); `reason` is `voluntary` or `disconnected`.
+    pub fn remove(&mut self, id: &str, reason: &str) {
+        let Some(pos) = self.participants.iter().position(|p| p.id == id && p.role != Role::Host) else { return };
+        let gone = self.participants.remove(pos);
+        if let Some(team) = gone.team.and_then(|t| self.teams.get_mut(t)) {
+            team.players.retain(|p| *p != gone.id);
+        }
+        let payload = json!({
+            "playerId": gone.id, "playerName": gone.name,
+            "playerCount": self.player_count(), "reason": reason,
+        });
+        self.emit("PLAYER_LEFT", Scope::All, payload);
+        if matches!(self.state, State::TeamSetup | State::ReadyToStart) {
+            self.check_balance();
+        }
+    }
+
+    /// Applies `command` from `actor`; the first of two racing identical commands wins and the
+    /// second fails with `INVALID_TRANSITION`.
+    pub fn handle_command(&mut self, now: Instant, actor: &str, command: Command) -> Result<(), Rejection> {
+        let role = self.role_of(actor).ok_or_else(|| reject(ErrorCode::Unauthorized, "not a member of this room"))?;
+        if self.is_closed() {
+            return Err(reject(ErrorCode::RoomNotFound, "the room is closed"));
+        }
+        let host_only = !matches!(command, Command::JoinTeam { .. } | Command::Leave);
+        if host_only && role != Role::Host {
+            return Err(reject(ErrorCode::Unauthorized, "only the host may do this"));
+        }
+        match command {
+            Command::StartTeamSetup { num_teams } => self.start_team_setup(num_teams),
+            Command::JoinTeam { team_id } => self.join_team(actor, role, &team_id),
+            Command::ConfirmStart => self.confirm_start(now),
+            Command::CancelSetup => self.cancel_setup(),
+            Command::SwipeWord { word_id, action } => self.swipe(now, &word_id, action),
+            Command::Pause => self.pause(now),
+            Command::Resume => self.resume(now),
+            Command::Restart => self.restart(),
+            Command::CloseRoom => {
+                self.close();
+                Ok(())
+            }
+            Command::Leave => {
+                if role == Role::Host {
+                    return Err(reject(ErrorCode::Unauthorized, "the host closes the room with ROOM_CLOSE"));
+                }
+                self.remove(actor, "voluntary");
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the room (host command or idle reclaim): `ROOM_CLOSED` to everyone.
+    pub fn close(&mut self) {
+        if self.is_closed() {
+            return;
+        }
+        self.timers = [None; 4];
+        self.transition(State::RoomClosed);
+        self.emit_with_state("ROOM_CLOSED", json!({"reason": "closed by host"}));
+    }
+
+    /// When [`Game::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Fires every timer due at `now`, earliest first. Early or repeated calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((timer, at)) = self.due(now) {
+            self.set_timer(timer, None);
+            match timer {
+                Timer::Countdown => self.countdown_step(at),
+                Timer::Tick => self.tick(at),
+                Timer::RoundEnd => self.end_round(at, "timer_expired"),
+                Timer::Review => self.after_review(at),
+            }
+        }
+    }
+
+    /// The next output event.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Event> {
+        self.outputs.pop_front()
+    }
+
+    // ----- transitions ---------------------------------------------------------------------
+
+    fn start_team_setup(&mut self, num_teams: Option<usize>) -> Result<(), Rejection> {
+        if self.state != State::Lobby {
+            return Err(invalid(format!("team setup cannot start in {}", self.state.as_str())));
+        }
+        let num_teams = num_teams.unwrap_or(self.config.num_teams);
+        if self.player_count() < num_teams {
+            return Err(invalid(format!("{num_teams} teams need at least {num_teams} players")));
+        }
+        self.num_teams = num_teams;
+        self.teams = (0..num_teams).map(|_| Team { players: Vec::new(), score: 0, explainer_turns: 0 }).collect();
+        for p in &mut self.participants {
+            p.team = None;
+        }
+        self.transition(State::TeamSetup);
+        let teams = self.teams_json();
+        self.emit_with_state("TEAM_SETUP_STARTED", json!({ "teams": teams }));
+        Ok(())
+    }
+
+    fn join_team(&mut self, actor: &str, role: Role, team: &str) -> Result<(), Rejection> {
+        if role != Role::Player {
+            return Err(reject(ErrorCode::Unauthorized, "only players join teams"));
+        }
+        if !matches!(self.state, State::TeamSetup | State::ReadyToStart) {
+            return Err(invalid(format!("teams cannot change in {}", self.state.as_str())));
+        }
+        let index = (0..self.teams.len())
+            .find(|&i| team_id(i) == team)
+            .ok_or_else(|| reject(ErrorCode::InvalidMessage, format!("no team {team}")))?;
+        let previous = self.participant(actor).and_then(|p| p.team);
+        if previous == Some(index) {
+            return Err(invalid(format!("already in {team}")));
+        }
+        if let Some(old) = previous.and_then(|t| self.teams.get_mut(t)) {
+            old.players.retain(|p| p != actor);
+        }
+        if let Some(new) = self.teams.get_mut(index) {
+            new.players.push(actor.to_string());
+        }
+        if let Some(p) = self.participants.iter_mut().find(|p| p.id == actor) {
+            p.team = Some(index);
+        }
+        let teams = self.teams_json();
+        self.emit("PLAYER_ASSIGNED_TEAM", Scope::All, json!({"playerId": actor, "teamId": team, "teams": teams}));
+        self.check_balance();
+        Ok(())
+    }
+
+    /// Teams are balanced when every player has a team, no team is empty, and sizes differ by
+    /// at most one.
+    fn is_balanced(&self) -> bool {
+        let everyone_placed = self.participants.iter().all(|p| p.role != Role::Player || p.team.is_some());
+        let sizes = self.teams.iter().map(|t| t.players.len());
+        let (min, max) = (sizes.clone().min().unwrap_or(0), sizes.max().unwrap_or(0));
+        everyone_placed && min >= 1 && max - min <= 1
+    }
+
+    fn check_balance(&mut self) {
+        let teams = self.teams_json();
+        match (self.state, self.is_balanced()) {
+            (State::TeamSetup, true) => {
+                self.transition(State::ReadyToStart);
+                self.emit_with_state("TEAMS_BALANCED", json!({ "teams": teams }));
+            }
+            (State::ReadyToStart, false) => {
+                self.transition(State::TeamSetup);
+                self.emit_with_state("TEAMS_UNBALANCED", json!({ "teams": teams }));
+            }
+            _ => {}
+        }
+    }
+
+    fn cancel_setup(&mut self) -> Result<(), Rejection> {
+        if !matches!(self.state, State::TeamSetup | State::ReadyToStart) {
+            return Err(invalid(format!("no team setup to cancel in {}", self.state.as_str())));
+        }
+        self.teams.clear();
+        for p in &mut self.participants {
+            p.team = None;
+        }
+        self.transition(State::Lobby);
+        self.emit_with_state("SETUP_CANCELLED", json!({}));
+        Ok(())
+    }
+
+    fn confirm_start(&mut self, now: Instant) -> Result<(), Rejection> {
+        if self.state != State::ReadyToStart {
+            return Err(invalid(format!("cannot start from {}", self.state.as_str())));
+        }
+        self.game_started_at = Some(now);
+        self.turns_played = 0;
+        self.words_played = 0;
+        self.begin_turn(now);
+        Ok(())
+    }
+
+    /// Picks the next team with players and starts its countdown, or ends the game.
+    fn begin_turn(&mut self, now: Instant) {
+        let total_turns = self.config.rounds * self.num_teams as u32;
+        while self.turns_played < total_turns {
+            let turn = self.turns_played + 1;
+            let team = (self.turns_played as usize) % self.num_teams;
+            self.turns_played = turn;
+            let Some(t) = self.teams.get_mut(team).filter(|t| !t.players.is_empty()) else { continue };
+            let explainer = t.players[t.explainer_turns % t.players.len()].clone();
+            t.explainer_turns += 1;
+            self.round = Some(Round {
+                turn,
+                team,
+                explainer,
+                clock: Clock::Paused { remaining: self.config.round_duration },
+                word: None,
+                guessed: 0,
+                skipped: 0,
+                points: 0,
+                started_at: now,
+            });
+            self.countdown_left = self.config.countdown;
+            self.transition(State::RoundStarting);
+            self.countdown_step(now);
+            return;
+        }
+        self.end_game(now);
+    }
+
+    fn countdown_step(&mut self, now: Instant) {
+        if self.countdown_left == 0 {
+            return self.start_round(now);
+        }
+        let Some(r) = &self.round else { return };
+        let payload = json!({
+            "count": self.countdown_left,
+            "roundNumber": self.round_number(r.turn),
+            "turnNumber": r.turn,
+            "activeTeamId": team_id(r.team),
+            "explainerPlayerId": r.explainer,
+        });
+        if self.countdown_left == self.config.countdown {
+            self.emit_with_state("COUNTDOWN_TICK", payload);
+        } else {
+            self.emit("COUNTDOWN_TICK", Scope::All, payload);
+        }
+        self.countdown_left -= 1;
+        self.set_timer(Timer::Countdown, Some(now + SECOND));
+    }
+
+    fn start_round(&mut self, now: Instant) {
+        let duration = self.config.round_duration;
+        let Some(r) = self.round.as_mut() else { return };
+        r.clock = Clock::Running { ends_at: now + duration };
+        r.started_at = now;
+        let payload = json!({
+            "roundNumber": (r.turn - 1) / self.num_teams as u32 + 1,
+            "turnNumber": r.turn,
+            "activeTeamId": team_id(r.team),
+            "explainerPlayerId": r.explainer,
+            "roundDurationSec": duration.as_secs(),
+            "wordPackId": self.config.pack.id,
+        });
+        self.transition(State::RoundActive);
+        self.emit_acked("ROUND_STARTED", payload);
+        self.schedule_clock(now);
+        self.reveal_next_word(now);
+    }
+
+    /// Deals the next word to the host, or ends the round when the pack is exhausted.
+    fn reveal_next_word(&mut self, now: Instant) {
+        let Some(word) = self.deck.deal() else {
+            let round_number = self.round.as_ref().map(|r| self.round_number(r.turn));
+            self.emit("PACK_EXHAUSTED", Scope::All, json!({"roundNumber": round_number, "wordPackId": self.config.pack.id}));
+            return self.end_round(now, "pack_exhausted");
+        };
+        if let Some(r) = self.round.as_mut() {
+            r.word = Some(word);
+        }
+        let mut payload = self.word_json(word);
+        payload["remainingInPack"] = self.deck.remaining().into();
+        self.emit("WORD_REVEALED", Scope::Host, payload);
+    }
+
+    fn swipe(&mut self, now: Instant, word_id: &str, action: Swipe) -> Result<(), Rejection> {
+        if self.state != State::RoundActive {
+            return Err(invalid(format!("no word to swipe in {}", self.state.as_str())));
+        }
+        let Some(r) = self.round.as_mut() else { return Err(invalid("no round")) };
+        if r.word.map(word_id_of) != Some(word_id.to_string()) {
+            return Err(invalid(format!("{word_id} is not the current word (already swiped?)")));
+        }
+        r.word = None;
+        let points = match action {
+            Swipe::Guessed => {
+                r.guessed += 1;
+                1
+            }
+            Swipe::Skipped => {
+                r.skipped += 1;
+                0
+            }
+        };
+        r.points += points;
+        let (team, explainer) = (r.team, r.explainer.clone());
+        self.words_played += 1;
+        if action == Swipe::Guessed {
+            if let Some(p) = self.participants.iter_mut().find(|p| p.id == explainer) {
+                p.words_explained += 1;
+            }
+        }
+        let score = self.teams.get_mut(team).map_or(0, |t| {
+            t.score += points;
+            t.score
+        });
+        let payload = json!({
+            "wordId": word_id, "action": action.as_str(), "teamId": team_id(team),
+            "pointsAwarded": points, "newScore": score,
+        });
+        self.emit("WORD_RESULT", Scope::All, payload);
+        self.reveal_next_word(now);
+        Ok(())
+    }
+
+    fn pause(&mut self, now: Instant) -> Result<(), Rejection> {
+        if self.state != State::RoundActive {
+            return Err(invalid(format!("nothing to pause in {}", self.state.as_str())));
+        }
+        let Some(r) = self.round.as_mut() else { return Err(invalid("no round")) };
+        let Clock::Running { ends_at } = r.clock else { return Err(invalid("already paused")) };
+        let remaining = ends_at.saturating_duration_since(now);
+        r.clock = Clock::Paused { remaining };
+        self.set_timer(Timer::Tick, None);
+        self.set_timer(Timer::RoundEnd, None);
+        self.transition(State::RoundPaused);
+        self.emit_with_state("GAME_PAUSED", json!({
+            "reason": "host", "remainingMs": remaining.as_millis() as u64,
+            "remainingSeconds": ceil_secs(remaining),
+        }));
+        Ok(())
+    }
+
+    fn resume(&mut self, now: Instant) -> Result<(), Rejection> {
+        if self.state != State::RoundPaused {
+            return Err(invalid(format!("nothing to resume in {}", self.state.as_str())));
+        }
+        let Some(r) = self.round.as_mut() else { return Err(invalid("no round")) };
+        let Clock::Paused { remaining } = r.clock else { return Err(invalid("not paused")) };
+        r.clock = Clock::Running { ends_at: now + remaining };
+        self.transition(State::RoundActive);
+        self.emit_with_state("GAME_RESUMED", json!({
+            "remainingMs": remaining.as_millis() as u64, "remainingSeconds": ceil_secs(remaining),
+        }));
+        self.schedule_clock(now);
+        Ok(())
+    }
+
+    /// Arms the round-end timer and the next whole-second tick of the running clock.
+    fn schedule_clock(&mut self, now: Instant) {
+        let Some(Round { clock: Clock::Running { ends_at }, .. }) = self.round else { return };
+        self.set_timer(Timer::RoundEnd, Some(ends_at));
+        let remaining = ends_at.saturating_duration_since(now);
+        // Ticks fall where the remaining time crosses a whole second, end excluded.
+        let k = ceil_secs(remaining).saturating_sub(1);
+        if k >= 1 {
+            self.tick_remaining = k;
+            self.set_timer(Timer::Tick, Some(ends_at - SECOND * k as u32));
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.emit("TIMER_TICK", Scope::All, json!({"remainingSeconds": self.tick_remaining}));
+        self.schedule_clock(now);
+    }
+
+    fn end_round(&mut self, now: Instant, reason: &str) {
+        self.set_timer(Timer::Tick, None);
+        self.set_timer(Timer::RoundEnd, None);
+        let Some(r) = self.round.take() else { return };
+        let swiped = r.guessed + r.skipped;
+        let elapsed = now.saturating_duration_since(r.started_at).as_secs_f64();
+        let average = if swiped > 0 { (elapsed / swiped as f64 * 10.0).round() / 10.0 } else { 0.0 };
+        self.transition(State::RoundEnded);
+        self.emit_acked("ROUND_ENDED", json!({
+            "reason": reason,
+            "roundNumber": self.round_number(r.turn),
+            "turnNumber": r.turn,
+            "teamId": team_id(r.team),
+            "wordsGuessed": r.guessed,
+            "wordsSkipped": r.skipped,
+            "pointsEarned": r.points,
+            "averageTimePerWord": average,
+        }));
+        let last = reason == "pack_exhausted" || self.turns_played >= self.config.rounds * self.num_teams as u32;
+        let next_in = (!last).then(|| self.config.score_review.as_secs());
+        self.transition(State::ScoreReview);
+        let leaderboard = self.leaderboard();
+        self.emit_with_state("SCORE_SUMMARY", json!({"leaderboard": leaderboard, "nextRoundIn": next_in}));
+        self.set_timer(Timer::Review, Some(now + self.config.score_review));
+    }
+
+    fn after_review(&mut self, now: Instant) {
+        let total = self.config.rounds * self.num_teams as u32;
+        if self.turns_played >= total || self.deck.remaining() == 0 {
+            return self.end_game(now);
+        }
+        self.transition(State::ReadyForNext);
+        let next_team = (self.turns_played as usize) % self.num_teams;
+        self.emit_with_state("NEXT_ROUND_READY", json!({
+            "turnNumber": self.turns_played + 1,
+            "roundNumber": self.round_number(self.turns_played + 1),
+            "activeTeamId": team_id(next_team),
+        }));
+        self.begin_turn(now);
+    }
+
+    fn end_game(&mut self, now: Instant) {
+        let leaderboard = self.leaderboard();
+        let top = self.teams.iter().map(|t| t.score).max().unwrap_or(0);
+        let leaders: Vec<usize> = (0..self.teams.len()).filter(|&i| self.teams[i].score == top).collect();
+        let winner = (leaders.len() == 1).then(|| team_id(leaders[0]));
+        let mvp = self
+            .participants
+            .iter()
+            .filter(|p| p.words_explained > 0)
+            .max_by_key(|p| p.words_explained)
+            .map(|p| p.id.clone());
+        let duration = self.game_started_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.transition(State::GameEnded);
+        self.emit_acked("GAME_ENDED", json!({
+            "winnerTeamId": winner,
+            "finalScores": self.teams.iter().enumerate().map(|(i, t)| json!({"teamId": team_id(i), "score": t.score})).collect::<Vec<_>>(),
+            "gameDurationMin": duration.as_secs() / 60,
+            "gameDurationSec": duration.as_secs(),
+            "totalWordsPlayed": self.words_played,
+            "mvpPlayerId": mvp,
+        }));
+        self.transition(State::FinalResults);
+        let players: Vec<Value> = self
+            .participants
+            .iter()
+            .filter(|p| p.role == Role::Player)
+            .map(|p| json!({"playerId": p.id, "playerName": p.name, "teamId": p.team.map(team_id), "wordsExplained": p.words_explained}))
+            .collect();
+        self.emit_with_state("FINAL_RESULTS", json!({"leaderboard": leaderboard, "players": players}));
+    }
+
+    fn restart(&mut self) -> Result<(), Rejection> {
+        if !matches!(self.state, State::GameEnded | State::FinalResults) {
+            return Err(invalid(format!("cannot restart from {}", self.state.as_str())));
+        }
+        self.games_started += 1;
+        self.deck = Deck::shuffled(self.config.pack.words.len(), self.config.seed.wrapping_add(self.games_started));
+        self.teams.clear();
+        self.round = None;
+        let max_players = self.config.max_players;
+        let mut players = self.player_count();
+        for p in &mut self.participants {
+            p.team = None;
+            p.words_explained = 0;
+            if p.role == Role::Spectator && players < max_players {
+                p.role = Role::Player;
+                players += 1;
+            }
+        }
+        self.transition(State::Lobby);
+        let participants: Vec<Value> =
+            self.participants.iter().map(|p| json!({"id": p.id, "role": p.role.as_str()})).collect();
+        self.emit_with_state("GAME_RESTARTED", json!({"participants": participants}));
+        Ok(())
+    }
+
+    // ----- helpers -------------------------------------------------------------------------
+
+    fn participant(&self, id: &str) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.id == id)
+    }
+
+    fn count(&self, role: Role) -> usize {
+        self.participants.iter().filter(|p| p.role == role).count()
+    }
+
+    fn round_number(&self, turn: u32) -> u32 {
+        (turn.max(1) - 1) / self.num_teams.max(1) as u32 + 1
+    }
+
+    fn teams_json(&self) -> Vec<Value> {
+        self.teams
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let (name, color) = TEAM_STYLES[i % TEAM_STYLES.len()];
+                json!({"id": team_id(i), "name": name, "color": color, "players": t.players, "score": t.score})
+            })
+            .collect()
+    }
+
+    fn leaderboard(&self) -> Vec<Value> {
+        let mut order: Vec<usize> = (0..self.teams.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.teams[i].score));
+        order
+            .iter()
+            .map(|&i| {
+                let score = self.teams[i].score;
+                let rank = 1 + self.teams.iter().filter(|t| t.score > score).count();
+                json!({"teamId": team_id(i), "teamName": TEAM_STYLES[i % TEAM_STYLES.len()].0, "score": score, "rank": rank})
+            })
+            .collect()
+    }
+
+    fn word_json(&self, word: usize) -> Value {
+        let w = self.config.pack.words.get(word);
+        json!({
+            "wordId": word_id_of(word),
+            "wordText": w.map(|w| w.text.as_str()),
+            "difficulty": w.map(|w| w.difficulty),
+        })
+    }
+
+    fn transition(&mut self, state: State) {
+        self.state = state;
+        self.state_version += 1;
+    }
+
+    fn emit(&mut self, kind: &'static str, scope: Scope, payload: Value) {
+        self.outputs.push_back(Event { kind, scope, payload, requires_ack: false });
+    }
+
+    /// An event that reports a state change: its payload carries `state` and `stateVersion`.
+    fn emit_with_state(&mut self, kind: &'static str, mut payload: Value) {
+        payload["state"] = self.state.as_str().into();
+        payload["stateVersion"] = self.state_version.into();
+        self.emit(kind, Scope::All, payload);
+    }
+
+    fn emit_acked(&mut self, kind: &'static str, payload: Value) {
+        self.emit_with_state(kind, payload);
+        if let Some(last) = self.outputs.back_mut() {
+            last.requires_ack = true;
+        }
+    }
+
+    fn set_timer(&mut self, timer: Timer, at: Option<Instant>) {
+        if let Some(i) = TIMERS.iter().position(|t| *t == timer) {
+            self.timers[i] = at;
+        }
+    }
+
+    fn due(&self, now: Instant) -> Option<(Timer, Instant)> {
+        TIMERS
+            .iter()
+            .zip(self.timers.iter())
+            .filter_map(|(t, at)| at.filter(|at| *at <= now).map(|at| (*t, at)))
+            .min_by_key(|(_, at)| *at)
+    }
+}
+
+fn team_id(index: usize) -> String {
+    format!("team_{}", index + 1)
+}
+
+fn word_id_of(index: usize) -> String {
+    format!("word_{index}")
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000_000) as u64
+}
+
+#[cfg(test)]
+mod tests;
