@@ -83,6 +83,40 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Secret that signs room tokens; instances sharing it accept each other's tokens.
+    /// Default: random per process (tokens then die with the process).
+    #[arg(long, env = "PARTYFLOW_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// How long a room token stays valid.
+    #[arg(long, env = "PARTYFLOW_TOKEN_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Reclaim a game room after this long with nobody connected.
+    #[arg(long, env = "PARTYFLOW_ROOM_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub room_idle_timeout: Duration,
+
+    /// Shortest round a room may ask for (roundDurationSec); the API's upper bound is 300 s.
+    #[arg(long, env = "PARTYFLOW_MIN_ROUND_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub min_round_duration: Duration,
+
+    /// Countdown ticks before each round (3 means 3-2-1).
+    #[arg(long, env = "PARTYFLOW_COUNTDOWN", default_value_t = 3)]
+    pub countdown: u32,
+
+    /// How long scores are shown between rounds.
+    #[arg(long, env = "PARTYFLOW_SCORE_REVIEW", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub score_review: Duration,
+
+    /// Game messages a connection may send per second (bursts of twice that); more get
+    /// RATE_LIMITED.
+    #[arg(long, env = "PARTYFLOW_CLIENT_MESSAGE_RATE", default_value_t = 20.0)]
+    pub client_message_rate: f64,
+
+    /// Largest HTTP request body, in bytes (larger: 413).
+    #[arg(long, env = "PARTYFLOW_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `partyflow=debug`).
     #[arg(long, env = "PARTYFLOW_LOG", default_value = "info")]
     pub log: String,

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod http;

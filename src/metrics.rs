@@ -60,10 +60,12 @@ pub enum Refusal {
     Timeout,
     /// Connection caps reached (503).
     Overloaded,
+    /// Missing, forged or expired token (401).
+    Unauthorized,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
         Refusal::BadRequest,
         Refusal::NotFound,
         Refusal::MethodNotAllowed,
@@ -72,6 +74,7 @@ impl Refusal {
         Refusal::HeaderTooLarge,
         Refusal::Timeout,
         Refusal::Overloaded,
+        Refusal::Unauthorized,
     ];
 
     fn label(self) -> &'static str {
@@ -84,6 +87,7 @@ impl Refusal {
             Refusal::HeaderTooLarge => "header_too_large",
             Refusal::Timeout => "timeout",
             Refusal::Overloaded => "overloaded",
+            Refusal::Unauthorized => "unauthorized",
         }
     }
 

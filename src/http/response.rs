@@ -7,10 +7,14 @@ use std::fmt::Write as _;
 pub enum Status {
     /// 200
     Ok,
+    /// 201
+    Created,
     /// 101
     SwitchingProtocols,
     /// 400
     BadRequest,
+    /// 401
+    Unauthorized,
     /// 403
     Forbidden,
     /// 404
@@ -19,6 +23,10 @@ pub enum Status {
     MethodNotAllowed,
     /// 408
     RequestTimeout,
+    /// 409
+    Conflict,
+    /// 413
+    PayloadTooLarge,
     /// 426
     UpgradeRequired,
     /// 431
@@ -34,6 +42,10 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::Created => 201,
+            Status::Unauthorized => 401,
+            Status::Conflict => 409,
+            Status::PayloadTooLarge => 413,
             Status::SwitchingProtocols => 101,
             Status::BadRequest => 400,
             Status::Forbidden => 403,
@@ -51,6 +63,10 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::Created => "Created",
+            Status::Unauthorized => "Unauthorized",
+            Status::Conflict => "Conflict",
+            Status::PayloadTooLarge => "Payload Too Large",
             Status::SwitchingProtocols => "Switching Protocols",
             Status::BadRequest => "Bad Request",
             Status::Forbidden => "Forbidden",

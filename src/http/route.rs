@@ -13,6 +13,23 @@ pub enum Route {
     Echo,
     /// `GET /relay?room=R` (WebSocket)
     Relay(RoomId),
+    /// `GET /word-packs`
+    WordPacks,
+    /// `POST /rooms`
+    Rooms,
+    /// `GET /rooms/{id}`
+    Room(RoomId),
+    /// `POST /rooms/{id}/players`
+    RoomPlayers(RoomId),
+    /// `GET /ws?roomId=..&token=..[&version=1.0]` (WebSocket)
+    Game {
+        /// The room.
+        room: RoomId,
+        /// The bearer token (checked later; empty when absent).
+        token: String,
+        /// Requested protocol version (`1.0` when absent).
+        version: String,
+    },
 }
 
 /// A target that names no endpoint, or names one with bad parameters.
@@ -34,29 +51,45 @@ impl Route {
             "/health" => Ok(Route::Health),
             "/metrics" => Ok(Route::Metrics),
             "/echo" => Ok(Route::Echo),
-            "/relay" => {
-                let room = query_param(query, "room")
-                    .ok_or(RouteError::BadParameter("missing query parameter room"))?;
-                RoomId::parse(&room)
-                    .map(Route::Relay)
-                    .ok_or(RouteError::BadParameter("room must be 1-64 characters of A-Z a-z 0-9 _ -"))
+            "/relay" => room_param(query, "room").map(Route::Relay),
+            "/word-packs" => Ok(Route::WordPacks),
+            "/rooms" => Ok(Route::Rooms),
+            "/ws" => Ok(Route::Game {
+                room: room_param(query, "roomId")?,
+                token: query_param(query, "token").unwrap_or_default(),
+                version: query_param(query, "version").unwrap_or_else(|| "1.0".to_string()),
+            }),
+            _ => {
+                let not_found = || RouteError::NotFound(path.chars().take(64).collect());
+                let rest = path.strip_prefix("/rooms/").ok_or_else(not_found)?;
+                let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+                let room = RoomId::parse(id).ok_or_else(not_found)?;
+                match sub {
+                    "" => Ok(Route::Room(room)),
+                    "players" => Ok(Route::RoomPlayers(room)),
+                    _ => Err(not_found()),
+                }
             }
-            _ => Err(RouteError::NotFound(path.chars().take(64).collect())),
         }
     }
 
     /// Whether this endpoint is a WebSocket endpoint.
     pub fn is_websocket(&self) -> bool {
-        matches!(self, Route::Echo | Route::Relay(_))
+        matches!(self, Route::Echo | Route::Relay(_) | Route::Game { .. })
     }
 
     /// The room whose owner shard must serve this connection, if any.
     pub fn room(&self) -> Option<&RoomId> {
         match self {
-            Route::Relay(room) => Some(room),
+            Route::Relay(room) | Route::Room(room) | Route::RoomPlayers(room) | Route::Game { room, .. } => Some(room),
             _ => None,
         }
     }
+}
+
+fn room_param(query: &str, name: &'static str) -> Result<RoomId, RouteError> {
+    let room = query_param(query, name).ok_or(RouteError::BadParameter("missing room id query parameter"))?;
+    RoomId::parse(&room).ok_or(RouteError::BadParameter("room ids are 1-64 characters of A-Z a-z 0-9 _ -"))
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
@@ -77,5 +110,16 @@ mod tests {
         assert!(matches!(Route::parse("/relay?room=a%20b"), Err(RouteError::BadParameter(_))));
         assert!(matches!(Route::parse(&format!("/relay?room={}", "a".repeat(65))), Err(RouteError::BadParameter(_))));
         assert!(matches!(Route::parse("/nope"), Err(RouteError::NotFound(_))));
+        let room = RoomId::parse("ABC234").unwrap();
+        assert_eq!(Route::parse("/rooms").unwrap(), Route::Rooms);
+        assert_eq!(Route::parse("/rooms/ABC234").unwrap(), Route::Room(room.clone()));
+        assert_eq!(Route::parse("/rooms/ABC234/players").unwrap(), Route::RoomPlayers(room.clone()));
+        assert!(matches!(Route::parse("/rooms/ABC234/x"), Err(RouteError::NotFound(_))));
+        assert!(matches!(Route::parse("/rooms/a.b"), Err(RouteError::NotFound(_))));
+        assert_eq!(
+            Route::parse("/ws?roomId=ABC234&token=t.k").unwrap(),
+            Route::Game { room, token: "t.k".into(), version: "1.0".into() }
+        );
+        assert!(matches!(Route::parse("/ws?token=x"), Err(RouteError::BadParameter(_))));
     }
 }

@@ -103,6 +103,11 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         &self.id
     }
 
+    /// `actor_id`'s role, if it is in the room.
+    pub fn role_of(&self, actor_id: &str) -> Option<Role> {
+        self.game.role_of(actor_id)
+    }
+
     /// Current game state.
     pub fn state(&self) -> State {
         self.game.state()

@@ -237,6 +237,6 @@ impl Future for ConnDriver {
 impl Drop for ConnDriver {
     fn drop(&mut self) {
         let metrics = self.shard.metrics();
-        self.shard.state.borrow_mut().unregister(metrics, self.id);
+        self.shard.state.borrow_mut().unregister(metrics, Instant::now(), self.id);
     }
 }

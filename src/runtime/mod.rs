@@ -5,6 +5,7 @@
 //! them to drain after SIGTERM/SIGINT. Everything it drives (`ws`, `http`, `rooms`, `session`,
 //! `outbox`) is runtime-agnostic.
 
+mod api;
 mod conn;
 mod handoff;
 pub mod limits;
@@ -24,7 +25,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
 use crate::admission::Admission;
+use crate::auth::TokenKey;
 use crate::config::ServeConfig;
+use crate::game::words::WordPack;
 use crate::metrics::Metrics;
 
 /// Listen backlog per shard (glommio's own bind fixes it at 1024).
@@ -53,7 +56,17 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
 
     let shutdown = Arc::new(AtomicBool::new(false));
     watch_signals(shutdown.clone())?;
+    let tokens = match &config.secret {
+        Some(secret) => TokenKey::from_secret(secret),
+        None => {
+            warn!("no --secret given: tokens are signed with a random key, so other instances cannot verify them and they die with this process");
+            TokenKey::from_bytes(rand::random())
+        }
+    };
+    let packs = Arc::new(WordPack::shipped().into_iter().map(Arc::new).collect());
     let shared = shard::Shared {
+        tokens,
+        packs,
         admission: Admission::new(max_connections, config.max_connections_per_ip),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::new(shards, started)),

@@ -6,11 +6,14 @@
 //! deadlines of all its connections and watches for shutdown.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -18,11 +21,14 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use super::api;
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
 use super::state::{Endpoint, ShardState};
 use crate::admission::{Admission, CapReached, Permit};
+use crate::auth::{Claims, TokenKey};
 use crate::config::ServeConfig;
+use crate::game::words::WordPack;
 use crate::http::{self, HeadError, Request, Response, Route, RouteError, Status};
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
 use crate::ws;
@@ -39,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) tokens: TokenKey,
+    pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
 }
 
 /// A shard's runtime context, shared by its tasks through `Rc`.
@@ -48,6 +56,8 @@ pub(crate) struct Shard {
     pub(crate) config: Arc<ServeConfig>,
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
+    pub(crate) tokens: TokenKey,
+    pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
     pub(crate) state: RefCell<ShardState>,
     mesh: Senders<Handoff>,
 }
@@ -66,6 +76,8 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         config: shared.config.clone(),
         metrics: shared.metrics.clone(),
         admission: shared.admission.clone(),
+        tokens: shared.tokens.clone(),
+        packs: shared.packs.clone(),
         state: RefCell::new(ShardState::default()),
         mesh,
     });
@@ -77,7 +89,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
                 let (fd, head, permit) = handoff.into_parts();
                 // SAFETY: the descriptor is an open TCP socket whose ownership the handoff carried.
                 let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-                glommio::spawn_local(serve(shard.clone(), stream, head, Some(permit))).detach();
+                glommio::spawn_local(serve(shard.clone(), stream, head, permit)).detach();
             }
         })
         .detach();
@@ -108,11 +120,41 @@ fn sweep_period(config: &ServeConfig) -> Duration {
     (config.ping_interval.min(config.pong_timeout) / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
 }
 
+/// The shard's one timer: sleeps until the earliest room deadline or the next heartbeat sweep,
+/// whichever is first, and is woken early when a room arms an earlier deadline.
 async fn sweep_until_shutdown(shard: &Shard, shutdown: &AtomicBool) {
     let period = sweep_period(&shard.config);
+    let mut next_sweep = Instant::now() + period;
     while !shutdown.load(Ordering::Relaxed) {
-        glommio::timer::sleep(period).await;
-        shard.state.borrow_mut().handle_timeout(shard.metrics(), Instant::now());
+        let until = shard.state.borrow().next_deadline().map_or(next_sweep, |d| d.min(next_sweep));
+        let sleep = glommio::timer::sleep(until.saturating_duration_since(Instant::now()));
+        futures_lite::future::or(sleep, EarlierDeadline { shard, until }).await;
+        let now = Instant::now();
+        let mut state = shard.state.borrow_mut();
+        state.fire_deadlines(shard.metrics(), now);
+        if now >= next_sweep {
+            state.handle_timeout(shard.metrics(), now);
+            next_sweep = now + period;
+        }
+    }
+}
+
+/// Completes when a room arms a deadline earlier than `until`.
+struct EarlierDeadline<'a> {
+    shard: &'a Shard,
+    until: Instant,
+}
+
+impl Future for EarlierDeadline<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.shard.state.borrow_mut();
+        if state.next_deadline().is_some_and(|d| d < self.until) {
+            return Poll::Ready(());
+        }
+        state.timer_sleeping(self.until, cx.waker());
+        Poll::Pending
     }
 }
 
@@ -151,12 +193,23 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
             return refuse(&shard, stream, Refusal::BadRequest, response).await;
         }
     };
+    let owner = route.room().map_or(shard.index, |room| room.owner_shard(shard.shards));
     if !route.is_websocket() {
-        return serve_plain(&shard, stream, &request, &route).await;
+        if owner != shard.index {
+            return hand_off(&shard, stream, owner, buf, None, peer).await;
+        }
+        return serve_plain(&shard, stream, &request, &route, buf, head_len).await;
     }
     let accept_key = match ws::validate_upgrade(&request, &shard.config.allowed_origin) {
         Ok(key) => key,
         Err(err) => return refuse(&shard, stream, refusal_of(err.response().status()), err.response()).await,
+    };
+    let claims = match &route {
+        Route::Game { room, token, .. } => match verify_token(&shard, room.as_str(), token) {
+            Ok(claims) => Some(claims),
+            Err(response) => return refuse(&shard, stream, Refusal::Unauthorized, response).await,
+        },
+        _ => None,
     };
     let permit = match permit {
         Some(permit) => permit,
@@ -170,15 +223,35 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
             }
         },
     };
-    let owner = route.room().map_or(shard.index, |room| room.owner_shard(shard.shards));
     if owner != shard.index {
-        return hand_off(&shard, stream, owner, buf, permit, peer).await;
+        return hand_off(&shard, stream, owner, buf, Some(permit), peer).await;
     }
-    let endpoint = match route {
-        Route::Relay(room) => Endpoint::Relay(room),
-        _ => Endpoint::Echo,
-    };
-    upgrade(shard, stream, &accept_key, endpoint, buf.get(head_len..).unwrap_or_default(), permit).await;
+    let leftover = buf.get(head_len..).unwrap_or_default();
+    match route {
+        Route::Relay(room) => upgrade(shard, stream, &accept_key, Endpoint::Relay(room), leftover, permit, None).await,
+        Route::Game { room, version, .. } => {
+            let Some(claims) = claims else { return };
+            if let Err((why, response)) = api::check_member(&shard, &room, &claims.actor_id) {
+                return refuse(&shard, stream, why, response).await;
+            }
+            let player = Some((claims.actor_id, version));
+            upgrade(shard, stream, &accept_key, Endpoint::Game(room), leftover, permit, player).await
+        }
+        _ => upgrade(shard, stream, &accept_key, Endpoint::Echo, leftover, permit, None).await,
+    }
+}
+
+/// A valid, unexpired token for `room`, or the 401 to answer with.
+fn verify_token(shard: &Shard, room: &str, token: &str) -> Result<Claims, Response> {
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let claims = shard
+        .tokens
+        .verify(token, unix)
+        .map_err(|e| Response::error(Status::Unauthorized, "UNAUTHORIZED", &e.to_string()))?;
+    if claims.room_id != room {
+        return Err(Response::error(Status::Unauthorized, "UNAUTHORIZED", "token is for another room"));
+    }
+    Ok(claims)
 }
 
 /// Reads until a complete request head is in the buffer, within the size limit and deadline.
@@ -231,18 +304,80 @@ fn refusal_of(status: Status) -> Refusal {
     }
 }
 
-async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route: &Route) {
-    if request.method != "GET" {
-        let response = Response::error(Status::MethodNotAllowed, "METHOD_NOT_ALLOWED", "use GET").header("Allow", "GET");
+async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route: &Route, buf: Vec<u8>, head_len: usize) {
+    let method = request.method.as_str();
+    let allowed = match route {
+        Route::Rooms | Route::RoomPlayers(_) => "POST",
+        _ => "GET",
+    };
+    if method != allowed {
+        let response = Response::error(Status::MethodNotAllowed, "METHOD_NOT_ALLOWED", &format!("use {allowed}"))
+            .header("Allow", allowed);
         return refuse(shard, stream, Refusal::MethodNotAllowed, response).await;
     }
     let now = Instant::now();
     let response = match route {
         Route::Metrics => Response::new(Status::Ok)
             .body("text/plain; version=0.0.4", shard.metrics.render_prometheus(now).into_bytes()),
+        Route::WordPacks => api::word_packs(shard),
+        Route::Room(room) => api::room_summary(shard, room),
+        Route::Rooms | Route::RoomPlayers(_) => {
+            let (mut stream, body) = match read_body(shard, stream, request, buf, head_len).await {
+                Ok(read) => read,
+                Err((stream, why, response)) => return refuse(shard, stream, why, response).await,
+            };
+            let response = match route {
+                Route::RoomPlayers(room) => api::join_room(shard, request, room, &body),
+                _ => api::create_room(shard, request, &body),
+            };
+            let _ = stream.write_all(&response.to_bytes()).await;
+            return close_gracefully(stream).await;
+        }
         _ => Response::json(Status::Ok, &shard.metrics.health(now)),
     };
     respond(stream, &response).await;
+}
+
+/// Reads the request body announced by `Content-Length`, within the body limit and the
+/// request deadline.
+async fn read_body(
+    shard: &Shard,
+    mut stream: TcpStream,
+    request: &Request,
+    mut buf: Vec<u8>,
+    head_len: usize,
+) -> Result<(TcpStream, Vec<u8>), (TcpStream, Refusal, Response)> {
+    if request.header("transfer-encoding").is_some() {
+        let response = Response::error(Status::BadRequest, "BAD_REQUEST", "send the body with Content-Length");
+        return Err((stream, Refusal::BadRequest, response));
+    }
+    let length = match request.header("content-length").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Err((stream, Refusal::BadRequest, Response::error(Status::BadRequest, "BAD_REQUEST", "bad Content-Length"))),
+    };
+    if length > shard.config.max_body_bytes {
+        let message = format!("bodies are limited to {} bytes", shard.config.max_body_bytes);
+        return Err((stream, Refusal::HeaderTooLarge, Response::error(Status::PayloadTooLarge, "BODY_TOO_LARGE", &message)));
+    }
+    let want = head_len + length;
+    let reading = async {
+        while buf.len() < want {
+            let start = buf.len();
+            buf.resize(want, 0);
+            let n = stream.read(&mut buf[start..]).await.unwrap_or(0);
+            buf.truncate(start + n);
+            if n == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    match glommio::timer::timeout(shard.config.request_timeout, reading).await {
+        Ok(true) => Ok((stream, buf.get(head_len..want).unwrap_or_default().to_vec())),
+        Ok(false) => Err((stream, Refusal::BadRequest, Response::error(Status::BadRequest, "BAD_REQUEST", "body ended early"))),
+        Err(_) => Err((stream, Refusal::Timeout, Response::error(Status::RequestTimeout, "REQUEST_TIMEOUT", "body not received in time"))),
+    }
 }
 
 async fn refuse(shard: &Shard, stream: TcpStream, why: Refusal, response: Response) {
@@ -251,12 +386,16 @@ async fn refuse(shard: &Shard, stream: TcpStream, why: Refusal, response: Respon
     respond(stream, &response).await;
 }
 
-/// Writes a response, half-closes, and reads a little of what the client may still send so
-/// that closing does not turn into a reset that destroys the response in flight.
+/// Writes a response and closes gracefully.
 async fn respond(mut stream: TcpStream, response: &Response) {
-    if stream.write_all(&response.to_bytes()).await.is_err() {
-        return;
+    if stream.write_all(&response.to_bytes()).await.is_ok() {
+        close_gracefully(stream).await;
     }
+}
+
+/// Half-closes, and reads a little of what the client may still send so that closing does not
+/// turn into a reset that destroys the response in flight.
+async fn close_gracefully(mut stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
     let linger = async {
         let mut sink = [0u8; 4096];
@@ -272,7 +411,7 @@ async fn respond(mut stream: TcpStream, response: &Response) {
     let _ = glommio::timer::timeout(LINGER_TIME, linger).await;
 }
 
-async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>, permit: Permit, peer: SocketAddr) {
+async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>, permit: Option<Permit>, peer: SocketAddr) {
     // glommio streams cannot give up their descriptor, so the owner gets a duplicate and this
     // shard's copy closes when `stream` drops; the socket stays open through the duplicate.
     // SAFETY: the descriptor is open for as long as `stream`, which outlives this borrow.
@@ -290,20 +429,36 @@ async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>,
     }
 }
 
-async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, endpoint: Endpoint, leftover: &[u8], permit: Permit) {
+/// Completes the handshake and drives the connection; a game connection (`player`: actor id
+/// and protocol version) is connected to its room first.
+async fn upgrade(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    accept_key: &str,
+    endpoint: Endpoint,
+    leftover: &[u8],
+    permit: Permit,
+    player: Option<(String, String)>,
+) {
     if stream.write_all(&ws::accept_response(accept_key).to_bytes()).await.is_err() {
         return;
     }
     let _ = stream.set_nodelay(true);
     let config = &shard.config;
-    let id = shard.state.borrow_mut().register(
-        shard.metrics(),
-        Instant::now(),
-        endpoint,
-        Some(permit),
-        (config.ping_interval, config.pong_timeout),
-        config.max_outbound_bytes,
-    );
+    let now = Instant::now();
+    let room = match &endpoint {
+        Endpoint::Game(room) => Some(room.clone()),
+        _ => None,
+    };
+    let id = {
+        let mut state = shard.state.borrow_mut();
+        let heartbeat = (config.ping_interval, config.pong_timeout);
+        let id = state.register(shard.metrics(), now, endpoint, permit, heartbeat, config.max_outbound_bytes);
+        if let (Some(room), Some((actor, version))) = (room, player) {
+            state.register_player(shard.metrics(), now, &room, id, &actor, &version);
+        }
+        id
+    };
     shard.metrics().handshakes_ok.add(1);
     ConnDriver::new(shard.clone(), id, stream, leftover).await;
 }

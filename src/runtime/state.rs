@@ -3,16 +3,19 @@
 //! The connection drivers and the shard's sweeper borrow this for one synchronous step at a time
 //! and never across an await.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
 use bytes::Bytes;
 use slab::Slab;
 
 use crate::admission::Permit;
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
-use crate::rooms::{RoomId, Rooms};
+use crate::rooms::{GameRoom, RoomId, RoomOutput, Rooms};
 use crate::session::{Heartbeat, HeartbeatAction};
 use crate::ws::{self, close_code, DataKind};
 
@@ -29,6 +32,8 @@ pub(crate) enum Endpoint {
     Echo,
     /// Every message goes to every member of the room, sender included.
     Relay(RoomId),
+    /// Messages are game protocol for this room.
+    Game(RoomId),
 }
 
 /// One WebSocket connection as the shard sees it.
@@ -41,7 +46,7 @@ pub(crate) struct Conn {
     close_deadline: Option<Instant>,
     /// The driver must stop now and drop the socket.
     pub(crate) terminate: bool,
-    _permit: Option<Permit>,
+    _permit: Permit,
 }
 
 impl Conn {
@@ -97,11 +102,24 @@ impl Conn {
     }
 }
 
+/// A game room and the deadline the shard timer holds for it.
+struct GameEntry {
+    room: GameRoom<ConnId>,
+    armed: Option<Instant>,
+}
+
 /// All connections and rooms of one shard.
 #[derive(Default)]
 pub(crate) struct ShardState {
     conns: Slab<Conn>,
     rooms: Rooms<ConnId>,
+    games: AHashMap<RoomId, GameEntry>,
+    /// Room deadlines, earliest first. Entries whose time no longer matches the room's `armed`
+    /// are stale and skipped, so re-arming never searches the heap.
+    deadlines: BinaryHeap<Reverse<(Instant, RoomId)>>,
+    /// What the shard's timer task sleeps until, and how to wake it for an earlier deadline.
+    timer_sleeps_until: Option<Instant>,
+    timer_waker: Option<Waker>,
 }
 
 impl ShardState {
@@ -111,13 +129,13 @@ impl ShardState {
         m: &ShardMetrics,
         now: Instant,
         endpoint: Endpoint,
-        permit: Option<Permit>,
+        permit: Permit,
         heartbeat: (Duration, Duration),
         max_outbound_bytes: usize,
     ) -> ConnId {
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
-            Endpoint::Echo => None,
+            Endpoint::Echo | Endpoint::Game(_) => None,
         };
         let id = self.conns.insert(Conn {
             outbox: Outbox::new(max_outbound_bytes),
@@ -137,12 +155,23 @@ impl ShardState {
         id
     }
 
+    /// Registers a game connection and connects it to its room as `actor_id`.
+    pub(crate) fn register_player(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, conn: ConnId, actor_id: &str, version: &str) {
+        self.with_game(m, now, room, |r| {
+            let _ = r.connect(now, conn, actor_id, version);
+        });
+    }
+
     /// Removes a finished connection and leaves its room.
-    pub(crate) fn unregister(&mut self, m: &ShardMetrics, id: ConnId) {
+    pub(crate) fn unregister(&mut self, m: &ShardMetrics, now: Instant, id: ConnId) {
         let Some(conn) = self.conns.try_remove(id) else { return };
         let rooms_before = self.rooms.len();
-        if let Endpoint::Relay(room) = &conn.endpoint {
-            self.rooms.leave(room, id);
+        match &conn.endpoint {
+            Endpoint::Relay(room) => self.rooms.leave(room, id),
+            Endpoint::Game(room) => {
+                self.with_game(m, now, room, |r| r.disconnect(now, id));
+            }
+            Endpoint::Echo => {}
         }
         m.connections.add(-1);
         m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
@@ -167,6 +196,11 @@ impl ShardState {
         if conn.is_closing() {
             return;
         }
+        if let Endpoint::Game(room) = &conn.endpoint {
+            let room = room.clone();
+            self.with_game(m, now, &room, |r| r.handle_message(now, id, kind, payload));
+            return;
+        }
         let frame = ws::encode_data(kind, payload);
         match &conn.endpoint {
             Endpoint::Echo => {
@@ -186,6 +220,7 @@ impl ShardState {
                 }
                 m.messages_out.add(delivered);
             }
+            Endpoint::Game(_) => {}
         }
     }
 
@@ -246,5 +281,90 @@ impl ShardState {
     /// Number of registered connections.
     pub(crate) fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    // ----- game rooms ------------------------------------------------------------------------
+
+    /// Adds a new game room.
+    pub(crate) fn create_game(&mut self, m: &ShardMetrics, now: Instant, room: GameRoom<ConnId>) {
+        let id = room.id().clone();
+        self.games.insert(id.clone(), GameEntry { room, armed: None });
+        m.rooms.add(1);
+        self.with_game(m, now, &id, |_| ());
+    }
+
+    /// Whether a game room with this id lives here.
+    pub(crate) fn has_game(&self, id: &RoomId) -> bool {
+        self.games.contains_key(id)
+    }
+
+    /// Runs `f` on a game room, then carries out what the room asks for (sends, closes),
+    /// re-arms its timer, and drops the room once it is closed. `None` if no such room.
+    pub(crate) fn with_game<R>(&mut self, m: &ShardMetrics, now: Instant, id: &RoomId, f: impl FnOnce(&mut GameRoom<ConnId>) -> R) -> Option<R> {
+        let entry = self.games.get_mut(id)?;
+        let result = f(&mut entry.room);
+        while let Some(output) = entry.room.poll_output() {
+            match output {
+                RoomOutput::Send(conn, frame) => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        if !c.is_closing() && c.queue(m, now, frame) {
+                            m.messages_out.add(1);
+                        }
+                    }
+                }
+                RoomOutput::Close(conn, code, reason) => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.begin_close(m, now, code, &reason, false);
+                    }
+                }
+            }
+        }
+        if entry.room.is_closed() {
+            self.games.remove(id);
+            m.rooms.add(-1);
+            return Some(result);
+        }
+        let deadline = entry.room.poll_timeout();
+        if deadline != entry.armed {
+            entry.armed = deadline;
+            if let Some(at) = deadline {
+                self.deadlines.push(Reverse((at, id.clone())));
+                if self.timer_sleeps_until.is_none_or(|until| at < until) {
+                    if let Some(w) = self.timer_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+        }
+        Some(result)
+    }
+
+    /// The earliest room deadline (possibly stale, which only costs an early wake-up).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Records what the timer task sleeps until and the waker for an earlier deadline.
+    pub(crate) fn timer_sleeping(&mut self, until: Instant, waker: &Waker) {
+        self.timer_sleeps_until = Some(until);
+        self.timer_waker = Some(waker.clone());
+    }
+
+    /// Fires every room deadline due at `now`.
+    pub(crate) fn fire_deadlines(&mut self, m: &ShardMetrics, now: Instant) {
+        self.timer_sleeps_until = None;
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, id))) = self.deadlines.pop() else { break };
+            let current = self.games.get_mut(&id).is_some_and(|e| e.armed == Some(at));
+            if current {
+                if let Some(e) = self.games.get_mut(&id) {
+                    e.armed = None;
+                }
+                self.with_game(m, now, &id, |r| r.handle_timeout(now));
+            }
+        }
     }
 }

@@ -259,3 +259,5 @@ impl RawClient {
         }
     }
 }
+
+pub mod game;

@@ -1,0 +1,149 @@
+//! The room API on the owner shard: create, join, summarize rooms; list word packs.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde_json::json;
+
+use super::shard::Shard;
+use crate::api::{parse_join, CreateRoom};
+use crate::auth::Claims;
+use crate::game::{GameConfig, Role};
+use crate::http::{Request, Response, Status};
+use crate::metrics::Refusal;
+use crate::protocol::ErrorCode;
+use crate::rooms::{GameRoom, RoomId, RoomPolicy};
+
+/// Room ids: 6 characters without look-alikes (no I, L, O, 0, 1).
+const ROOM_ID_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+const ROOM_ID_LEN: usize = 6;
+
+fn unix_now() -> std::time::Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn not_found() -> Response {
+    Response::error(Status::NotFound, ErrorCode::RoomNotFound.as_str(), "no such room")
+}
+
+/// `GET /word-packs`.
+pub(crate) fn word_packs(shard: &Shard) -> Response {
+    let packs: Vec<_> = shard
+        .packs
+        .iter()
+        .map(|p| json!({"id": p.id, "name": p.name, "wordCount": p.words.len()}))
+        .collect();
+    Response::json(Status::Ok, &json!({ "wordPacks": packs }))
+}
+
+/// `GET /rooms/{id}`.
+pub(crate) fn room_summary(shard: &Shard, room: &RoomId) -> Response {
+    let summary = shard.state.borrow_mut().with_game(shard.metrics(), Instant::now(), room, |r| r.summary());
+    summary.map_or_else(not_found, |s| Response::json(Status::Ok, &s))
+}
+
+/// The base URLs clients use to reach this server, from the request's Host header.
+fn urls(shard: &Shard, request: &Request, room: &RoomId, token: &str) -> (String, String) {
+    let host = request.header("host").map_or_else(|| shard.config.listen.to_string(), str::to_string);
+    let ws = format!("ws://{host}/ws?roomId={}&token={token}", room.as_str());
+    let join = format!("http://{host}/rooms/{}/players", room.as_str());
+    (ws, join)
+}
+
+fn sign(shard: &Shard, room: &RoomId, actor_id: &str, role: Role) -> String {
+    let expires_unix = (unix_now() + shard.config.token_ttl).as_secs();
+    shard.tokens.sign(&Claims { room_id: room.as_str().to_string(), actor_id: actor_id.to_string(), role, expires_unix })
+}
+
+fn new_actor_id(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}_{}", &id[..12])
+}
+
+/// A fresh room id owned by this shard (so the room is created where it will live).
+fn new_room_id(shard: &Shard) -> RoomId {
+    let mut rng = rand::rng();
+    loop {
+        let id: String = (0..ROOM_ID_LEN).map(|_| ROOM_ID_ALPHABET[rng.random_range(0..ROOM_ID_ALPHABET.len())] as char).collect();
+        if let Some(room) = RoomId::parse(&id) {
+            if room.owner_shard(shard.shards) == shard.index && !shard.state.borrow().has_game(&room) {
+                return room;
+            }
+        }
+    }
+}
+
+/// `POST /rooms`.
+pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Response {
+    let pack_ids: Vec<&str> = shard.packs.iter().map(|p| p.id.as_str()).collect();
+    let spec = match CreateRoom::parse(body, shard.config.min_round_duration, &pack_ids) {
+        Ok(spec) => spec,
+        Err(response) => return response,
+    };
+    let Some(pack) = shard.packs.iter().find(|p| p.id == spec.word_pack_id).map(Arc::clone) else {
+        return Response::error(Status::InternalError, ErrorCode::InternalError.as_str(), "word pack vanished");
+    };
+    let room_id = new_room_id(shard);
+    let host_id = new_actor_id("host");
+    let config = GameConfig {
+        max_players: spec.max_players,
+        num_teams: spec.num_teams,
+        rounds: spec.rounds,
+        round_duration: spec.round_duration,
+        countdown: shard.config.countdown,
+        score_review: shard.config.score_review,
+        pack,
+        seed: rand::rng().random(),
+    };
+    let rate = shard.config.client_message_rate;
+    let policy = RoomPolicy {
+        idle_timeout: shard.config.room_idle_timeout,
+        messages_per_sec: (rate, 2.0 * rate),
+        ..RoomPolicy::default()
+    };
+    let now = Instant::now();
+    let room = GameRoom::new(room_id.clone(), &host_id, &spec.host_name, config, policy, now, unix_now().as_millis() as i64);
+    shard.state.borrow_mut().create_game(shard.metrics(), now, room);
+    let token = sign(shard, &room_id, &host_id, Role::Host);
+    let (ws_url, join_url) = urls(shard, request, &room_id, &token);
+    Response::json(Status::Created, &json!({
+        "roomId": room_id.as_str(), "hostId": host_id, "hostToken": token, "wsUrl": ws_url, "joinUrl": join_url,
+    }))
+}
+
+/// `POST /rooms/{id}/players`.
+pub(crate) fn join_room(shard: &Shard, request: &Request, room: &RoomId, body: &[u8]) -> Response {
+    let name = match parse_join(body) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let player_id = new_actor_id("player");
+    let joined = shard.state.borrow_mut().with_game(shard.metrics(), Instant::now(), room, |r| r.join(Instant::now(), &player_id, &name));
+    match joined {
+        None => not_found(),
+        Some(Err(rejection)) => {
+            let status = match rejection.code {
+                ErrorCode::RoomFull => Status::Conflict,
+                ErrorCode::RoomNotFound => Status::NotFound,
+                _ => Status::BadRequest,
+            };
+            Response::error(status, rejection.code.as_str(), &rejection.message)
+        }
+        Some(Ok(role)) => {
+            let token = sign(shard, room, &player_id, role);
+            let (ws_url, _) = urls(shard, request, room, &token);
+            Response::json(Status::Created, &json!({"playerId": player_id, "token": token, "role": role.as_str(), "wsUrl": ws_url}))
+        }
+    }
+}
+
+/// Before upgrading a game connection: the room must exist here and `actor_id` be in it.
+pub(crate) fn check_member(shard: &Shard, room: &RoomId, actor_id: &str) -> Result<(), (Refusal, Response)> {
+    let role = shard.state.borrow_mut().with_game(shard.metrics(), Instant::now(), room, |r| r.role_of(actor_id));
+    match role {
+        None => Err((Refusal::NotFound, not_found())),
+        Some(None) => Err((Refusal::Unauthorized, Response::error(Status::Unauthorized, "UNAUTHORIZED", "not a member of this room"))),
+        Some(Some(_)) => Ok(()),
+    }
+}
