@@ -187,7 +187,7 @@ impl Metrics {
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render_prometheus(&self, now: Instant) -> String {
         let mut out = String::with_capacity(4096);
-        let gauges: [(&str, &str, fn(&ShardMetrics) -> i64); 2] = [
+        let gauges: [Family<i64>; 2] = [
             ("partyflow_connections", "Open WebSocket connections", |s| s.connections.get()),
             ("partyflow_rooms", "Rooms with at least one member", |s| s.rooms.get()),
         ];
@@ -197,7 +197,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
             }
         }
-        let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 11] = [
+        let counters: [Family<u64>; 11] = [
             ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
             ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
             ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
@@ -236,6 +236,9 @@ impl Metrics {
         out
     }
 }
+
+/// A metric family: name, help text, and how to read it from one shard.
+type Family<T> = (&'static str, &'static str, fn(&ShardMetrics) -> T);
 
 fn family(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

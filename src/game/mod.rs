@@ -26,6 +26,15 @@ use words::{Deck, WordPack};
 
 use crate::protocol::{ErrorCode, Rejection, Scope};
 
+/// Every event type the game emits (the room layer adds `CONNECTED` and `ERROR`).
+pub const EVENT_TYPES: [&str; 23] = [
+    "ROOM_CREATED", "PLAYER_JOINED", "PLAYER_LEFT", "TEAM_SETUP_STARTED", "PLAYER_ASSIGNED_TEAM",
+    "TEAMS_BALANCED", "TEAMS_UNBALANCED", "SETUP_CANCELLED", "COUNTDOWN_TICK", "ROUND_STARTED",
+    "WORD_REVEALED", "WORD_RESULT", "TIMER_TICK", "GAME_PAUSED", "GAME_RESUMED", "PACK_EXHAUSTED",
+    "ROUND_ENDED", "SCORE_SUMMARY", "NEXT_ROUND_READY", "GAME_ENDED", "FINAL_RESULTS",
+    "GAME_RESTARTED", "ROOM_CLOSED",
+];
+
 /// Spectator seats beyond the player limit.
 pub const MAX_SPECTATORS: usize = 10;
 const TEAM_STYLES: [(&str, &str); 4] =
@@ -216,7 +225,7 @@ impl Game {
             "roundDurationSec": game.config.round_duration.as_secs(),
             "wordPackId": game.config.pack.id,
         });
-        game.emit("ROOM_CREATED", Scope::All, payload);
+        game.emit_all("ROOM_CREATED", payload);
         game
     }
 
@@ -322,7 +331,7 @@ impl Game {
             "playerId": id, "playerName": name, "playerCount": self.player_count(),
             "avatarColor": avatar, "role": role.as_str(),
         });
-        self.emit_with_state("PLAYER_JOINED", payload);
+        self.emit_all("PLAYER_JOINED", payload);
         Ok(role)
     }
 
@@ -337,7 +346,7 @@ impl Game {
             "playerId": gone.id, "playerName": gone.name,
             "playerCount": self.player_count(), "reason": reason,
         });
-        self.emit("PLAYER_LEFT", Scope::All, payload);
+        self.emit_all("PLAYER_LEFT", payload);
         if matches!(self.state, State::TeamSetup | State::ReadyToStart) {
             self.check_balance();
         }
@@ -384,7 +393,7 @@ impl Game {
         }
         self.timers = [None; 4];
         self.transition(State::RoomClosed);
-        self.emit_with_state("ROOM_CLOSED", json!({"reason": "closed by host"}));
+        self.emit_all("ROOM_CLOSED", json!({"reason": "closed by host"}));
     }
 
     /// When [`Game::handle_timeout`] next has work.
@@ -428,7 +437,7 @@ impl Game {
         }
         self.transition(State::TeamSetup);
         let teams = self.teams_json();
-        self.emit_with_state("TEAM_SETUP_STARTED", json!({ "teams": teams }));
+        self.emit_all("TEAM_SETUP_STARTED", json!({ "teams": teams }));
         Ok(())
     }
 
@@ -456,7 +465,7 @@ impl Game {
             p.team = Some(index);
         }
         let teams = self.teams_json();
-        self.emit("PLAYER_ASSIGNED_TEAM", Scope::All, json!({"playerId": actor, "teamId": team, "teams": teams}));
+        self.emit_all("PLAYER_ASSIGNED_TEAM", json!({"playerId": actor, "teamId": team, "teams": teams}));
         self.check_balance();
         Ok(())
     }
@@ -475,11 +484,11 @@ impl Game {
         match (self.state, self.is_balanced()) {
             (State::TeamSetup, true) => {
                 self.transition(State::ReadyToStart);
-                self.emit_with_state("TEAMS_BALANCED", json!({ "teams": teams }));
+                self.emit_all("TEAMS_BALANCED", json!({ "teams": teams }));
             }
             (State::ReadyToStart, false) => {
                 self.transition(State::TeamSetup);
-                self.emit_with_state("TEAMS_UNBALANCED", json!({ "teams": teams }));
+                self.emit_all("TEAMS_UNBALANCED", json!({ "teams": teams }));
             }
             _ => {}
         }
@@ -494,7 +503,7 @@ impl Game {
             p.team = None;
         }
         self.transition(State::Lobby);
-        self.emit_with_state("SETUP_CANCELLED", json!({}));
+        self.emit_all("SETUP_CANCELLED", json!({}));
         Ok(())
     }
 
@@ -550,11 +559,7 @@ impl Game {
             "activeTeamId": team_id(r.team),
             "explainerPlayerId": r.explainer,
         });
-        if self.countdown_left == self.config.countdown {
-            self.emit_with_state("COUNTDOWN_TICK", payload);
-        } else {
-            self.emit("COUNTDOWN_TICK", Scope::All, payload);
-        }
+        self.emit_all("COUNTDOWN_TICK", payload);
         self.countdown_left -= 1;
         self.set_timer(Timer::Countdown, Some(now + SECOND));
     }
@@ -582,7 +587,7 @@ impl Game {
     fn reveal_next_word(&mut self, now: Instant) {
         let Some(word) = self.deck.deal() else {
             let round_number = self.round.as_ref().map(|r| self.round_number(r.turn));
-            self.emit("PACK_EXHAUSTED", Scope::All, json!({"roundNumber": round_number, "wordPackId": self.config.pack.id}));
+            self.emit_all("PACK_EXHAUSTED", json!({"roundNumber": round_number, "wordPackId": self.config.pack.id}));
             return self.end_round(now, "pack_exhausted");
         };
         if let Some(r) = self.round.as_mut() {
@@ -628,7 +633,7 @@ impl Game {
             "wordId": word_id, "action": action.as_str(), "teamId": team_id(team),
             "pointsAwarded": points, "newScore": score,
         });
-        self.emit("WORD_RESULT", Scope::All, payload);
+        self.emit_all("WORD_RESULT", payload);
         self.reveal_next_word(now);
         Ok(())
     }
@@ -644,7 +649,7 @@ impl Game {
         self.set_timer(Timer::Tick, None);
         self.set_timer(Timer::RoundEnd, None);
         self.transition(State::RoundPaused);
-        self.emit_with_state("GAME_PAUSED", json!({
+        self.emit_all("GAME_PAUSED", json!({
             "reason": "host", "remainingMs": remaining.as_millis() as u64,
             "remainingSeconds": ceil_secs(remaining),
         }));
@@ -659,7 +664,7 @@ impl Game {
         let Clock::Paused { remaining } = r.clock else { return Err(invalid("not paused")) };
         r.clock = Clock::Running { ends_at: now + remaining };
         self.transition(State::RoundActive);
-        self.emit_with_state("GAME_RESUMED", json!({
+        self.emit_all("GAME_RESUMED", json!({
             "remainingMs": remaining.as_millis() as u64, "remainingSeconds": ceil_secs(remaining),
         }));
         self.schedule_clock(now);
@@ -680,7 +685,7 @@ impl Game {
     }
 
     fn tick(&mut self, now: Instant) {
-        self.emit("TIMER_TICK", Scope::All, json!({"remainingSeconds": self.tick_remaining}));
+        self.emit_all("TIMER_TICK", json!({"remainingSeconds": self.tick_remaining}));
         self.schedule_clock(now);
     }
 
@@ -703,10 +708,10 @@ impl Game {
             "averageTimePerWord": average,
         }));
         let last = reason == "pack_exhausted" || self.turns_played >= self.config.rounds * self.num_teams as u32;
-        let next_in = (!last).then(|| self.config.score_review.as_secs());
+        let next_in = (!last).then_some(self.config.score_review.as_secs());
         self.transition(State::ScoreReview);
         let leaderboard = self.leaderboard();
-        self.emit_with_state("SCORE_SUMMARY", json!({"leaderboard": leaderboard, "nextRoundIn": next_in}));
+        self.emit_all("SCORE_SUMMARY", json!({"leaderboard": leaderboard, "nextRoundIn": next_in}));
         self.set_timer(Timer::Review, Some(now + self.config.score_review));
     }
 
@@ -717,7 +722,7 @@ impl Game {
         }
         self.transition(State::ReadyForNext);
         let next_team = (self.turns_played as usize) % self.num_teams;
-        self.emit_with_state("NEXT_ROUND_READY", json!({
+        self.emit_all("NEXT_ROUND_READY", json!({
             "turnNumber": self.turns_played + 1,
             "roundNumber": self.round_number(self.turns_played + 1),
             "activeTeamId": team_id(next_team),
@@ -753,7 +758,7 @@ impl Game {
             .filter(|p| p.role == Role::Player)
             .map(|p| json!({"playerId": p.id, "playerName": p.name, "teamId": p.team.map(team_id), "wordsExplained": p.words_explained}))
             .collect();
-        self.emit_with_state("FINAL_RESULTS", json!({"leaderboard": leaderboard, "players": players}));
+        self.emit_all("FINAL_RESULTS", json!({"leaderboard": leaderboard, "players": players}));
     }
 
     fn restart(&mut self) -> Result<(), Rejection> {
@@ -777,7 +782,7 @@ impl Game {
         self.transition(State::Lobby);
         let participants: Vec<Value> =
             self.participants.iter().map(|p| json!({"id": p.id, "role": p.role.as_str()})).collect();
-        self.emit_with_state("GAME_RESTARTED", json!({"participants": participants}));
+        self.emit_all("GAME_RESTARTED", json!({"participants": participants}));
         Ok(())
     }
 
@@ -833,19 +838,20 @@ impl Game {
         self.state_version += 1;
     }
 
-    fn emit(&mut self, kind: &'static str, scope: Scope, payload: Value) {
+    /// Queues an event; every payload carries the room's `state` and `stateVersion`, so a
+    /// client can always tell which state an event belongs to.
+    fn emit(&mut self, kind: &'static str, scope: Scope, mut payload: Value) {
+        payload["state"] = self.state.as_str().into();
+        payload["stateVersion"] = self.state_version.into();
         self.outputs.push_back(Event { kind, scope, payload, requires_ack: false });
     }
 
-    /// An event that reports a state change: its payload carries `state` and `stateVersion`.
-    fn emit_with_state(&mut self, kind: &'static str, mut payload: Value) {
-        payload["state"] = self.state.as_str().into();
-        payload["stateVersion"] = self.state_version.into();
+    fn emit_all(&mut self, kind: &'static str, payload: Value) {
         self.emit(kind, Scope::All, payload);
     }
 
     fn emit_acked(&mut self, kind: &'static str, payload: Value) {
-        self.emit_with_state(kind, payload);
+        self.emit_all(kind, payload);
         if let Some(last) = self.outputs.back_mut() {
             last.requires_ack = true;
         }

@@ -136,18 +136,21 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         Ok(role)
     }
 
-    /// `conn` authenticated as `actor_id` and asked for protocol `version`.
-    pub fn connect(&mut self, now: Instant, conn: C, actor_id: &str, version: &str) -> Result<(), ()> {
+    /// `conn` authenticated as `actor_id` and asked for protocol `version`. On refusal the
+    /// outputs already hold the `ERROR` and the close.
+    pub fn connect(&mut self, now: Instant, conn: C, actor_id: &str, version: &str) -> Result<(), Rejection> {
         let negotiated = Version::parse(version).and_then(Version::negotiate);
         let Some(role) = self.game.role_of(actor_id) else {
-            self.reject_and_close(now, conn, version, Rejection::new(ErrorCode::Unauthorized, "not a member of this room"), ws::close_code::POLICY_VIOLATION);
-            return Err(());
+            let rejection = Rejection::new(ErrorCode::Unauthorized, "not a member of this room");
+            self.reject_and_close(now, conn, version, rejection.clone(), ws::close_code::POLICY_VIOLATION);
+            return Err(rejection);
         };
         let version = match negotiated {
             Ok(v) => v.to_string(),
             Err(e) => {
-                self.reject_and_close(now, conn, &SERVER_VERSION.to_string(), Rejection::new(ErrorCode::UpgradeRequired, e.to_string()), CLOSE_UPGRADE_REQUIRED);
-                return Err(());
+                let rejection = Rejection::new(ErrorCode::UpgradeRequired, e.to_string());
+                self.reject_and_close(now, conn, &SERVER_VERSION.to_string(), rejection.clone(), CLOSE_UPGRADE_REQUIRED);
+                return Err(rejection);
             }
         };
         for old in self.members.iter().filter(|m| m.actor_id == actor_id) {
