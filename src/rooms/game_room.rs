@@ -407,15 +407,21 @@ mod tests {
         json!({"type": kind, "roomId": "ROOM42", "version": "1.0", "payload": payload}).to_string().into_bytes()
     }
 
-    #[test]
-    fn connected_then_scoped_fan_out_with_one_buffer_per_scope() {
-        let t0 = Instant::now();
+    /// A room with the host (conn 0) and two players (conns 1, 2) connected.
+    fn room_of_three(t0: Instant, p2_version: &str) -> GameRoom<u32> {
         let mut r = room(t0);
         r.join(t0, "p1", "A").unwrap();
         r.join(t0, "p2", "B").unwrap();
         r.connect(t0, 0, "host", "1.0").unwrap();
         r.connect(t0, 1, "p1", "1.0").unwrap();
-        r.connect(t0, 2, "p2", "1.1").unwrap();
+        r.connect(t0, 2, "p2", p2_version).unwrap();
+        r
+    }
+
+    #[test]
+    fn connected_then_scoped_fan_out_with_one_buffer_per_scope() {
+        let t0 = Instant::now();
+        let mut r = room_of_three(t0, "1.1");
         let hello = sends(&mut r);
         assert_eq!(hello.len(), 3);
         assert_eq!(hello[0].1["type"], "CONNECTED");
@@ -485,12 +491,7 @@ mod tests {
     #[test]
     fn acks_are_retried_and_sequence_ids_increase() {
         let t0 = Instant::now();
-        let mut r = room(t0);
-        r.join(t0, "p1", "A").unwrap();
-        r.join(t0, "p2", "B").unwrap();
-        r.connect(t0, 0, "host", "1.0").unwrap();
-        r.connect(t0, 1, "p1", "1.0").unwrap();
-        r.connect(t0, 2, "p2", "1.0").unwrap();
+        let mut r = room_of_three(t0, "1.0");
         r.handle_message(t0, 0, DataKind::Text, &msg("START_TEAM_SETUP", json!({})));
         r.handle_message(t0, 1, DataKind::Text, &msg("JOIN_TEAM", json!({"teamId": "team_1"})));
         r.handle_message(t0, 2, DataKind::Text, &msg("JOIN_TEAM", json!({"teamId": "team_2"})));
