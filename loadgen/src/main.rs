@@ -1,13 +1,25 @@
-//! partyflow-loadgen: drives a partyflow server with WebSocket clients and reports what they saw.
+//! partyflow-loadgen: drives a partyflow server with WebSocket clients and reports what they
+//! saw, so a host's capacity can be decided from numbers.
 //!
 //! One single-threaded Tokio runtime (one core), so the other cores are left to the server.
 
+mod html;
+mod net;
+mod party;
 mod relay;
 mod report;
+mod sampler;
+mod stats;
 
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use report::{Gates, Report, ServerUsage};
+use stats::Stats;
 
 /// Load generator for the partyflow server.
 #[derive(Debug, Parser)]
@@ -17,36 +29,175 @@ struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     url: String,
     /// How long to measure, after the warm-up.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     duration: Duration,
     /// Load applied before measuring starts (not counted).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     warmup: Duration,
+    /// New connections (and API calls) per second while setting up.
+    #[arg(long, default_value_t = 1000.0, global = true)]
+    connect_rate: f64,
+    /// Loopback source addresses to spread connections over (127.0.0.1, .2, …).
+    #[arg(long, default_value_t = 8, global = true)]
+    source_ips: usize,
+    /// PID of a local server: its CPU and memory are read from /proc. Otherwise /metrics is
+    /// scraped.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
     /// Write the full results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<std::path::PathBuf>,
+    /// Write a self-contained HTML report (latency histogram and over time) to this file.
+    #[arg(long, global = true)]
+    html: Option<std::path::PathBuf>,
+    /// Fail (exit 1) if p95 latency exceeds this many ms.
+    #[arg(long, global = true)]
+    slo_p95_ms: Option<f64>,
+    /// Fail if p99 latency exceeds this many ms.
+    #[arg(long, global = true)]
+    slo_p99_ms: Option<f64>,
+    /// Fail if errors per message exceed this fraction.
+    #[arg(long, global = true)]
+    max_error_rate: Option<f64>,
+    /// Fail if more than this many messages were lost, duplicated or reordered.
+    #[arg(long, global = true)]
+    max_lost: Option<u64>,
     #[command(subcommand)]
     scenario: Scenario,
 }
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// Create rooms through the API and play the real game (host swipes, players join teams).
+    Party(party::PartyArgs),
     /// R rooms of M members on /relay; one publisher per room at a fixed rate.
     Relay(relay::RelayArgs),
+    /// Steady party load, then drop a fraction of all connections at once and reconnect them.
+    Storm(party::StormArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Paces connection setup at a fixed rate.
+pub struct Pacer {
+    interval: Duration,
+    next: Cell<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(per_sec: f64) -> Pacer {
+        Pacer { interval: Duration::from_secs_f64(1.0 / per_sec.max(0.001)), next: Cell::new(tokio::time::Instant::now()) }
+    }
+
+    /// Waits for the next slot.
+    pub async fn wait(&self) {
+        let slot = self.next.get().max(tokio::time::Instant::now());
+        self.next.set(slot + self.interval);
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+fn main() {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("partyflow-loadgen: {err:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let connections = match &cli.scenario {
+        Scenario::Party(a) => a.rooms * (a.players + 1),
+        Scenario::Storm(a) => a.party.rooms * (a.party.players + 1),
+        Scenario::Relay(a) => a.rooms * a.members,
+    };
+    net::ensure_open_files(connections)?;
+    let target = Rc::new(net::Target::parse(&cli.url, cli.source_ips)?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let Scenario::Relay(args) = cli.scenario;
-    let ws_base = cli.url.replacen("http", "ws", 1);
-    let report = runtime.block_on(relay::run(ws_base.trim_end_matches('/').to_string(), args, cli.warmup, cli.duration))?;
+    let local = tokio::task::LocalSet::new();
+    let stats = Rc::new(RefCell::new(Stats::default()));
+    let phase = Rc::new(RefCell::new("starting".to_string()));
+    let pacer = Rc::new(Pacer::new(cli.connect_rate));
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (scenario, work): (&'static str, std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>) = match cli.scenario {
+        Scenario::Party(a) => ("party", Box::pin(party::run(target.clone(), a, pacer, stats.clone(), phase.clone(), cli.warmup, cli.duration, None))),
+        Scenario::Storm(a) => ("storm", Box::pin(party::run(target.clone(), a.party, pacer, stats.clone(), phase.clone(), cli.warmup, cli.duration, Some(a.drop_fraction)))),
+        Scenario::Relay(a) => ("relay", Box::pin(relay::run(target.clone(), a, pacer, stats.clone(), phase.clone(), cli.warmup, cli.duration))),
+    };
+    let server_pid = cli.server_pid.map(|p| p.to_string());
+    let (measured, server, loadgen_cpu) = local.block_on(&runtime, async {
+        let progress = tokio::task::spawn_local(show_progress(stats.clone(), phase.clone()));
+        let watcher = tokio::task::spawn_local(watch_resources(stats.clone(), phase.clone(), server_pid, target.clone()));
+        let result = work.await;
+        *phase.borrow_mut() = "stopping".into();
+        progress.abort();
+        let usage = watcher.await?;
+        result.map(|()| usage)
+    })?;
+    let measured = measured.min(cli.duration);
+    let stats = std::mem::take(&mut *stats.borrow_mut());
+    let report = Report { scenario, command, measured, stats, server: Some(server), loadgen_cpu_share: loadgen_cpu };
     print!("{}", report.table());
-    if let Some(path) = cli.json {
+    if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
     }
-    if report.failed() {
-        std::process::exit(1);
+    if let Some(path) = &cli.html {
+        std::fs::write(path, report.html())?;
     }
-    Ok(())
+    let gates = Gates { p95_ms: cli.slo_p95_ms, p99_ms: cli.slo_p99_ms, max_error_rate: cli.max_error_rate, max_lost: cli.max_lost };
+    let violations = report.violations(&gates);
+    for v in &violations {
+        println!("SLO VIOLATED: {v}");
+    }
+    if violations.is_empty() {
+        println!("gates: passed");
+    }
+    Ok(if violations.is_empty() { 0 } else { 1 })
+}
+
+/// Samples the server (from /proc with `--server-pid`, else its /metrics) and this process when
+/// measuring starts and when it ends; returns the measured window, the server's usage and the
+/// load generator's CPU share.
+async fn watch_resources(stats: Rc<RefCell<Stats>>, phase: Rc<RefCell<String>>, server_pid: Option<String>, target: Rc<net::Target>) -> (Duration, ServerUsage, f64) {
+    while !stats.borrow().is_measuring() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scrape = |target: Rc<net::Target>| async move {
+        let text = target.get_text("/metrics").await.map(|(_, t)| t).unwrap_or_default();
+        sampler::metric_total(&text, "partyflow_messages_out_total")
+    };
+    let start = Instant::now();
+    let (server_start, self_start) = (server_pid.as_deref().and_then(sampler::sample), sampler::sample("self"));
+    let out_start = scrape(target.clone()).await;
+    while *phase.borrow() != "stopping" {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end = Instant::now();
+    let (server_end, self_end) = (server_pid.as_deref().and_then(sampler::sample), sampler::sample("self"));
+    let out_end = scrape(target).await;
+    let wall = end.saturating_duration_since(start);
+    let usage = ServerUsage {
+        cpu_share: server_start.zip(server_end).map(|(a, b)| sampler::cpu_share((start, a), (end, b))),
+        rss_kib: server_end.map(|s| s.rss_kib),
+        peak_rss_kib: server_end.map(|s| s.peak_rss_kib),
+        messages_out_per_sec: out_start.zip(out_end).map(|(a, b)| (b - a) / wall.as_secs_f64().max(1e-9)),
+    };
+    let loadgen = self_start.zip(self_end).map_or(0.0, |(a, b)| sampler::cpu_share((start, a), (end, b)));
+    (wall, usage, loadgen)
+}
+
+/// A live progress line: phase, connections, deliveries per second, current p95, errors.
+async fn show_progress(stats: Rc<RefCell<Stats>>, phase: Rc<RefCell<String>>) {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let mut s = stats.borrow_mut();
+        s.close_second(Instant::now());
+        let (rate, p95) = s.last_second().map_or((0, 0.0), |l| (l.delivered, l.p95_ms));
+        bar.set_message(format!("{:10} connections {:6}  delivered {rate:7}/s  p95 {p95:8.3} ms  errors {}", phase.borrow(), s.connections, s.error_count()));
+        bar.tick();
+    }
 }

@@ -1,74 +1,186 @@
-//! Results of a run: latency percentiles from an HDR histogram, throughput and losses.
+//! The final report: a table on stdout, full JSON, a self-contained HTML page, and SLO gates.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde_json::{json, Value};
 
-/// What one run measured.
-pub struct Report {
-    pub scenario: &'static str,
-    pub connections: usize,
-    pub measured: Duration,
-    pub sent: u64,
-    pub delivered: u64,
-    pub lost: u64,
-    pub out_of_order: u64,
-    pub errors: u64,
-    /// End-to-end latency in microseconds.
-    pub latency_us: Histogram<u64>,
-    pub connect_us: Histogram<u64>,
+use crate::stats::{Stats, PERCENTILES};
+
+/// Server resource use over the measured window (what could be observed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerUsage {
+    /// Share of one core (local server only).
+    pub cpu_share: Option<f64>,
+    pub rss_kib: Option<u64>,
+    pub peak_rss_kib: Option<u64>,
+    /// Messages the server queued per second, from its /metrics.
+    pub messages_out_per_sec: Option<f64>,
 }
 
-const PERCENTILES: [f64; 5] = [50.0, 90.0, 95.0, 99.0, 99.9];
+/// SLO gates; `None` disables one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gates {
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_error_rate: Option<f64>,
+    pub max_lost: Option<u64>,
+}
+
+pub struct Report {
+    pub scenario: &'static str,
+    pub command: String,
+    pub measured: Duration,
+    pub stats: Stats,
+    pub server: Option<ServerUsage>,
+    pub loadgen_cpu_share: f64,
+}
+
+fn ms(h: &Histogram<u64>, p: f64) -> f64 {
+    h.value_at_percentile(p) as f64 / 1000.0
+}
+
+fn percentiles_json(h: &Histogram<u64>) -> Value {
+    let mut m = serde_json::Map::new();
+    for p in PERCENTILES {
+        m.insert(format!("p{p}"), ms(h, p).into());
+    }
+    m.insert("max".into(), (h.max() as f64 / 1000.0).into());
+    m.insert("count".into(), h.len().into());
+    Value::Object(m)
+}
+
+fn percentile_row(name: &str, h: &Histogram<u64>) -> String {
+    let mut row = format!("{name:22}");
+    for p in PERCENTILES {
+        let _ = write!(row, " {:>9.3}", ms(h, p));
+    }
+    let _ = write!(row, " {:>9.3} {:>9}", h.max() as f64 / 1000.0, h.len());
+    row
+}
 
 impl Report {
     pub fn delivered_per_sec(&self) -> f64 {
-        self.delivered as f64 / self.measured.as_secs_f64().max(1e-9)
+        self.stats.delivered as f64 / self.measured.as_secs_f64().max(1e-9)
     }
 
-    /// Lost or duplicated messages, or errors, fail the run.
-    pub fn failed(&self) -> bool {
-        self.lost > 0 || self.out_of_order > 0 || self.errors > 0
+    fn error_rate(&self) -> f64 {
+        self.stats.error_count() as f64 / (self.stats.delivered + self.stats.sent).max(1) as f64
     }
 
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "scenario {}  connections {}  measured {:.1}s", self.scenario, self.connections, self.measured.as_secs_f64());
-        let _ = writeln!(out, "sent {}  delivered {} ({:.0}/s)  lost {}  out-of-order {}  errors {}",
-            self.sent, self.delivered, self.delivered_per_sec(), self.lost, self.out_of_order, self.errors);
-        for (name, h) in [("latency", &self.latency_us), ("connect", &self.connect_us)] {
-            let _ = write!(out, "{name:8} ms:");
-            for p in PERCENTILES {
-                let _ = write!(out, "  p{p} {:.3}", h.value_at_percentile(p) as f64 / 1000.0);
-            }
-            let _ = writeln!(out, "  max {:.3}  (n={})", h.max() as f64 / 1000.0, h.len());
+    /// The gates this run violated, each named with its measured value.
+    pub fn violations(&self, gates: &Gates) -> Vec<String> {
+        let mut out = Vec::new();
+        let p95 = ms(&self.stats.latency, 95.0);
+        let p99 = ms(&self.stats.latency, 99.0);
+        if let Some(max) = gates.p95_ms.filter(|max| p95 > *max) {
+            out.push(format!("--slo-p95-ms {max}: measured p95 {p95:.3} ms"));
+        }
+        if let Some(max) = gates.p99_ms.filter(|max| p99 > *max) {
+            out.push(format!("--slo-p99-ms {max}: measured p99 {p99:.3} ms"));
+        }
+        if let Some(max) = gates.max_error_rate.filter(|max| self.error_rate() > *max) {
+            out.push(format!("--max-error-rate {max}: measured {:.6} ({:?})", self.error_rate(), self.stats.errors));
+        }
+        let lost = self.stats.lost + self.stats.duplicated + self.stats.out_of_order;
+        if let Some(max) = gates.max_lost.filter(|max| lost > *max) {
+            out.push(format!(
+                "--max-lost {max}: {} lost, {} duplicated, {} out of order",
+                self.stats.lost, self.stats.duplicated, self.stats.out_of_order
+            ));
+        }
+        if self.stats.delivered == 0 {
+            out.push("nothing was delivered in the measured window".into());
         }
         out
     }
 
-    pub fn json(&self) -> serde_json::Value {
-        let percentiles = |h: &Histogram<u64>| {
-            let mut m = serde_json::Map::new();
-            for p in PERCENTILES {
-                m.insert(format!("p{p}"), (h.value_at_percentile(p) as f64 / 1000.0).into());
+    pub fn table(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let _ = writeln!(out, "\nscenario {}  connections {}  measured {:.1} s", self.scenario, s.connections, self.measured.as_secs_f64());
+        let _ = writeln!(out, "sent {}  delivered {} ({:.0}/s)  lost {}  duplicated {}  out-of-order {}  resent {}  acks {}  late swipes {}",
+            s.sent, s.delivered, self.delivered_per_sec(), s.lost, s.duplicated, s.out_of_order, s.resent, s.acks_sent, s.late_swipes);
+        let errors: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "errors {} {}", s.error_count(), errors.join(" "));
+        let mut head = format!("{:22}", "latency ms");
+        for p in PERCENTILES {
+            let _ = write!(head, " {:>9}", format!("p{p}"));
+        }
+        let _ = writeln!(out, "{head} {:>9} {:>9}", "max", "n");
+        let _ = writeln!(out, "{}", percentile_row("all events", &s.latency));
+        for (kind, h) in &s.by_type {
+            let _ = writeln!(out, "{}", percentile_row(&format!("  {kind}"), h));
+        }
+        let _ = writeln!(out, "{}", percentile_row("connect", &s.connect));
+        if !s.tick_jitter.is_empty() {
+            let _ = writeln!(out, "{}", percentile_row("timer tick jitter", &s.tick_jitter));
+        }
+        if let Some(server) = self.server {
+            if let Some(cpu) = server.cpu_share {
+                let per_delivery = cpu * 1e6 / self.delivered_per_sec().max(1e-9);
+                let _ = writeln!(out, "server: CPU {:.1} % of a core, {:.2} CPU-µs per delivery", cpu * 100.0, per_delivery);
             }
-            m.insert("max".into(), (h.max() as f64 / 1000.0).into());
-            m.insert("count".into(), h.len().into());
-            serde_json::Value::Object(m)
-        };
-        serde_json::json!({
+            if let (Some(rss), Some(peak)) = (server.rss_kib, server.peak_rss_kib) {
+                let _ = writeln!(out, "server: RSS {rss} KiB (peak {peak} KiB), {:.0} B per connection", rss as f64 * 1024.0 / s.connections.max(1) as f64);
+            }
+            if let Some(rate) = server.messages_out_per_sec {
+                let _ = writeln!(out, "server /metrics: {rate:.0} messages queued per second");
+            }
+        }
+        let _ = writeln!(out, "loadgen: CPU {:.1} % of a core{}", self.loadgen_cpu_share * 100.0,
+            if self.loadgen_cpu_share > 0.9 { "  (saturated: latencies include the client's own queueing)" } else { "" });
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let s = &self.stats;
+        let by_type: serde_json::Map<String, Value> = s.by_type.iter().map(|(k, h)| (k.clone(), percentiles_json(h))).collect();
+        let timeline: Vec<Value> = s.timeline.iter().map(|t| json!({"at": t.at, "delivered": t.delivered, "p50Ms": t.p50_ms, "p95Ms": t.p95_ms, "p99Ms": t.p99_ms})).collect();
+        json!({
             "scenario": self.scenario,
-            "connections": self.connections,
+            "command": self.command,
+            "connections": s.connections,
             "measuredSec": self.measured.as_secs_f64(),
-            "sent": self.sent,
-            "delivered": self.delivered,
+            "sent": s.sent,
+            "delivered": s.delivered,
             "deliveredPerSec": self.delivered_per_sec(),
-            "lost": self.lost,
-            "outOfOrder": self.out_of_order,
-            "errors": self.errors,
-            "latencyMs": percentiles(&self.latency_us),
-            "connectMs": percentiles(&self.connect_us),
+            "lost": s.lost,
+            "duplicated": s.duplicated,
+            "outOfOrder": s.out_of_order,
+            "resent": s.resent,
+            "acksSent": s.acks_sent,
+            "lateSwipes": s.late_swipes,
+            "errors": s.errors,
+            "latencyMs": percentiles_json(&s.latency),
+            "latencyByTypeMs": by_type,
+            "connectMs": percentiles_json(&s.connect),
+            "timerTickJitterMs": percentiles_json(&s.tick_jitter),
+            "server": self.server.map(|u| json!({"cpuShare": u.cpu_share, "rssKiB": u.rss_kib, "peakRssKiB": u.peak_rss_kib,
+                "cpuUsPerDelivery": u.cpu_share.map(|c| c * 1e6 / self.delivered_per_sec().max(1e-9)),
+                "messagesOutPerSec": u.messages_out_per_sec})),
+            "loadgenCpuShare": self.loadgen_cpu_share,
+            "timeline": timeline,
         })
     }
+
+    /// A self-contained HTML page: the table, a latency histogram and latency over time.
+    pub fn html(&self) -> String {
+        let table = html_escape(&self.table());
+        let histogram = crate::html::latency_histogram(&self.stats.latency);
+        let timeline = crate::html::timeline(&self.stats.timeline);
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>partyflow-loadgen {scenario}</title>\
+             <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>\
+             <h1>partyflow-loadgen: {scenario}</h1><p><code>{command}</code></p><pre>{table}</pre>\
+             <h2>Latency distribution</h2>{histogram}<h2>Over time</h2>{timeline}</body></html>",
+            scenario = self.scenario,
+            command = html_escape(&self.command),
+        )
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

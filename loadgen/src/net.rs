@@ -1,0 +1,119 @@
+//! Connections from the load generator: source-address spreading, a small HTTP client for the
+//! room API, and WebSocket handshakes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context as _};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+
+/// The server under test and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub addr: SocketAddr,
+    /// Loopback source addresses to spread connections over (empty: let the kernel choose).
+    sources: Vec<IpAddr>,
+}
+
+impl Target {
+    /// Parses `http://host:port`; for a loopback server, spreads over `source_ips` addresses of
+    /// 127.0.0.0/8 so that many connections do not exhaust one address's ephemeral ports.
+    pub fn parse(url: &str, source_ips: usize) -> anyhow::Result<Target> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("--url must start with http://"))?;
+        let host = rest.trim_end_matches('/').to_string();
+        let addr = host.to_socket_addrs().with_context(|| format!("cannot resolve {host}"))?.next().ok_or_else(|| anyhow!("{host} has no address"))?;
+        let sources = if addr.ip().is_loopback() && addr.is_ipv4() {
+            (0..source_ips.max(1)).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 250) as u8))).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Target { host, addr, sources })
+    }
+
+    async fn tcp(&self, n: usize) -> std::io::Result<TcpStream> {
+        let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(ip) = self.sources.get(n % self.sources.len().max(1)) {
+            socket.bind(SocketAddr::new(*ip, 0))?;
+        }
+        let stream = socket.connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// POSTs `body` to `path` (connection `n` picks the source address); returns status and JSON.
+    pub async fn post(&self, n: usize, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        self.request(n, "POST", path, Some(body)).await
+    }
+
+    /// GETs `path`; returns status and the body as text.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let (status, body) = self.raw(0, "GET", path, None).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    async fn request(&self, n: usize, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+        let (status, body) = self.raw(n, method, path, body).await?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    async fn raw(&self, n: usize, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut stream = self.tcp(n).await?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head_len) = parsed.parse(&response)? else { bail!("truncated HTTP response") };
+        let status = parsed.code.ok_or_else(|| anyhow!("no status"))?;
+        Ok((status, response[head_len..].to_vec()))
+    }
+
+    /// Opens a WebSocket to `path`; returns it and the handshake time in µs.
+    pub async fn websocket(&self, n: usize, path: &str) -> anyhow::Result<(WebSocketStream<TcpStream>, u64)> {
+        let started = Instant::now();
+        let stream = self.tcp(n).await?;
+        let url = format!("ws://{}{path}", self.host);
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        Ok((ws, started.elapsed().as_micros() as u64))
+    }
+}
+
+/// Unix time in µs (the server stamps events in Unix ms).
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Raises the open-file limit to its hard limit; fails clearly if it cannot hold `connections`.
+pub fn ensure_open_files(connections: usize) -> anyhow::Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    let need = connections as u64 + 64;
+    if lim.rlim_cur < need {
+        bail!(
+            "{connections} connections need about {need} open files, but this process may open {} (hard limit {}); \
+             raise it (`ulimit -n`) or run fewer rooms",
+            lim.rlim_cur,
+            lim.rlim_max
+        );
+    }
+    Ok(())
+}

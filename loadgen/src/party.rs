@@ -1,0 +1,363 @@
+//! The party scenario: real rooms playing the real game, and the storm variant that drops and
+//! reconnects a fraction of all connections at once.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::net::{unix_us, Target};
+use crate::stats::{SeqTracker, SeqVerdict, Stats};
+use crate::Pacer;
+
+/// Party scenario settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PartyArgs {
+    /// Rooms to create and play.
+    #[arg(long, default_value_t = 1000)]
+    pub rooms: usize,
+    /// Players per room (plus the host).
+    #[arg(long, default_value_t = 10)]
+    pub players: usize,
+    /// Mean time between the host's swipes (±20 % jitter).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub swipe_interval: Duration,
+    /// Round length asked for when creating rooms (roundDurationSec).
+    #[arg(long, default_value_t = 60)]
+    pub round_duration: u64,
+}
+
+/// Storm scenario settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub party: PartyArgs,
+    /// Fraction of all connections dropped at once, halfway through the measured window.
+    #[arg(long, default_value_t = 0.2)]
+    pub drop_fraction: f64,
+}
+
+/// What the clients of one room share: the host's view of sequence ids and swipe times.
+#[derive(Default)]
+struct RoomShared {
+    /// Every sequence id the host saw, and whether it was host-only.
+    host_scopes: BTreeMap<u64, bool>,
+    /// Sequence windows of every connection of every player (one per connection).
+    player_windows: Vec<SeqTracker>,
+    host_windows: Vec<SeqTracker>,
+    /// When the host swiped each recent word.
+    swipes: HashMap<String, Instant>,
+    last_swipe: Option<Instant>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Host,
+    Player(usize),
+}
+
+struct Client {
+    target: Rc<Target>,
+    n: usize,
+    path: String,
+    room_id: String,
+    actor: String,
+    role: Role,
+    room: Rc<RefCell<RoomShared>>,
+    stats: Rc<RefCell<Stats>>,
+    swipe_interval: Duration,
+}
+
+/// Runs the scenario; `drop_fraction` makes it a storm.
+pub async fn run(
+    target: Rc<Target>,
+    args: PartyArgs,
+    pacer: Rc<Pacer>,
+    stats: Rc<RefCell<Stats>>,
+    phase: Rc<RefCell<String>>,
+    warmup: Duration,
+    duration: Duration,
+    drop_fraction: Option<f64>,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (storm_tx, storm_rx) = watch::channel(0u64);
+    let mut setups = Vec::new();
+    let mut rooms = Vec::new();
+    *phase.borrow_mut() = "connecting".into();
+    for r in 0..args.rooms {
+        let room = Rc::new(RefCell::new(RoomShared::default()));
+        rooms.push(room.clone());
+        let (target, args, pacer, stats) = (target.clone(), args.clone(), pacer.clone(), stats.clone());
+        let (stop_rx, storm_rx) = (stop_rx.clone(), storm_rx.clone());
+        setups.push(tokio::task::spawn_local(async move {
+            setup_room(r, target, &args, &pacer, stats, room, stop_rx, storm_rx, drop_fraction.unwrap_or(0.0)).await
+        }));
+    }
+    for setup in setups {
+        setup.await?.context("setting up a room")?;
+    }
+    *phase.borrow_mut() = "warm-up".into();
+    tokio::time::sleep(warmup).await;
+    stats.borrow_mut().start_measuring(Instant::now());
+    *phase.borrow_mut() = "measuring".into();
+    if drop_fraction.is_some() {
+        tokio::time::sleep(duration / 2).await;
+        *phase.borrow_mut() = "storm".into();
+        let _ = storm_tx.send(1);
+        tokio::time::sleep(duration - duration / 2).await;
+    } else {
+        tokio::time::sleep(duration).await;
+    }
+    *phase.borrow_mut() = "stopping".into();
+    let _ = stop_tx.send(true);
+    // Let the clients record their last windows.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = stats.borrow_mut();
+    for room in rooms {
+        let room = room.borrow();
+        for w in &room.host_windows {
+            s.lost += w.gaps();
+        }
+        for w in &room.player_windows {
+            let (Some(first), Some(last)) = (w.seen().first(), w.seen().last()) else { continue };
+            s.lost += room.host_scopes.range(first..=last).filter(|(seq, host_only)| !**host_only && !w.seen().contains(seq)).count() as u64;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn setup_room(
+    r: usize,
+    target: Rc<Target>,
+    args: &PartyArgs,
+    pacer: &Pacer,
+    stats: Rc<RefCell<Stats>>,
+    room: Rc<RefCell<RoomShared>>,
+    stop: watch::Receiver<bool>,
+    storm: watch::Receiver<u64>,
+    drop_fraction: f64,
+) -> anyhow::Result<()> {
+    let base = r * (args.players + 1);
+    pacer.wait().await;
+    let settings = json!({"hostName": format!("Host {r}"), "maxPlayers": args.players, "rounds": 20, "roundDurationSec": args.round_duration});
+    let (status, created) = target.post(base, "/rooms", &settings).await?;
+    if status != 201 {
+        bail!("POST /rooms answered {status}: {created}");
+    }
+    let room_id = created["roomId"].as_str().unwrap_or_default().to_string();
+    let mut members = vec![(Role::Host, created["hostId"].as_str().unwrap_or_default().to_string(), created["hostToken"].as_str().unwrap_or_default().to_string())];
+    for p in 0..args.players {
+        pacer.wait().await;
+        let (status, joined) = target.post(base + p + 1, &format!("/rooms/{room_id}/players"), &json!({"playerName": format!("P{p}")})).await?;
+        if status != 201 {
+            bail!("joining {room_id} answered {status}: {joined}");
+        }
+        members.push((Role::Player(p), joined["playerId"].as_str().unwrap_or_default().to_string(), joined["token"].as_str().unwrap_or_default().to_string()));
+    }
+    let mut sockets = Vec::new();
+    for (i, (_, _, token)) in members.iter().enumerate() {
+        pacer.wait().await;
+        let path = format!("/ws?roomId={room_id}&token={token}&version=1.0");
+        let (ws, us) = target.websocket(base + i, &path).await?;
+        stats.borrow_mut().record_connect(us);
+        sockets.push((ws, path));
+    }
+    for (i, ((ws, path), (role, actor, _))) in sockets.into_iter().zip(members).enumerate() {
+        let client = Client {
+            target: target.clone(),
+            n: base + i,
+            path,
+            room_id: room_id.clone(),
+            actor,
+            role,
+            room: room.clone(),
+            stats: stats.clone(),
+            swipe_interval: args.swipe_interval,
+        };
+        // A deterministic choice of who drops in a storm.
+        let drops = ((base + i) as f64 * 0.618_033_988_75).fract() < drop_fraction;
+        tokio::task::spawn_local(client.run(ws, stop.clone(), storm.clone(), drops));
+    }
+    Ok(())
+}
+
+impl Client {
+    async fn run(self, mut ws: WebSocketStream<TcpStream>, mut stop: watch::Receiver<bool>, mut storm: watch::Receiver<u64>, drops: bool) {
+        let mut window = SeqTracker::default();
+        let mut next_swipe: Option<(tokio::time::Instant, String)> = None;
+        let mut last_tick: Option<(Instant, u64)> = None;
+        loop {
+            let swipe_at = next_swipe.as_ref().map(|(at, _)| *at);
+            tokio::select! {
+                msg = ws.next() => {
+                    let text = match msg {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | None => {
+                            if !*stop.borrow() {
+                                self.stats.borrow_mut().error("connection_closed");
+                            }
+                            break;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) => {
+                            self.stats.borrow_mut().error("connection");
+                            break;
+                        }
+                    };
+                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                        self.stats.borrow_mut().error("bad_json");
+                        continue;
+                    };
+                    for reply in self.on_message(&v, &mut window, &mut next_swipe, &mut last_tick) {
+                        if ws.send(Message::text(reply.to_string())).await.is_err() {
+                            self.stats.borrow_mut().error("connection");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(swipe_at.unwrap_or_else(tokio::time::Instant::now)), if swipe_at.is_some() => {
+                    let Some((_, word)) = next_swipe.take() else { continue };
+                    let now = Instant::now();
+                    {
+                        let mut room = self.room.borrow_mut();
+                        if room.swipes.len() > 64 {
+                            room.swipes.clear();
+                        }
+                        room.swipes.insert(word.clone(), now);
+                        room.last_swipe = Some(now);
+                    }
+                    let swipe = self.envelope("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
+                    self.stats.borrow_mut().sent += 1;
+                    let _ = ws.send(Message::text(swipe.to_string())).await;
+                }
+                _ = storm.changed(), if drops => {
+                    // Drop the connection abruptly and come back with the same token.
+                    drop(ws);
+                    self.close_window(std::mem::take(&mut window));
+                    next_swipe = None;
+                    last_tick = None;
+                    match self.target.websocket(self.n, &self.path).await {
+                        Ok((fresh, us)) => {
+                            self.stats.borrow_mut().record_connect(us);
+                            ws = fresh;
+                        }
+                        Err(_) => {
+                            self.stats.borrow_mut().error("reconnect");
+                            return;
+                        }
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        self.close_window(window);
+    }
+
+    fn close_window(&self, window: SeqTracker) {
+        let mut room = self.room.borrow_mut();
+        match self.role {
+            Role::Host => room.host_windows.push(window),
+            Role::Player(_) => room.player_windows.push(window),
+        }
+    }
+
+    fn envelope(&self, kind: &str, payload: Value) -> Value {
+        json!({"type": kind, "roomId": self.room_id, "actorId": self.actor, "timestamp": unix_us() / 1000, "version": "1.0", "payload": payload})
+    }
+
+    /// Records what `v` says and returns the messages to send in reply.
+    fn on_message(&self, v: &Value, window: &mut SeqTracker, next_swipe: &mut Option<(tokio::time::Instant, String)>, last_tick: &mut Option<(Instant, u64)>) -> Vec<Value> {
+        let now = Instant::now();
+        let kind = v["type"].as_str().unwrap_or_default();
+        let payload = &v["payload"];
+        let mut replies = Vec::new();
+        let mut stats = self.stats.borrow_mut();
+        if v["requiresAck"] == true {
+            replies.push(self.envelope("ACK", json!({"ackId": v["ackId"], "status": "received"})));
+            stats.acks_sent += 1;
+        }
+        if let Some(seq) = v["sequenceId"].as_u64() {
+            if self.role == Role::Host {
+                self.room.borrow_mut().host_scopes.insert(seq, v["broadcast"] == "host");
+            }
+            match window.observe(seq) {
+                SeqVerdict::Duplicate if v["requiresAck"] == true => {
+                    stats.resent += 1;
+                    return replies;
+                }
+                SeqVerdict::Duplicate => {
+                    stats.duplicated += 1;
+                    return replies;
+                }
+                SeqVerdict::OutOfOrder => stats.out_of_order += 1,
+                SeqVerdict::InOrder => {}
+            }
+        }
+        // Latency: from the host's swipe for what a swipe causes, else from the server's stamp.
+        let room = self.room.borrow();
+        let caused_by_swipe = match kind {
+            "WORD_RESULT" => payload["wordId"].as_str().and_then(|w| room.swipes.get(w)).copied(),
+            "WORD_REVEALED" => room.last_swipe.filter(|_| payload["remainingInPack"].is_number()),
+            _ => None,
+        };
+        drop(room);
+        let latency_us = match caused_by_swipe {
+            Some(at) => now.saturating_duration_since(at).as_micros() as u64,
+            None => unix_us().saturating_sub(v["timestamp"].as_u64().unwrap_or(0) * 1000),
+        };
+        if kind != "CONNECTED" && kind != "ERROR" {
+            stats.delivered(kind, latency_us);
+        }
+        match kind {
+            "TIMER_TICK" => {
+                let remaining = payload["remainingSeconds"].as_u64().unwrap_or(0);
+                if let Some((at, prev)) = *last_tick {
+                    if prev == remaining + 1 {
+                        let interval = now.saturating_duration_since(at).as_micros() as i64;
+                        stats.record_tick_jitter((interval - 1_000_000).unsigned_abs());
+                    }
+                }
+                *last_tick = Some((now, remaining));
+            }
+            "ERROR" => {
+                let code = payload["code"].as_str().unwrap_or("UNKNOWN");
+                // A swipe sent just as the round ended loses the race: expected, not a fault.
+                if code == "INVALID_TRANSITION" && self.role == Role::Host && next_swipe.is_none() {
+                    stats.late_swipes += 1;
+                } else {
+                    stats.error(code);
+                }
+            }
+            _ => {}
+        }
+        drop(stats);
+        match (self.role, kind) {
+            (Role::Host, "CONNECTED") if payload["state"] == "LOBBY" => replies.push(self.envelope("START_TEAM_SETUP", json!({"numTeams": 2}))),
+            (Role::Host, "GAME_RESTARTED") => replies.push(self.envelope("START_TEAM_SETUP", json!({"numTeams": 2}))),
+            (Role::Host, "TEAMS_BALANCED") => replies.push(self.envelope("HOST_CONFIRM_START", json!({}))),
+            (Role::Host, "FINAL_RESULTS") => replies.push(self.envelope("HOST_RESTART", json!({}))),
+            (Role::Host, "WORD_REVEALED") => {
+                let jitter = rand::rng().random_range(0.8..1.2);
+                let at = tokio::time::Instant::now() + self.swipe_interval.mul_f64(jitter);
+                *next_swipe = payload["wordId"].as_str().map(|w| (at, w.to_string()));
+            }
+            (Role::Host, "ROUND_ENDED") => *next_swipe = None,
+            (Role::Player(i), "TEAM_SETUP_STARTED") => {
+                let teams = payload["teams"].as_array().map_or(2, Vec::len).max(1);
+                replies.push(self.envelope("JOIN_TEAM", json!({"teamId": format!("team_{}", i % teams + 1)})));
+            }
+            _ => {}
+        }
+        self.stats.borrow_mut().sent += replies.len() as u64;
+        replies
+    }
+}

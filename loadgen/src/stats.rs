@@ -1,0 +1,218 @@
+//! What a run measures: HDR histograms per event type, counters, and a per-second timeline.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Percentiles every report prints.
+pub const PERCENTILES: [f64; 5] = [50.0, 90.0, 95.0, 99.0, 99.9];
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds up to one hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// One second of the measured window.
+#[derive(Debug, Clone, Copy)]
+pub struct Second {
+    /// Seconds since measuring started.
+    pub at: f64,
+    /// Messages delivered in that second.
+    pub delivered: u64,
+    /// Latency percentiles of that second, in ms.
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Everything measured; updated by every client task of the (single-threaded) load generator.
+pub struct Stats {
+    measuring_since: Option<Instant>,
+    /// End-to-end latency of every measured delivery, µs.
+    pub latency: Histogram<u64>,
+    /// The same, per event type.
+    pub by_type: BTreeMap<String, Histogram<u64>>,
+    /// TCP + WebSocket handshake time, µs (whole run).
+    pub connect: Histogram<u64>,
+    /// |interval between consecutive TIMER_TICKs − 1 s| at each client, µs.
+    pub tick_jitter: Histogram<u64>,
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub resent: u64,
+    pub acks_sent: u64,
+    pub connections: u64,
+    /// Errors by code (`ERROR` codes, plus `connection` and `http` for transport failures).
+    pub errors: BTreeMap<String, u64>,
+    /// Swipes that lost the race against the round's end (expected; not errors).
+    pub late_swipes: u64,
+    pub timeline: Vec<Second>,
+    interval: Histogram<u64>,
+    interval_delivered: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            measuring_since: None,
+            latency: histogram(),
+            by_type: BTreeMap::new(),
+            connect: histogram(),
+            tick_jitter: histogram(),
+            sent: 0,
+            delivered: 0,
+            lost: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            resent: 0,
+            acks_sent: 0,
+            connections: 0,
+            errors: BTreeMap::new(),
+            late_swipes: 0,
+            timeline: Vec::new(),
+            interval: histogram(),
+            interval_delivered: 0,
+        }
+    }
+}
+
+impl Stats {
+    /// Ends the warm-up: clears what was measured so far (connect times stay).
+    pub fn start_measuring(&mut self, now: Instant) {
+        let connect = std::mem::replace(&mut self.connect, histogram());
+        let connections = self.connections;
+        *self = Stats { connect, connections, measuring_since: Some(now), ..Stats::default() };
+    }
+
+    pub fn is_measuring(&self) -> bool {
+        self.measuring_since.is_some()
+    }
+
+    /// Seconds measured so far.
+    pub fn measured(&self, now: Instant) -> Duration {
+        self.measuring_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    /// A message of `kind` arrived `latency_us` after its cause.
+    pub fn delivered(&mut self, kind: &str, latency_us: u64) {
+        if !self.is_measuring() {
+            return;
+        }
+        let us = latency_us.max(1);
+        self.delivered += 1;
+        self.interval_delivered += 1;
+        let _ = self.latency.record(us);
+        let _ = self.interval.record(us);
+        let _ = self.by_type.entry(kind.to_string()).or_insert_with(histogram).record(us);
+    }
+
+    pub fn error(&mut self, code: &str) {
+        *self.errors.entry(code.to_string()).or_default() += 1;
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn record_connect(&mut self, us: u64) {
+        let _ = self.connect.record(us.max(1));
+        self.connections += 1;
+    }
+
+    pub fn record_tick_jitter(&mut self, us: u64) {
+        if self.is_measuring() {
+            let _ = self.tick_jitter.record(us.max(1));
+        }
+    }
+
+    /// Closes the current one-second interval of the timeline.
+    pub fn close_second(&mut self, now: Instant) {
+        if !self.is_measuring() {
+            return;
+        }
+        let ms = |h: &Histogram<u64>, p| h.value_at_percentile(p) as f64 / 1000.0;
+        let second = Second {
+            at: self.measured(now).as_secs_f64(),
+            delivered: self.interval_delivered,
+            p50_ms: ms(&self.interval, 50.0),
+            p95_ms: ms(&self.interval, 95.0),
+            p99_ms: ms(&self.interval, 99.0),
+        };
+        self.timeline.push(second);
+        self.interval.reset();
+        self.interval_delivered = 0;
+    }
+
+    /// The last closed second (for the progress line).
+    pub fn last_second(&self) -> Option<Second> {
+        self.timeline.last().copied()
+    }
+}
+
+/// Detects loss, duplication and reordering in one client's stream of sequence ids.
+#[derive(Debug, Default, Clone)]
+pub struct SeqTracker {
+    seen: std::collections::BTreeSet<u64>,
+}
+
+/// What one sequence id was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqVerdict {
+    InOrder,
+    Duplicate,
+    OutOfOrder,
+}
+
+impl SeqTracker {
+    pub fn observe(&mut self, seq: u64) -> SeqVerdict {
+        let max = self.seen.last().copied();
+        if !self.seen.insert(seq) {
+            SeqVerdict::Duplicate
+        } else if max.is_some_and(|m| seq < m) {
+            SeqVerdict::OutOfOrder
+        } else {
+            SeqVerdict::InOrder
+        }
+    }
+
+    pub fn seen(&self) -> &std::collections::BTreeSet<u64> {
+        &self.seen
+    }
+
+    /// Ids in `first..=last` never seen.
+    pub fn gaps(&self) -> u64 {
+        match (self.seen.first(), self.seen.last()) {
+            (Some(first), Some(last)) => last - first + 1 - self.seen.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_verdicts() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.observe(1), SeqVerdict::InOrder);
+        assert_eq!(t.observe(3), SeqVerdict::InOrder);
+        assert_eq!(t.observe(2), SeqVerdict::OutOfOrder);
+        assert_eq!(t.observe(3), SeqVerdict::Duplicate);
+        assert_eq!(t.observe(6), SeqVerdict::InOrder);
+        assert_eq!(t.gaps(), 2);
+    }
+
+    #[test]
+    fn warmup_is_not_counted() {
+        let mut s = Stats::default();
+        s.delivered("X", 100);
+        assert_eq!(s.delivered, 0);
+        s.start_measuring(Instant::now());
+        s.delivered("X", 100);
+        assert_eq!((s.delivered, s.latency.len()), (1, 1));
+    }
+}
