@@ -89,6 +89,70 @@ impl Target {
     }
 }
 
+/// Opens a WebSocket to `path` by hand and returns the raw stream after the 101, for clients
+/// that read server frames themselves (cheaper than a full WebSocket library per message).
+pub async fn raw_websocket(target: &Target, n: usize, path: &str) -> anyhow::Result<(TcpStream, Vec<u8>, u64)> {
+    let started = Instant::now();
+    let mut stream = target.tcp(n).await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        target.host
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("server closed during the handshake");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 8192 {
+            bail!("handshake response too large");
+        }
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        bail!("upgrade refused: {}", String::from_utf8_lossy(&buf[..head_end.min(80)]));
+    }
+    let rest = buf.split_off(head_end);
+    Ok((stream, rest, started.elapsed().as_micros() as u64))
+}
+
+/// Splits complete unmasked server frames off the front of `buf`: (opcode, payload range).
+pub fn next_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let (len, at) = match b1 & 0x7f {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        n => (n as usize, 2),
+    };
+    (buf.len() >= at + len).then_some((b0 & 0x0f, at..at + len))
+}
+
+/// A client frame (masked with a zero key, which leaves the payload as it is).
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+    out
+}
+
 /// Unix time in µs (the server stamps events in Unix ms).
 pub fn unix_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)

@@ -1,17 +1,19 @@
 //! The relay scenario: R rooms × M members on `/relay`, member 0 of each room publishing.
 //!
 //! Each message carries its publisher's sequence number and send time, so every receiver can
-//! measure latency and detect loss, duplication and reordering on its own.
+//! measure latency and detect loss, duplication and reordering on its own. Clients speak the
+//! (simple, unmasked-from-server) frame format by hand: at a hundred thousand deliveries a
+//! second a full WebSocket library per message would make the load generator the bottleneck.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::net::Target;
+use crate::net::{client_frame, next_frame, raw_websocket, Target};
 use crate::stats::Stats;
 use crate::Pacer;
 
@@ -46,17 +48,21 @@ pub async fn run(
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     *phase.borrow_mut() = "connecting".into();
-    let mut publishers = Vec::new();
+    let mut publishers: Vec<OwnedWriteHalf> = Vec::new();
+    // Dropping a write half shuts the socket's sending side, which ends the session: keep them.
+    let mut listeners: Vec<OwnedWriteHalf> = Vec::new();
     for room in 0..args.rooms {
         for member in 0..args.members {
             pacer.wait().await;
             let n = room * args.members + member;
-            let (ws, us) = target.websocket(n, &format!("/relay?room=lg-{room}")).await?;
+            let (stream, early, us) = raw_websocket(&target, n, &format!("/relay?room=lg-{room}")).await?;
             stats.borrow_mut().record_connect(us);
-            let (sink, stream) = ws.split();
-            tokio::task::spawn_local(receive(stream, epoch, stats.clone(), stop_rx.clone()));
+            let (reader, writer) = stream.into_split();
+            tokio::task::spawn_local(receive(reader, early, epoch, stats.clone(), stop_rx.clone()));
             if member == 0 {
-                publishers.push(sink);
+                publishers.push(writer);
+            } else {
+                listeners.push(writer);
             }
         }
     }
@@ -78,7 +84,7 @@ pub async fn run(
                 let mut body = vec![0u8; payload];
                 body[..8].copy_from_slice(&seq.to_le_bytes());
                 body[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
-                if sink.send(Message::binary(body)).await.is_err() {
+                if sink.write_all(&client_frame(0x2, &body)).await.is_err() {
                     stats.borrow_mut().error("connection");
                     break;
                 }
@@ -99,41 +105,52 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     *phase.borrow_mut() = "stopping".into();
     let _ = stop_tx.send(true);
-    for mut sink in sinks {
-        let _ = sink.close().await;
+    for mut sink in sinks.into_iter().chain(listeners) {
+        let _ = sink.shutdown().await;
     }
     Ok(())
 }
 
-async fn receive<S>(mut stream: S, epoch: Instant, stats: Rc<RefCell<Stats>>, mut stop: watch::Receiver<bool>)
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+async fn receive(mut reader: OwnedReadHalf, early: Vec<u8>, epoch: Instant, stats: Rc<RefCell<Stats>>, mut stop: watch::Receiver<bool>) {
+    let mut buf = early;
+    let mut chunk = vec![0u8; 64 * 1024];
     let mut next_seq = None::<u64>;
     loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
+        let mut consumed = 0;
+        while let Some((opcode, range)) = next_frame(&buf[consumed..]) {
+            let end = consumed + range.end;
+            let body = &buf[consumed + range.start..end];
+            consumed = end;
+            if opcode == 0x8 {
+                return;
+            }
+            if opcode != 0x2 || body.len() < 16 {
+                continue;
+            }
+            let seq = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
+            let sent_ns = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
+            let mut s = stats.borrow_mut();
+            match next_seq {
+                Some(expected) if seq > expected => s.lost += seq - expected,
+                Some(expected) if seq < expected => s.out_of_order += 1,
+                _ => {}
+            }
+            next_seq = Some(seq + 1);
+            let latency_us = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent_ns) / 1000;
+            s.delivered("relay", latency_us);
+        }
+        buf.drain(..consumed);
+        let n = tokio::select! {
+            n = reader.read(&mut chunk) => n,
             _ = stop.changed() => return,
         };
-        let body = match msg {
-            Some(Ok(Message::Binary(body))) if body.len() >= 16 => body,
-            Some(Ok(Message::Close(_))) | None => return,
-            Some(Ok(_)) => continue,
-            Some(Err(_)) => {
+        match n {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => {
                 stats.borrow_mut().error("connection");
                 return;
             }
-        };
-        let seq = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
-        let sent_ns = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
-        let mut s = stats.borrow_mut();
-        match next_seq {
-            Some(expected) if seq > expected => s.lost += seq - expected,
-            Some(expected) if seq < expected => s.out_of_order += 1,
-            _ => {}
         }
-        next_seq = Some(seq + 1);
-        let latency_us = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent_ns) / 1000;
-        s.delivered("relay", latency_us);
     }
 }

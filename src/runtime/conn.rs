@@ -166,6 +166,11 @@ impl ConnDriver {
             Reading::Discarding => self.rbuf.clear(),
             Reading::Frames => self.decode(now),
         }
+        if self.rbuf.is_empty() {
+            // Idle connections hold no read buffer: thousands of them would otherwise keep
+            // a few KiB each.
+            self.rbuf = BytesMut::new();
+        }
         Step::Progress
     }
 

@@ -460,5 +460,7 @@ async fn upgrade(
         id
     };
     shard.metrics().handshakes_ok.add(1);
-    ConnDriver::new(shard.clone(), id, stream, leftover).await;
+    // The driver runs as its own task so that this function's request state (head buffer,
+    // headers) is freed now rather than held for the connection's lifetime.
+    glommio::spawn_local(ConnDriver::new(shard.clone(), id, stream, leftover)).detach();
 }
