@@ -3,7 +3,8 @@
 #   1. unit and integration tests (release build; the integration tests start the real server
 #      on ephemeral loopback ports),
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
-#   3. a short load-generator smoke run of the relay scenario with its loss and error gates on.
+#   3. short load-generator smoke runs of every scenario (party, relay, storm) with the SLO gates
+#      on, and a build of the criterion benches.
 # Installs what is missing (Debian packages) and uses only free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,11 +58,26 @@ else
     echo "no Autobahn runner at $SHARED/autobahn (set PARTYFLOW_SHARED); skipped"
 fi
 
-log "load generator smoke: relay, 20 rooms x 6 members, gates on loss and errors"
+GATES=(--slo-p95-ms 100 --max-lost 0 --max-error-rate 0.01)
+log "load generator smoke: party, 10 rooms x (1 host + 10 players), the real game"
+start_server --shards 2 --min-round-duration 1s
+./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 5s "${GATES[@]}" \
+    party --rooms 10 --players 10 --round-duration 4 --swipe-interval 500ms
+stop_server
+log "load generator smoke: relay, 20 rooms x 6 members"
 start_server --shards 2
-./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --warmup 1s --duration 3s \
+./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 1s --duration 3s "${GATES[@]}" \
     relay --rooms 20 --members 6 --rate 20 --payload 128
 stop_server
+log "load generator smoke: storm, 10 rooms, 30 % of connections dropped and reconnected"
+start_server --shards 2
+./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 6s "${GATES[@]}" \
+    storm --rooms 10 --players 10 --round-duration 10 --swipe-interval 500ms --drop-fraction 0.3
+stop_server
+stages_passed=$((stages_passed + 1))
+
+log "benches build (cargo bench runs them)"
+cargo bench --workspace --no-run --locked
 stages_passed=$((stages_passed + 1))
 
 echo

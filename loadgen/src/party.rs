@@ -306,7 +306,9 @@ impl Client {
         let room = self.room.borrow();
         let caused_by_swipe = match kind {
             "WORD_RESULT" => payload["wordId"].as_str().and_then(|w| room.swipes.get(w)).copied(),
-            "WORD_REVEALED" => room.last_swipe.filter(|_| payload["remainingInPack"].is_number()),
+            // The first word of a round follows ROUND_STARTED, not a swipe (last_swipe is cleared
+            // when a round ends).
+            "WORD_REVEALED" => room.last_swipe,
             _ => None,
         };
         drop(room);
@@ -350,7 +352,10 @@ impl Client {
                 let at = tokio::time::Instant::now() + self.swipe_interval.mul_f64(jitter);
                 *next_swipe = payload["wordId"].as_str().map(|w| (at, w.to_string()));
             }
-            (Role::Host, "ROUND_ENDED") => *next_swipe = None,
+            (Role::Host, "ROUND_ENDED") => {
+                *next_swipe = None;
+                self.room.borrow_mut().last_swipe = None;
+            }
             (Role::Player(i), "TEAM_SETUP_STARTED") => {
                 let teams = payload["teams"].as_array().map_or(2, Vec::len).max(1);
                 replies.push(self.envelope("JOIN_TEAM", json!({"teamId": format!("team_{}", i % teams + 1)})));
