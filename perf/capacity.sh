@@ -12,7 +12,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 port=$(free_port)
 case "$MODE" in
     party)
-        start_server partyflow "$port" --shards 1
+        start_server partyflow "$port" --shards "${SHARDS:-1}"
         status=0
         loadgen --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --warmup "${WARMUP:-10s}" --duration "${DURATION:-60s}" \
             --slo-p95-ms 100 --max-lost 0 --max-error-rate 0.001 \
@@ -26,7 +26,7 @@ case "$MODE" in
         stop_server 2>/dev/null || true
         for rate in ${RATES:-100 200 300 400 600}; do
             port=$(free_port)
-            start_server partyflow "$port" --shards 1
+            start_server partyflow "$port" --shards "${SHARDS:-1}"
             loadgen --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --warmup 2s --duration "${DURATION:-10s}" \
                 --json "$RESULTS/compare-$stamp-partyflow-$rate.json" relay --rooms 100 --members 11 --rate "$rate" >/dev/null || true
             stop_server
