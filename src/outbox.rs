@@ -77,6 +77,11 @@ impl Outbox {
         self.frames.is_empty()
     }
 
+    /// Frames waiting (a partly written one included).
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes

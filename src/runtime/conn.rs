@@ -28,9 +28,8 @@ use crate::ws::{self, close_code, DataKind, Decoder, Event};
 const MAX_IOVECS: usize = 64;
 /// Reads between voluntary yields, so one busy connection cannot hold the shard.
 const POLL_BUDGET: usize = 16;
-/// Smallest and largest single read.
+/// Smallest single read; the largest is the shard's scratch buffer.
 const READ_MIN: usize = 4 * 1024;
-const READ_MAX: usize = 256 * 1024;
 
 enum Reading {
     /// Decoding frames.
@@ -113,10 +112,19 @@ impl ConnDriver {
                 if conn.outbox.is_empty() {
                     return Ok(true);
                 }
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = conn.outbox.gather(&mut slices);
                 let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-                match SockRef::from(&self.fd()).send_vectored_with_flags(&slices[..n], flags) {
+                let fd = self.fd();
+                let socket = SockRef::from(&fd);
+                let sent = if conn.outbox.len() == 1 {
+                    // The common case at moderate load: one frame, no iovec to build.
+                    let front = conn.outbox.front().unwrap_or_default();
+                    socket.send_with_flags(&front, flags)
+                } else {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let n = conn.outbox.gather(&mut slices);
+                    socket.send_vectored_with_flags(&slices[..n], flags)
+                };
+                match sent {
                     Ok(written) => {
                         conn.outbox.advance(written);
                         metrics.bytes_out.add(written as u64);
@@ -142,22 +150,22 @@ impl ConnDriver {
     }
 
     fn read(&mut self, cx: &mut Context<'_>) -> Step {
-        let want = self.decoder.bytes_wanted().clamp(READ_MIN, READ_MAX);
-        let len = self.rbuf.len();
-        self.rbuf.resize(len + want, 0);
-        let polled = Pin::new(&mut self.stream).poll_read(cx, &mut self.rbuf[len..]);
+        // Reads land in the shard's scratch buffer (zeroed once) and only the bytes received are
+        // copied to the connection, so no read zero-fills or keeps a per-connection buffer.
+        let shard = self.shard.clone();
+        let mut scratch = shard.read_scratch.borrow_mut();
+        let want = self.decoder.bytes_wanted().clamp(READ_MIN, scratch.len());
+        let polled = Pin::new(&mut self.stream).poll_read(cx, &mut scratch[..want]);
         let n = match polled {
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(_)) => 0,
-            Poll::Pending => {
-                self.rbuf.truncate(len);
-                return Step::Idle;
-            }
+            Poll::Pending => return Step::Idle,
         };
-        self.rbuf.truncate(len + n);
         if n == 0 {
             return Step::Done;
         }
+        self.rbuf.extend_from_slice(&scratch[..n]);
+        drop(scratch);
         let now = Instant::now();
         let metrics = self.shard.metrics();
         metrics.bytes_in.add(n as u64);

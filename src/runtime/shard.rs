@@ -59,8 +59,13 @@ pub(crate) struct Shard {
     pub(crate) tokens: TokenKey,
     pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
     pub(crate) state: RefCell<ShardState>,
+    /// Where connection drivers read into; borrowed only within one synchronous read.
+    pub(crate) read_scratch: RefCell<Vec<u8>>,
     mesh: Senders<Handoff>,
 }
+
+/// Size of a shard's read scratch buffer: the largest single read.
+const READ_SCRATCH_BYTES: usize = 256 * 1024;
 
 impl Shard {
     pub(crate) fn metrics(&self) -> &ShardMetrics {
@@ -79,6 +84,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         tokens: shared.tokens.clone(),
         packs: shared.packs.clone(),
         state: RefCell::new(ShardState::default()),
+        read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         mesh,
     });
     for (_, receiver) in inbox.streams() {
