@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Capacity of one core. `capacity.sh party` (default): the server on $SERVER_CPU with one shard,
 # the load generator on $LOADGEN_CPU, 1,000 rooms x (1 host + 10 players) playing the real game
-# for 60 s with the SLO gates on (p95 < 100 ms, nothing lost). `capacity.sh relay`: the relay
+# for 60 s with the SLO gates on (p95 < 100 ms, nothing lost). Room starts are spread over 20 s
+# (the warm-up covers it); add `--synchronized` to the party arguments for the harsher case. `capacity.sh relay`: the relay
 # scenario at increasing rates to find the saturation point. Results in perf/results/.
 #   ROOMS=1000 DURATION=60s RATES="100 200 300 400 600"
 source "$(dirname "$0")/lib.sh"
@@ -14,7 +15,7 @@ case "$MODE" in
     party)
         start_server partyflow "$port" --shards "${SHARDS:-1}"
         status=0
-        loadgen --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --warmup "${WARMUP:-10s}" --duration "${DURATION:-60s}" \
+        loadgen --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --warmup "${WARMUP:-25s}" --duration "${DURATION:-60s}" \
             --slo-p95-ms 100 --max-lost 0 --max-error-rate 0.001 \
             --json "$RESULTS/capacity-$stamp-party.json" --html "$RESULTS/capacity-$stamp-party.html" \
             party --rooms "${ROOMS:-1000}" --players 10 || status=$?

@@ -34,6 +34,11 @@ pub struct PartyArgs {
     /// Round length asked for when creating rooms (roundDurationSec).
     #[arg(long, default_value_t = 60)]
     pub round_duration: u64,
+    /// Start every room's game at the same moment instead of spreading the starts over one
+    /// round length (at most 20 s): a harsher, synchronized load where rounds end and begin
+    /// together.
+    #[arg(long)]
+    pub synchronized: bool,
 }
 
 /// Storm scenario settings.
@@ -75,6 +80,17 @@ struct Client {
     room: Rc<RefCell<RoomShared>>,
     stats: Rc<RefCell<Stats>>,
     swipe_interval: Duration,
+    /// The host waits this long before starting team setup (spreads the rooms' rounds).
+    start_delay: Duration,
+}
+
+/// Longest spread of the rooms' start times.
+const STAGGER_MAX_SECS: u64 = 20;
+
+/// A host action waiting for its moment.
+enum Pending {
+    StartSetup,
+    Swipe(String),
 }
 
 /// Runs the scenario; `drop_fraction` makes it a storm.
@@ -172,6 +188,11 @@ async fn setup_room(
         stats.borrow_mut().record_connect(us);
         sockets.push((ws, path));
     }
+    let start_delay = if args.synchronized {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(args.round_duration.min(STAGGER_MAX_SECS)).mul_f64(rand::rng().random_range(0.0..1.0))
+    };
     for (i, ((ws, path), (role, actor, _))) in sockets.into_iter().zip(members).enumerate() {
         let client = Client {
             target: target.clone(),
@@ -183,6 +204,7 @@ async fn setup_room(
             room: room.clone(),
             stats: stats.clone(),
             swipe_interval: args.swipe_interval,
+            start_delay,
         };
         // A deterministic choice of who drops in a storm.
         let drops = ((base + i) as f64 * 0.618_033_988_75).fract() < drop_fraction;
@@ -194,7 +216,7 @@ async fn setup_room(
 impl Client {
     async fn run(self, mut ws: WebSocketStream<TcpStream>, mut stop: watch::Receiver<bool>, mut storm: watch::Receiver<u64>, drops: bool) {
         let mut window = SeqTracker::default();
-        let mut next_swipe: Option<(tokio::time::Instant, String)> = None;
+        let mut next_swipe: Option<(tokio::time::Instant, Pending)> = None;
         let mut last_tick: Option<(Instant, u64)> = None;
         loop {
             let swipe_at = next_swipe.as_ref().map(|(at, _)| *at);
@@ -225,7 +247,16 @@ impl Client {
                     }
                 }
                 _ = tokio::time::sleep_until(swipe_at.unwrap_or_else(tokio::time::Instant::now)), if swipe_at.is_some() => {
-                    let Some((_, word)) = next_swipe.take() else { continue };
+                    let word = match next_swipe.take() {
+                        Some((_, Pending::Swipe(word))) => word,
+                        Some((_, Pending::StartSetup)) => {
+                            let start = self.envelope("START_TEAM_SETUP", json!({"numTeams": 2}));
+                            self.stats.borrow_mut().sent += 1;
+                            let _ = ws.send(Message::text(start.to_string())).await;
+                            continue;
+                        }
+                        None => continue,
+                    };
                     let now = Instant::now();
                     {
                         let mut room = self.room.borrow_mut();
@@ -275,7 +306,7 @@ impl Client {
     }
 
     /// Records what `v` says and returns the messages to send in reply.
-    fn on_message(&self, v: &Value, window: &mut SeqTracker, next_swipe: &mut Option<(tokio::time::Instant, String)>, last_tick: &mut Option<(Instant, u64)>) -> Vec<Value> {
+    fn on_message(&self, v: &Value, window: &mut SeqTracker, next_swipe: &mut Option<(tokio::time::Instant, Pending)>, last_tick: &mut Option<(Instant, u64)>) -> Vec<Value> {
         let now = Instant::now();
         let kind = v["type"].as_str().unwrap_or_default();
         let payload = &v["payload"];
@@ -343,14 +374,16 @@ impl Client {
         }
         drop(stats);
         match (self.role, kind) {
-            (Role::Host, "CONNECTED") if payload["state"] == "LOBBY" => replies.push(self.envelope("START_TEAM_SETUP", json!({"numTeams": 2}))),
+            (Role::Host, "CONNECTED") if payload["state"] == "LOBBY" => {
+                *next_swipe = Some((tokio::time::Instant::now() + self.start_delay, Pending::StartSetup));
+            }
             (Role::Host, "GAME_RESTARTED") => replies.push(self.envelope("START_TEAM_SETUP", json!({"numTeams": 2}))),
             (Role::Host, "TEAMS_BALANCED") => replies.push(self.envelope("HOST_CONFIRM_START", json!({}))),
             (Role::Host, "FINAL_RESULTS") => replies.push(self.envelope("HOST_RESTART", json!({}))),
             (Role::Host, "WORD_REVEALED") => {
                 let jitter = rand::rng().random_range(0.8..1.2);
                 let at = tokio::time::Instant::now() + self.swipe_interval.mul_f64(jitter);
-                *next_swipe = payload["wordId"].as_str().map(|w| (at, w.to_string()));
+                *next_swipe = payload["wordId"].as_str().map(|w| (at, Pending::Swipe(w.to_string())));
             }
             (Role::Host, "ROUND_ENDED") => {
                 *next_swipe = None;
