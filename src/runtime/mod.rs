@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 /// Listen backlog per shard (glommio's own bind fixes it at 1024).
 const BACKLOG: i32 = 4096;
 /// Depth of each shard's io_uring rings.
-const RING_DEPTH: usize = 128;
+const RING_DEPTH: usize = 1024;
 /// Capacity of each shard-to-shard hand-off channel.
 const HANDOFF_CHANNEL: usize = 1024;
 
