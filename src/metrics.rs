@@ -56,6 +56,8 @@ pub enum Refusal {
     Forbidden,
     /// Head over the size limit (431).
     HeaderTooLarge,
+    /// Body over the size limit (413).
+    BodyTooLarge,
     /// Head not complete before the deadline (408).
     Timeout,
     /// Connection caps reached (503).
@@ -65,13 +67,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 9] = [
+    const ALL: [Refusal; 10] = [
         Refusal::BadRequest,
         Refusal::NotFound,
         Refusal::MethodNotAllowed,
         Refusal::UpgradeRequired,
         Refusal::Forbidden,
         Refusal::HeaderTooLarge,
+        Refusal::BodyTooLarge,
         Refusal::Timeout,
         Refusal::Overloaded,
         Refusal::Unauthorized,
@@ -85,6 +88,7 @@ impl Refusal {
             Refusal::UpgradeRequired => "upgrade_required",
             Refusal::Forbidden => "forbidden",
             Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::BodyTooLarge => "body_too_large",
             Refusal::Timeout => "timeout",
             Refusal::Overloaded => "overloaded",
             Refusal::Unauthorized => "unauthorized",

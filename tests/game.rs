@@ -281,6 +281,7 @@ fn room_api_validation_seats_and_summary() {
     assert_eq!(common::game::get_json(&server, "/rooms/ZZZZZZ").0, 404);
     let big = json!({"hostName": "x".repeat(20_000)});
     assert_eq!(common::game::post(&server, "/rooms", &big).0, 413);
+    assert_eq!(server.metric("partyflow_handshakes_failed_total", "reason=\"body_too_large\""), 1.0);
 }
 
 #[test]

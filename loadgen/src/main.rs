@@ -76,6 +76,19 @@ enum Scenario {
     Storm(party::StormArgs),
 }
 
+/// What every scenario needs from the driver.
+pub struct RunContext {
+    pub target: Rc<net::Target>,
+    pub pacer: Pacer,
+    pub stats: Rc<RefCell<Stats>>,
+    /// Shown in the progress line; `stopping` ends resource sampling.
+    pub phase: Rc<RefCell<String>>,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+type ScenarioFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+
 /// Paces connection setup at a fixed rate.
 pub struct Pacer {
     interval: Duration,
@@ -118,12 +131,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let local = tokio::task::LocalSet::new();
     let stats = Rc::new(RefCell::new(Stats::default()));
     let phase = Rc::new(RefCell::new("starting".to_string()));
-    let pacer = Rc::new(Pacer::new(cli.connect_rate));
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let (scenario, work): (&'static str, std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>) = match cli.scenario {
-        Scenario::Party(a) => ("party", Box::pin(party::run(target.clone(), a, pacer, stats.clone(), phase.clone(), cli.warmup, cli.duration, None))),
-        Scenario::Storm(a) => ("storm", Box::pin(party::run(target.clone(), a.party, pacer, stats.clone(), phase.clone(), cli.warmup, cli.duration, Some(a.drop_fraction)))),
-        Scenario::Relay(a) => ("relay", Box::pin(relay::run(target.clone(), a, pacer, stats.clone(), phase.clone(), cli.warmup, cli.duration))),
+    let ctx = Rc::new(RunContext {
+        target: target.clone(),
+        pacer: Pacer::new(cli.connect_rate),
+        stats: stats.clone(),
+        phase: phase.clone(),
+        warmup: cli.warmup,
+        duration: cli.duration,
+    });
+    let (scenario, work): (&'static str, ScenarioFuture) = match cli.scenario {
+        Scenario::Party(a) => ("party", Box::pin(party::run(ctx, a, None))),
+        Scenario::Storm(a) => ("storm", Box::pin(party::run(ctx, a.party, Some(a.drop_fraction)))),
+        Scenario::Relay(a) => ("relay", Box::pin(relay::run(ctx, a))),
     };
     let server_pid = cli.server_pid.map(|p| p.to_string());
     let (measured, server, loadgen_cpu) = local.block_on(&runtime, async {

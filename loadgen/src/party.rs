@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::net::{unix_us, Target};
 use crate::stats::{SeqTracker, SeqVerdict, Stats};
-use crate::Pacer;
+use crate::{Pacer, RunContext};
 
 /// Party scenario settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -94,16 +94,8 @@ enum Pending {
 }
 
 /// Runs the scenario; `drop_fraction` makes it a storm.
-pub async fn run(
-    target: Rc<Target>,
-    args: PartyArgs,
-    pacer: Rc<Pacer>,
-    stats: Rc<RefCell<Stats>>,
-    phase: Rc<RefCell<String>>,
-    warmup: Duration,
-    duration: Duration,
-    drop_fraction: Option<f64>,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64>) -> anyhow::Result<()> {
+    let (stats, phase, warmup, duration) = (ctx.stats.clone(), ctx.phase.clone(), ctx.warmup, ctx.duration);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (storm_tx, storm_rx) = watch::channel(0u64);
     let mut setups = Vec::new();
@@ -112,10 +104,10 @@ pub async fn run(
     for r in 0..args.rooms {
         let room = Rc::new(RefCell::new(RoomShared::default()));
         rooms.push(room.clone());
-        let (target, args, pacer, stats) = (target.clone(), args.clone(), pacer.clone(), stats.clone());
+        let (ctx, args) = (ctx.clone(), args.clone());
         let (stop_rx, storm_rx) = (stop_rx.clone(), storm_rx.clone());
         setups.push(tokio::task::spawn_local(async move {
-            setup_room(r, target, &args, &pacer, stats, room, stop_rx, storm_rx, drop_fraction.unwrap_or(0.0)).await
+            setup_room(r, &ctx, &args, room, stop_rx, storm_rx, drop_fraction.unwrap_or(0.0)).await
         }));
     }
     for setup in setups {
@@ -151,18 +143,16 @@ pub async fn run(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn setup_room(
     r: usize,
-    target: Rc<Target>,
+    ctx: &RunContext,
     args: &PartyArgs,
-    pacer: &Pacer,
-    stats: Rc<RefCell<Stats>>,
     room: Rc<RefCell<RoomShared>>,
     stop: watch::Receiver<bool>,
     storm: watch::Receiver<u64>,
     drop_fraction: f64,
 ) -> anyhow::Result<()> {
+    let (target, pacer, stats): (&Rc<Target>, &Pacer, &Rc<RefCell<Stats>>) = (&ctx.target, &ctx.pacer, &ctx.stats);
     let base = r * (args.players + 1);
     pacer.wait().await;
     let settings = json!({"hostName": format!("Host {r}"), "maxPlayers": args.players, "rounds": 20, "roundDurationSec": args.round_duration});

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::net::{client_frame, next_frame, raw_websocket, Target};
 use crate::stats::Stats;
-use crate::Pacer;
+use crate::RunContext;
 
 /// Relay scenario settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,16 +34,9 @@ pub struct RelayArgs {
     pub payload: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    target: Rc<Target>,
-    args: RelayArgs,
-    pacer: Rc<Pacer>,
-    stats: Rc<RefCell<Stats>>,
-    phase: Rc<RefCell<String>>,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
+    let (target, pacer, stats, phase): (&Target, _, _, _) = (&ctx.target, &ctx.pacer, ctx.stats.clone(), ctx.phase.clone());
+    let (warmup, duration) = (ctx.warmup, ctx.duration);
     let payload = args.payload.max(16);
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -55,7 +48,7 @@ pub async fn run(
         for member in 0..args.members {
             pacer.wait().await;
             let n = room * args.members + member;
-            let (stream, early, us) = raw_websocket(&target, n, &format!("/relay?room=lg-{room}")).await?;
+            let (stream, early, us) = raw_websocket(target, n, &format!("/relay?room=lg-{room}")).await?;
             stats.borrow_mut().record_connect(us);
             let (reader, writer) = stream.into_split();
             tokio::task::spawn_local(receive(reader, early, epoch, stats.clone(), stop_rx.clone()));

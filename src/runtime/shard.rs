@@ -364,7 +364,7 @@ async fn read_body(
     };
     if length > shard.config.max_body_bytes {
         let message = format!("bodies are limited to {} bytes", shard.config.max_body_bytes);
-        return Err((stream, Refusal::HeaderTooLarge, Response::error(Status::PayloadTooLarge, "BODY_TOO_LARGE", &message)));
+        return Err((stream, Refusal::BodyTooLarge, Response::error(Status::PayloadTooLarge, "BODY_TOO_LARGE", &message)));
     }
     let want = head_len + length;
     let reading = async {
