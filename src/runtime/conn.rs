@@ -22,8 +22,6 @@ use socket2::SockRef;
 
 use super::shard::Shard;
 use super::state::ConnId;
-use crate::metrics::ShardMetrics;
-use crate::outbox::Outbox;
 use crate::ws::{self, close_code, DataKind, Decoder, Event};
 
 /// Most frames gathered into one `sendmsg`.
@@ -111,10 +109,30 @@ impl ConnDriver {
                 if conn.terminate {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
-                if send_queued(self.fd(), &mut conn.outbox, metrics)? {
+                if conn.outbox.is_empty() {
                     return Ok(true);
                 }
-                conn.outbox.front()
+                let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+                let fd = self.fd();
+                let socket = SockRef::from(&fd);
+                let sent = if conn.outbox.len() == 1 {
+                    // The common case at moderate load: one frame, no iovec to build.
+                    let front = conn.outbox.front().unwrap_or_default();
+                    socket.send_with_flags(&front, flags)
+                } else {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let n = conn.outbox.gather(&mut slices);
+                    socket.send_vectored_with_flags(&slices[..n], flags)
+                };
+                match sent {
+                    Ok(written) => {
+                        conn.outbox.advance(written);
+                        metrics.bytes_out.add(written as u64);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.outbox.front(),
+                    Err(e) => return Err(e),
+                }
             };
             let Some(front) = front else { continue };
             // The socket is full: let glommio wait for room (it retries the send itself).
@@ -201,32 +219,6 @@ impl ConnDriver {
         self.reading = Reading::Discarding;
         self.rbuf.clear();
     }
-}
-
-/// Writes as much of `outbox` as the socket takes without blocking, many frames per
-/// `sendmsg`. `Ok(true)`: all written; `Ok(false)`: the socket is full.
-pub(crate) fn send_queued(fd: BorrowedFd<'_>, outbox: &mut Outbox, metrics: &ShardMetrics) -> io::Result<bool> {
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    let socket = SockRef::from(&fd);
-    while !outbox.is_empty() {
-        let sent = if outbox.len() == 1 {
-            // The common case at moderate load: one frame, no iovec to build.
-            socket.send_with_flags(&outbox.front().unwrap_or_default(), flags)
-        } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = outbox.gather(&mut slices);
-            socket.send_vectored_with_flags(&slices[..n], flags)
-        };
-        match sent {
-            Ok(written) => {
-                outbox.advance(written);
-                metrics.bytes_out.add(written as u64);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 impl Future for ConnDriver {

@@ -101,11 +101,9 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         .detach();
     }
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
-    let flusher = glommio::spawn_local(flush_loop(shard.clone())).detach();
     sweep_until_shutdown(&shard, &shared.shutdown).await;
     acceptor.cancel();
     drain(&shard).await;
-    flusher.cancel();
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -120,19 +118,6 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
-    }
-}
-
-/// Writes the frames queued by each reactor turn, once per connection.
-async fn flush_loop(shard: Rc<Shard>) {
-    let dirty = shard.state.borrow().dirty.clone();
-    loop {
-        let ids = std::future::poll_fn(|cx| match dirty.take_or_register(cx.waker()) {
-            Some(ids) => Poll::Ready(ids),
-            None => Poll::Pending,
-        })
-        .await;
-        shard.state.borrow_mut().flush(shard.metrics(), ids);
     }
 }
 
@@ -474,7 +459,7 @@ async fn upgrade(
     let id = {
         let mut state = shard.state.borrow_mut();
         let heartbeat = (config.ping_interval, config.pong_timeout);
-        let id = state.register(shard.metrics(), now, stream.as_raw_fd(), endpoint, permit, heartbeat, config.max_outbound_bytes);
+        let id = state.register(shard.metrics(), now, endpoint, permit, heartbeat, config.max_outbound_bytes);
         if let (Some(room), Some((actor, version))) = (room, player) {
             state.register_player(shard.metrics(), now, &room, id, &actor, &version);
         }

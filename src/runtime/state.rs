@@ -3,11 +3,8 @@
 //! The connection drivers and the shard's sweeper borrow this for one synchronous step at a time
 //! and never across an await.
 
-use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::os::fd::{BorrowedFd, RawFd};
-use std::rc::Rc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -39,41 +36,8 @@ pub(crate) enum Endpoint {
     Game(RoomId),
 }
 
-/// Connections with frames queued since the shard's flusher last ran. The flusher writes them
-/// all in one pass, so a broadcast to N members wakes one task, not N, and each member's frames
-/// of a reactor turn still leave in one `sendmsg`.
-#[derive(Default)]
-pub(crate) struct DirtyList {
-    ids: RefCell<Vec<ConnId>>,
-    flusher: Cell<Option<Waker>>,
-}
-
-impl DirtyList {
-    fn push(&self, id: ConnId) {
-        self.ids.borrow_mut().push(id);
-        if let Some(w) = self.flusher.take() {
-            w.wake();
-        }
-    }
-
-    /// Takes the queued ids, or registers `waker` for when there are some.
-    pub(crate) fn take_or_register(&self, waker: &Waker) -> Option<Vec<ConnId>> {
-        let mut ids = self.ids.borrow_mut();
-        if ids.is_empty() {
-            self.flusher.set(Some(waker.clone()));
-            return None;
-        }
-        Some(std::mem::take(&mut *ids))
-    }
-}
-
 /// One WebSocket connection as the shard sees it.
 pub(crate) struct Conn {
-    id: ConnId,
-    /// The socket, owned by the connection's driver, which unregisters before closing it.
-    fd: RawFd,
-    dirty: bool,
-    dirty_list: Rc<DirtyList>,
     pub(crate) outbox: Outbox,
     waker: Option<Waker>,
     heartbeat: Heartbeat,
@@ -120,16 +84,12 @@ impl Conn {
         self.wake();
     }
 
-    /// Queues a frame for the shard's flusher; a member whose queue is full is closed as a
-    /// slow consumer.
+    /// Queues a frame; a member whose queue is full is closed as a slow consumer.
     fn queue(&mut self, m: &ShardMetrics, now: Instant, frame: Bytes) -> bool {
         match self.outbox.push(frame) {
             Ok(()) => {
                 m.frames_out.add(1);
-                if !self.dirty {
-                    self.dirty = true;
-                    self.dirty_list.push(self.id);
-                }
+                self.wake();
                 true
             }
             Err(overflow) => {
@@ -152,7 +112,6 @@ struct GameEntry {
 #[derive(Default)]
 pub(crate) struct ShardState {
     conns: Slab<Conn>,
-    pub(crate) dirty: Rc<DirtyList>,
     rooms: Rooms<ConnId>,
     games: AHashMap<RoomId, GameEntry>,
     /// Room deadlines, earliest first. Entries whose time no longer matches the room's `armed`
@@ -169,7 +128,6 @@ impl ShardState {
         &mut self,
         m: &ShardMetrics,
         now: Instant,
-        fd: RawFd,
         endpoint: Endpoint,
         permit: Permit,
         heartbeat: (Duration, Duration),
@@ -179,13 +137,7 @@ impl ShardState {
             Endpoint::Relay(room) => Some(room.clone()),
             Endpoint::Echo | Endpoint::Game(_) => None,
         };
-        let entry = self.conns.vacant_entry();
-        let id = entry.key();
-        entry.insert(Conn {
-            id,
-            fd,
-            dirty: false,
-            dirty_list: self.dirty.clone(),
+        let id = self.conns.insert(Conn {
             outbox: Outbox::new(max_outbound_bytes),
             waker: None,
             heartbeat: Heartbeat::new(now, heartbeat.0, heartbeat.1),
@@ -323,29 +275,6 @@ impl ShardState {
         for (_, conn) in self.conns.iter_mut() {
             conn.terminate = true;
             conn.wake();
-        }
-    }
-
-    /// Writes what the connections in `ids` have queued, straight from the shard's flusher.
-    /// A connection whose socket is full, or that is closing, is left to its driver.
-    pub(crate) fn flush(&mut self, m: &ShardMetrics, ids: Vec<ConnId>) {
-        for id in ids {
-            let Some(conn) = self.conns.get_mut(id) else { continue };
-            conn.dirty = false;
-            if conn.is_closing() || conn.terminate {
-                conn.wake();
-                continue;
-            }
-            // SAFETY: the driver owns the socket and unregisters the connection before closing it.
-            let fd = unsafe { BorrowedFd::borrow_raw(conn.fd) };
-            match super::conn::send_queued(fd, &mut conn.outbox, m) {
-                Ok(true) => {}
-                Ok(false) => conn.wake(),
-                Err(_) => {
-                    conn.terminate = true;
-                    conn.wake();
-                }
-            }
         }
     }
 
