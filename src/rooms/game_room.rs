@@ -295,18 +295,24 @@ impl<C: Copy + PartialEq> GameRoom<C> {
 
     fn deliver(&mut self, now: Instant, event: &Event) {
         let ack_id = event.requires_ack.then(|| format!("ack_{}", self.sequence));
-        let mut encoded: Vec<(String, Bytes)> = Vec::with_capacity(1);
-        let recipients: Vec<usize> = (0..self.members.len()).filter(|&i| self.receives(&self.members[i], &event.scope)).collect();
-        for i in recipients {
-            let version = self.members[i].version.clone();
-            let frame = match encoded.iter().find(|(v, _)| *v == version) {
+        // One encoding per protocol version among the recipients (nearly always one).
+        let mut plan: Vec<(usize, Bytes)> = Vec::with_capacity(self.members.len());
+        let mut encoded: Vec<(&str, Bytes)> = Vec::with_capacity(1);
+        for (i, member) in self.members.iter().enumerate() {
+            if !self.receives(member, &event.scope) {
+                continue;
+            }
+            let frame = match encoded.iter().find(|(v, _)| *v == member.version) {
                 Some((_, frame)) => frame.clone(),
                 None => {
-                    let frame = self.frame(event.kind, &event.scope, &event.payload, &version, Some(self.sequence), ack_id.as_deref(), now);
-                    encoded.push((version, frame.clone()));
+                    let frame = self.frame(event.kind, &event.scope, &event.payload, &member.version, Some(self.sequence), ack_id.as_deref(), now);
+                    encoded.push((&member.version, frame.clone()));
                     frame
                 }
             };
+            plan.push((i, frame));
+        }
+        for (i, frame) in plan {
             let member = &mut self.members[i];
             if let Some(ack_id) = &ack_id {
                 member.acks.track(now, ack_id, frame.clone());
