@@ -94,7 +94,7 @@ fn slow_consumer_is_disconnected_and_the_room_keeps_going() {
     });
     let started = Instant::now();
     let payload = vec![7u8; SIZE];
-    let mut publish = |publisher: &mut RawClient| {
+    let publish = |publisher: &mut RawClient| {
         publisher.send(0x82, &payload);
         let (first, body) = publisher.read_frame().unwrap();
         assert_eq!((first, body.len()), (0x82, SIZE));

@@ -133,26 +133,6 @@ pub fn next_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
     (buf.len() >= at + len).then_some((b0 & 0x0f, at..at + len))
 }
 
-/// A client frame (masked with a zero key, which leaves the payload as it is).
-pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(payload);
-    out
-}
-
 /// Unix time in µs (the server stamps events in Unix ms).
 pub fn unix_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)

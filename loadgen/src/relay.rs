@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
-use crate::net::{client_frame, next_frame, raw_websocket, Target};
+use partyflow::ws::encode_client_frame;
+
+use crate::net::{next_frame, raw_websocket, Target};
 use crate::stats::Stats;
 use crate::RunContext;
 
@@ -77,7 +79,7 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
                 let mut body = vec![0u8; payload];
                 body[..8].copy_from_slice(&seq.to_le_bytes());
                 body[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
-                if sink.write_all(&client_frame(0x2, &body)).await.is_err() {
+                if sink.write_all(&encode_client_frame(0x82, &body, Some([0; 4]))).await.is_err() {
                     stats.borrow_mut().error("connection");
                     break;
                 }

@@ -241,11 +241,6 @@ impl Game {
         self.state_version
     }
 
-    /// The host's id.
-    pub fn host_id(&self) -> &str {
-        &self.host_id
-    }
-
     /// `id`'s current role, if `id` is in the room.
     pub fn role_of(&self, id: &str) -> Option<Role> {
         self.participant(id).map(|p| p.role)

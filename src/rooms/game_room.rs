@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::RoomId;
-use crate::game::{Command, Event, Game, GameConfig, Role, State};
+use crate::game::{Command, Event, Game, GameConfig, Role};
 use crate::protocol::{self, ErrorCode, Rejection, Scope, ServerMsg, Version, SERVER_VERSION};
 use crate::session::{AckAction, AckPolicy, AckTracker, TokenBucket};
 use crate::ws::{self, DataKind};
@@ -106,11 +106,6 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     /// `actor_id`'s role, if it is in the room.
     pub fn role_of(&self, actor_id: &str) -> Option<Role> {
         self.game.role_of(actor_id)
-    }
-
-    /// Current game state.
-    pub fn state(&self) -> State {
-        self.game.state()
     }
 
     /// Public summary: `{roomId, state, playerCount, maxPlayers}`.
@@ -272,11 +267,6 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     #[must_use]
     pub fn poll_output(&mut self) -> Option<RoomOutput<C>> {
         self.outputs.pop_front()
-    }
-
-    /// Members whose ACKs went unanswered three times.
-    pub fn degraded_members(&self) -> usize {
-        self.members.iter().filter(|m| m.acks.is_degraded()).count()
     }
 
     /// Turns the game's events into sends, encoding each once per version among recipients.

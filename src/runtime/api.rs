@@ -30,7 +30,7 @@ fn not_found() -> Response {
 /// `GET /word-packs`.
 pub(crate) fn word_packs(shard: &Shard) -> Response {
     let packs: Vec<_> = shard
-        .packs
+        .shared.packs
         .iter()
         .map(|p| json!({"id": p.id, "name": p.name, "wordCount": p.words.len()}))
         .collect();
@@ -45,15 +45,15 @@ pub(crate) fn room_summary(shard: &Shard, room: &RoomId) -> Response {
 
 /// The base URLs clients use to reach this server, from the request's Host header.
 fn urls(shard: &Shard, request: &Request, room: &RoomId, token: &str) -> (String, String) {
-    let host = request.header("host").map_or_else(|| shard.config.listen.to_string(), str::to_string);
+    let host = request.header("host").map_or_else(|| shard.shared.config.listen.to_string(), str::to_string);
     let ws = format!("ws://{host}/ws?roomId={}&token={token}", room.as_str());
     let join = format!("http://{host}/rooms/{}/players", room.as_str());
     (ws, join)
 }
 
 fn sign(shard: &Shard, room: &RoomId, actor_id: &str, role: Role) -> String {
-    let expires_unix = (unix_now() + shard.config.token_ttl).as_secs();
-    shard.tokens.sign(&Claims { room_id: room.as_str().to_string(), actor_id: actor_id.to_string(), role, expires_unix })
+    let expires_unix = (unix_now() + shard.shared.config.token_ttl).as_secs();
+    shard.shared.tokens.sign(&Claims { room_id: room.as_str().to_string(), actor_id: actor_id.to_string(), role, expires_unix })
 }
 
 fn new_actor_id(prefix: &str) -> String {
@@ -76,12 +76,12 @@ fn new_room_id(shard: &Shard) -> RoomId {
 
 /// `POST /rooms`.
 pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Response {
-    let pack_ids: Vec<&str> = shard.packs.iter().map(|p| p.id.as_str()).collect();
-    let spec = match CreateRoom::parse(body, shard.config.min_round_duration, &pack_ids) {
+    let pack_ids: Vec<&str> = shard.shared.packs.iter().map(|p| p.id.as_str()).collect();
+    let spec = match CreateRoom::parse(body, shard.shared.config.min_round_duration, &pack_ids) {
         Ok(spec) => spec,
         Err(response) => return response,
     };
-    let Some(pack) = shard.packs.iter().find(|p| p.id == spec.word_pack_id).map(Arc::clone) else {
+    let Some(pack) = shard.shared.packs.iter().find(|p| p.id == spec.word_pack_id).map(Arc::clone) else {
         return Response::error(Status::InternalError, ErrorCode::InternalError.as_str(), "word pack vanished");
     };
     let room_id = new_room_id(shard);
@@ -91,14 +91,14 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Resp
         num_teams: spec.num_teams,
         rounds: spec.rounds,
         round_duration: spec.round_duration,
-        countdown: shard.config.countdown,
-        score_review: shard.config.score_review,
+        countdown: shard.shared.config.countdown,
+        score_review: shard.shared.config.score_review,
         pack,
         seed: rand::rng().random(),
     };
-    let rate = shard.config.client_message_rate;
+    let rate = shard.shared.config.client_message_rate;
     let policy = RoomPolicy {
-        idle_timeout: shard.config.room_idle_timeout,
+        idle_timeout: shard.shared.config.room_idle_timeout,
         messages_per_sec: (rate, 2.0 * rate),
         ..RoomPolicy::default()
     };

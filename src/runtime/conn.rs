@@ -58,7 +58,7 @@ pub(crate) struct ConnDriver {
 
 impl ConnDriver {
     pub(crate) fn new(shard: Rc<Shard>, id: ConnId, stream: TcpStream, leftover: &[u8]) -> Self {
-        let decoder = Decoder::new(shard.config.max_message_bytes);
+        let decoder = Decoder::new(shard.shared.config.max_message_bytes);
         ConnDriver {
             shard,
             id,

@@ -53,11 +53,7 @@ pub(crate) struct Shared {
 pub(crate) struct Shard {
     pub(crate) index: usize,
     pub(crate) shards: usize,
-    pub(crate) config: Arc<ServeConfig>,
-    metrics: Arc<Metrics>,
-    admission: Arc<Admission>,
-    pub(crate) tokens: TokenKey,
-    pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
+    pub(crate) shared: Shared,
     pub(crate) state: RefCell<ShardState>,
     /// Where connection drivers read into; borrowed only within one synchronous read.
     pub(crate) read_scratch: RefCell<Vec<u8>>,
@@ -69,7 +65,7 @@ const READ_SCRATCH_BYTES: usize = 256 * 1024;
 
 impl Shard {
     pub(crate) fn metrics(&self) -> &ShardMetrics {
-        self.metrics.shard(self.index)
+        self.shared.metrics.shard(self.index)
     }
 }
 
@@ -78,11 +74,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
     let shard = Rc::new(Shard {
         index: mesh.peer_id(),
         shards: mesh.nr_consumers(),
-        config: shared.config.clone(),
-        metrics: shared.metrics.clone(),
-        admission: shared.admission.clone(),
-        tokens: shared.tokens.clone(),
-        packs: shared.packs.clone(),
+        shared,
         state: RefCell::new(ShardState::default()),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         mesh,
@@ -101,7 +93,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         .detach();
     }
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
-    sweep_until_shutdown(&shard, &shared.shutdown).await;
+    sweep_until_shutdown(&shard, &shard.shared.shutdown).await;
     acceptor.cancel();
     drain(&shard).await;
 }
@@ -129,7 +121,7 @@ fn sweep_period(config: &ServeConfig) -> Duration {
 /// The shard's one timer: sleeps until the earliest room deadline or the next heartbeat sweep,
 /// whichever is first, and is woken early when a room arms an earlier deadline.
 async fn sweep_until_shutdown(shard: &Shard, shutdown: &AtomicBool) {
-    let period = sweep_period(&shard.config);
+    let period = sweep_period(&shard.shared.config);
     let mut next_sweep = Instant::now() + period;
     while !shutdown.load(Ordering::Relaxed) {
         let until = shard.state.borrow().next_deadline().map_or(next_sweep, |d| d.min(next_sweep));
@@ -168,9 +160,9 @@ impl Future for EarlierDeadline<'_> {
 async fn drain(shard: &Shard) {
     let started = Instant::now();
     shard.state.borrow_mut().close_all(shard.metrics(), started);
-    let period = sweep_period(&shard.config).min(Duration::from_millis(50));
+    let period = sweep_period(&shard.shared.config).min(Duration::from_millis(50));
     while shard.state.borrow().len() > 0 {
-        if started.elapsed() >= shard.config.shutdown_grace {
+        if started.elapsed() >= shard.shared.config.shutdown_grace {
             shard.state.borrow_mut().terminate_all();
         }
         glommio::timer::sleep(period).await;
@@ -206,7 +198,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
         }
         return serve_plain(&shard, stream, &request, &route, buf, head_len).await;
     }
-    let accept_key = match ws::validate_upgrade(&request, &shard.config.allowed_origin) {
+    let accept_key = match ws::validate_upgrade(&request, &shard.shared.config.allowed_origin) {
         Ok(key) => key,
         Err(err) => return refuse(&shard, stream, refusal_of(err.response().status()), err.response()).await,
     };
@@ -219,7 +211,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
     };
     let permit = match permit {
         Some(permit) => permit,
-        None => match shard.admission.try_admit(peer.ip()) {
+        None => match shard.shared.admission.try_admit(peer.ip()) {
             Ok(permit) => permit,
             Err(cap) => {
                 let message = cap.to_string();
@@ -251,7 +243,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
 fn verify_token(shard: &Shard, room: &str, token: &str) -> Result<Claims, Response> {
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let claims = shard
-        .tokens
+        .shared.tokens
         .verify(token, unix)
         .map_err(|e| Response::error(Status::Unauthorized, "UNAUTHORIZED", &e.to_string()))?;
     if claims.room_id != room {
@@ -266,7 +258,7 @@ async fn read_head(
     stream: &mut TcpStream,
     mut buf: Vec<u8>,
 ) -> Result<(Request, Vec<u8>, usize), (Refusal, Response)> {
-    let limit = shard.config.max_request_head_bytes;
+    let limit = shard.shared.config.max_request_head_bytes;
     let reading = async {
         loop {
             match http::parse_head(&buf, limit) {
@@ -290,7 +282,7 @@ async fn read_head(
             }
         }
     };
-    let timed = glommio::timer::timeout(shard.config.request_timeout, async { Ok(reading.await) }).await;
+    let timed = glommio::timer::timeout(shard.shared.config.request_timeout, async { Ok(reading.await) }).await;
     match timed {
         Ok(Ok((request, head_len))) => Ok((request, buf, head_len)),
         Ok(Err(refused)) => Err(refused),
@@ -324,7 +316,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
     let now = Instant::now();
     let response = match route {
         Route::Metrics => Response::new(Status::Ok)
-            .body("text/plain; version=0.0.4", shard.metrics.render_prometheus(now).into_bytes()),
+            .body("text/plain; version=0.0.4", shard.shared.metrics.render_prometheus(now).into_bytes()),
         Route::WordPacks => api::word_packs(shard),
         Route::Room(room) => api::room_summary(shard, room),
         Route::Rooms | Route::RoomPlayers(_) => {
@@ -339,7 +331,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             let _ = stream.write_all(&response.to_bytes()).await;
             return close_gracefully(stream).await;
         }
-        _ => Response::json(Status::Ok, &shard.metrics.health(now)),
+        _ => Response::json(Status::Ok, &shard.shared.metrics.health(now)),
     };
     respond(stream, &response).await;
 }
@@ -362,8 +354,8 @@ async fn read_body(
         Some(Ok(n)) => n,
         Some(Err(_)) => return Err((stream, Refusal::BadRequest, Response::error(Status::BadRequest, "BAD_REQUEST", "bad Content-Length"))),
     };
-    if length > shard.config.max_body_bytes {
-        let message = format!("bodies are limited to {} bytes", shard.config.max_body_bytes);
+    if length > shard.shared.config.max_body_bytes {
+        let message = format!("bodies are limited to {} bytes", shard.shared.config.max_body_bytes);
         return Err((stream, Refusal::BodyTooLarge, Response::error(Status::PayloadTooLarge, "BODY_TOO_LARGE", &message)));
     }
     let want = head_len + length;
@@ -379,7 +371,7 @@ async fn read_body(
         }
         Ok(true)
     };
-    match glommio::timer::timeout(shard.config.request_timeout, reading).await {
+    match glommio::timer::timeout(shard.shared.config.request_timeout, reading).await {
         Ok(true) => Ok((stream, buf.get(head_len..want).unwrap_or_default().to_vec())),
         Ok(false) => Err((stream, Refusal::BadRequest, Response::error(Status::BadRequest, "BAD_REQUEST", "body ended early"))),
         Err(_) => Err((stream, Refusal::Timeout, Response::error(Status::RequestTimeout, "REQUEST_TIMEOUT", "body not received in time"))),
@@ -450,7 +442,7 @@ async fn upgrade(
         return;
     }
     let _ = stream.set_nodelay(true);
-    let config = &shard.config;
+    let config = &shard.shared.config;
     let now = Instant::now();
     let room = match &endpoint {
         Endpoint::Game(room) => Some(room.clone()),

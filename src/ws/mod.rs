@@ -12,7 +12,7 @@ mod decoder;
 mod frame;
 mod handshake;
 
-pub use decoder::{Decoder, Event, ProtocolError};
+pub use decoder::{encode_client_frame, Decoder, Event, ProtocolError};
 pub use frame::{encode_close, encode_data, encode_pong, ping_frame, DataKind};
 pub use handshake::{accept_response, validate_upgrade, HandshakeError};
 

@@ -179,26 +179,7 @@ impl RawClient {
 
     /// Encodes a client frame with the given first byte; `masked` false makes it illegal.
     pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-        let mut out = vec![first];
-        let mask_bit = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => out.push(mask_bit | n as u8),
-            n if n <= 0xffff => {
-                out.push(mask_bit | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            out.extend_from_slice(&MASK);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        } else {
-            out.extend_from_slice(payload);
-        }
-        out
+        partyflow::ws::encode_client_frame(first, payload, masked.then_some(MASK))
     }
 
     pub fn send(&mut self, first: u8, payload: &[u8]) {
