@@ -113,6 +113,56 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_CLIENT_MESSAGE_RATE", default_value_t = 20.0)]
     pub client_message_rate: f64,
 
+    /// How long a game room keeps its sequenced events for backfill.
+    #[arg(long, env = "PARTYFLOW_EVENT_LOG_RETENTION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub event_log_retention: Duration,
+
+    /// Most events a game room keeps for backfill (older ones are dropped first).
+    #[arg(long, env = "PARTYFLOW_EVENT_LOG_MAX_EVENTS", default_value_t = 1024)]
+    pub event_log_max_events: usize,
+
+    /// A player or spectator back within this gets every missed event in RECONNECTED.
+    #[arg(long, env = "PARTYFLOW_RECONNECT_BACKFILL_WINDOW", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reconnect_backfill_window: Duration,
+
+    /// The host back within this gets every missed event; later, a snapshot.
+    #[arg(long, env = "PARTYFLOW_HOST_BACKFILL_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub host_backfill_window: Duration,
+
+    /// A player back within this (past the backfill window) gets a snapshot; later,
+    /// RECONNECT_FAILED and it watches until the next turn.
+    #[arg(long, env = "PARTYFLOW_RECONNECT_SNAPSHOT_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub reconnect_snapshot_window: Duration,
+
+    /// Silent grace after a player's connection drops; past it the player is not chosen to
+    /// explain.
+    #[arg(long, env = "PARTYFLOW_DISCONNECT_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub disconnect_grace: Duration,
+
+    /// After this long away the room gets PLAYER_CONNECTION_LOST.
+    #[arg(long, env = "PARTYFLOW_DISCONNECT_WARNING", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub disconnect_warning: Duration,
+
+    /// After this long away the player is removed (PLAYER_LEFT, reason "disconnected").
+    #[arg(long, env = "PARTYFLOW_DISCONNECT_REMOVE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub disconnect_remove: Duration,
+
+    /// A host away this long during a round pauses it (GAME_PAUSED, reason "host_disconnected").
+    #[arg(long, env = "PARTYFLOW_HOST_PAUSE_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub host_pause_after: Duration,
+
+    /// A host away this long is replaced by the first connected player in seat order.
+    #[arg(long, env = "PARTYFLOW_HOST_PROMOTE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub host_promote_after: Duration,
+
+    /// Wait this long for an ACK before resending the event.
+    #[arg(long, env = "PARTYFLOW_ACK_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: Duration,
+
+    /// Resends of an unacknowledged event before the connection is marked degraded.
+    #[arg(long, env = "PARTYFLOW_ACK_RETRIES", default_value_t = 2)]
+    pub ack_retries: u32,
+
     /// Largest HTTP request body, in bytes (larger: 413).
     #[arg(long, env = "PARTYFLOW_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -152,6 +202,9 @@ pub enum ConfigError {
     /// Flags, environment or file values clap refused.
     #[error(transparent)]
     Clap(#[from] clap::Error),
+    /// Values that parse but make no sense (the message names the flag).
+    #[error("{0}")]
+    Value(String),
 }
 
 impl ServeConfig {
@@ -168,7 +221,49 @@ impl ServeConfig {
             argv.extend(file_args(path, serve)?);
         }
         let matches = Cli::command().try_get_matches_from(&argv)?;
-        Ok(ServeConfig::from_arg_matches(serve_matches(&matches))?)
+        let config = ServeConfig::from_arg_matches(serve_matches(&matches))?;
+        config.validate().map_err(ConfigError::Value)?;
+        Ok(config)
+    }
+
+    /// Checks that the session settings make sense together; the error names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let durations = [
+            ("--event-log-retention", self.event_log_retention),
+            ("--reconnect-backfill-window", self.reconnect_backfill_window),
+            ("--host-backfill-window", self.host_backfill_window),
+            ("--reconnect-snapshot-window", self.reconnect_snapshot_window),
+            ("--disconnect-grace", self.disconnect_grace),
+            ("--disconnect-warning", self.disconnect_warning),
+            ("--disconnect-remove", self.disconnect_remove),
+            ("--host-pause-after", self.host_pause_after),
+            ("--host-promote-after", self.host_promote_after),
+            ("--ack-timeout", self.ack_timeout),
+        ];
+        for (flag, value) in durations {
+            if value.is_zero() || value > DAY {
+                return Err(format!("{flag} must be between 1ms and 24h (got {})", humantime::format_duration(value)));
+            }
+        }
+        if !(1..=100_000).contains(&self.event_log_max_events) {
+            return Err(format!("--event-log-max-events must be 1..=100000 (got {})", self.event_log_max_events));
+        }
+        if self.ack_retries > 10 {
+            return Err(format!("--ack-retries must be at most 10 (got {})", self.ack_retries));
+        }
+        let ordered = [
+            ("--disconnect-grace", self.disconnect_grace, "--disconnect-warning", self.disconnect_warning),
+            ("--disconnect-warning", self.disconnect_warning, "--disconnect-remove", self.disconnect_remove),
+            ("--reconnect-backfill-window", self.reconnect_backfill_window, "--reconnect-snapshot-window", self.reconnect_snapshot_window),
+            ("--host-pause-after", self.host_pause_after, "--host-promote-after", self.host_promote_after),
+        ];
+        for (a, va, b, vb) in ordered {
+            if va > vb {
+                return Err(format!("{a} ({}) must not exceed {b} ({})", humantime::format_duration(va), humantime::format_duration(vb)));
+            }
+        }
+        Ok(())
     }
 
     /// The connection cap in force: the flag, or what the open-file limit allows.
@@ -243,6 +338,10 @@ mod tests {
         assert_eq!(c.allowed_origin, vec!["a", "b"]);
         std::fs::write(&path, "no-such-thing = 1\n").unwrap();
         assert!(matches!(ServeConfig::load(["partyflow", "--config", p]), Err(ConfigError::Invalid { .. })));
+        let err = ServeConfig::load(["partyflow", "--disconnect-grace", "20s"]).unwrap_err();
+        assert!(err.to_string().contains("--disconnect-grace (20s) must not exceed --disconnect-warning"), "{err}");
+        let err = ServeConfig::load(["partyflow", "--ack-timeout", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("--ack-timeout"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

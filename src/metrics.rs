@@ -133,6 +133,20 @@ pub struct ShardMetrics {
     pub slow_consumer_disconnects: Counter,
     /// Peers closed because nothing arrived within the pong timeout.
     pub heartbeat_timeouts: Counter,
+    /// `RECONNECT`s answered with a backfill.
+    pub reconnects_backfilled: Counter,
+    /// `RECONNECT`s answered with a snapshot only.
+    pub reconnects_snapshot: Counter,
+    /// `RECONNECT`s answered with `RECONNECT_FAILED`.
+    pub reconnects_expired: Counter,
+    /// Events replayed in backfills.
+    pub backfilled_events: Counter,
+    /// Game connections that left an ACK unanswered through every resend.
+    pub degraded_connections: Counter,
+    /// ACKs that matched nothing awaited (unknown, foreign or late).
+    pub unmatched_acks: Counter,
+    /// HEARTBEATs that disagreed with the room and got a STATE_SNAPSHOT.
+    pub state_resyncs: Counter,
     handshake_failures: [Counter; Refusal::ALL.len()],
     close_codes_sent: [Counter; CLOSE_CODES.len() + 1],
 }
@@ -201,7 +215,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
             }
         }
-        let counters: [Family<u64>; 11] = [
+        let counters: [Family<u64>; 15] = [
             ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
             ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
             ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
@@ -213,7 +227,18 @@ impl Metrics {
             ("partyflow_handoffs_received_total", "Connections received from other shards", |s| s.handoffs_received.get()),
             ("partyflow_slow_consumer_disconnects_total", "Members closed for a full outbound queue", |s| s.slow_consumer_disconnects.get()),
             ("partyflow_heartbeat_timeouts_total", "Peers closed for silence past the pong timeout", |s| s.heartbeat_timeouts.get()),
+            ("partyflow_backfilled_events_total", "Events replayed to reconnecting clients", |s| s.backfilled_events.get()),
+            ("partyflow_degraded_connections_total", "Game connections that left an ACK unanswered through every resend", |s| s.degraded_connections.get()),
+            ("partyflow_unmatched_acks_total", "ACKs that matched nothing awaited (unknown, foreign or late)", |s| s.unmatched_acks.get()),
+            ("partyflow_state_resyncs_total", "HEARTBEATs whose state disagreed, answered with STATE_SNAPSHOT", |s| s.state_resyncs.get()),
         ];
+        let name = "partyflow_reconnects_total";
+        family(&mut out, name, "RECONNECT answers, by outcome", "counter");
+        for (i, s) in self.shards.iter().enumerate() {
+            for (outcome, c) in [("backfill", &s.reconnects_backfilled), ("snapshot", &s.reconnects_snapshot), ("expired", &s.reconnects_expired)] {
+                let _ = writeln!(out, "{name}{{shard=\"{i}\",outcome=\"{outcome}\"}} {}", c.get());
+            }
+        }
         for (name, help, get) in counters {
             family(&mut out, name, help, "counter");
             for (i, s) in self.shards.iter().enumerate() {

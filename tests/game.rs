@@ -280,7 +280,7 @@ fn room_api_validation_seats_and_summary() {
     assert_eq!((status, v["error"]["code"].as_str()), (404, Some("ROOM_NOT_FOUND")));
     let (status, summary) = common::game::get_json(&server, &format!("/rooms/{room}"));
     assert_eq!(status, 200);
-    assert_eq!(summary, json!({"roomId": room, "state": "LOBBY", "playerCount": 2, "maxPlayers": 2}));
+    assert_eq!(summary, json!({"roomId": room, "state": "LOBBY", "playerCount": 2, "maxPlayers": 2, "connectedCount": 0, "degradedConnections": 0}));
     assert_eq!(common::game::get_json(&server, "/rooms/ZZZZZZ").0, 404);
     let big = json!({"hostName": "x".repeat(20_000)});
     assert_eq!(common::game::post(&server, "/rooms", &big).0, 413);

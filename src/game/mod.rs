@@ -10,6 +10,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod absence;
 mod command;
 mod state;
 pub mod words;
@@ -27,12 +28,13 @@ use words::{Deck, WordPack};
 use crate::protocol::{ErrorCode, Rejection, Scope};
 
 /// Every event type the game emits (the room layer adds `CONNECTED` and `ERROR`).
-pub const EVENT_TYPES: [&str; 23] = [
+pub const EVENT_TYPES: [&str; 28] = [
     "ROOM_CREATED", "PLAYER_JOINED", "PLAYER_LEFT", "TEAM_SETUP_STARTED", "PLAYER_ASSIGNED_TEAM",
     "TEAMS_BALANCED", "TEAMS_UNBALANCED", "SETUP_CANCELLED", "COUNTDOWN_TICK", "ROUND_STARTED",
     "WORD_REVEALED", "WORD_RESULT", "TIMER_TICK", "GAME_PAUSED", "GAME_RESUMED", "PACK_EXHAUSTED",
     "ROUND_ENDED", "SCORE_SUMMARY", "NEXT_ROUND_READY", "GAME_ENDED", "FINAL_RESULTS",
-    "GAME_RESTARTED", "ROOM_CLOSED",
+    "GAME_RESTARTED", "ROOM_CLOSED", "PLAYER_CONNECTION_LOST", "PLAYER_RECONNECTED", "HOST_PROMOTED",
+    "EXPLAINER_CHANGED", "TURN_SKIPPED",
 ];
 
 /// Spectator seats beyond the player limit.
@@ -175,6 +177,14 @@ pub struct Game {
     tick_remaining: u64,
     game_started_at: Option<Instant>,
     words_played: u32,
+    /// Participants whose connection is gone past the silent grace: never chosen to explain.
+    absent: Vec<String>,
+    /// Players back after their session expired: they watch until the next turn begins.
+    benched: Vec<String>,
+    /// The next turn waits for a player to come back (nobody could explain).
+    waiting_for_players: bool,
+    /// The host is away: pause the round as soon as it starts.
+    pause_when_round_starts: bool,
     outputs: VecDeque<Event>,
 }
 
@@ -213,6 +223,10 @@ impl Game {
             tick_remaining: 0,
             game_started_at: None,
             words_played: 0,
+            absent: Vec::new(),
+            benched: Vec::new(),
+            waiting_for_players: false,
+            pause_when_round_starts: false,
             outputs: VecDeque::new(),
             config,
         };
@@ -330,8 +344,9 @@ impl Game {
         Ok(role)
     }
 
-    /// Removes `id` (a player or spectator); `reason` is `voluntary` or `disconnected`.
-    pub fn remove(&mut self, id: &str, reason: &str) {
+    /// Removes `id` (a player or spectator) at `now`; `reason` is `voluntary` or
+    /// `disconnected`. A removed explainer is replaced (or the turn ends).
+    pub fn remove(&mut self, now: Instant, id: &str, reason: &str) {
         let Some(pos) = self.participants.iter().position(|p| p.id == id && p.role != Role::Host) else { return };
         let gone = self.participants.remove(pos);
         if let Some(team) = gone.team.and_then(|t| self.teams.get_mut(t)) {
@@ -342,9 +357,12 @@ impl Game {
             "playerCount": self.player_count(), "reason": reason,
         });
         self.emit_all("PLAYER_LEFT", payload);
+        self.absent.retain(|a| *a != gone.id);
+        self.benched.retain(|a| *a != gone.id);
         if matches!(self.state, State::TeamSetup | State::ReadyToStart) {
             self.check_balance();
         }
+        self.repair_explainer(now);
     }
 
     /// Applies `command` from `actor`; the first of two racing identical commands wins and the
@@ -364,31 +382,32 @@ impl Game {
             Command::ConfirmStart => self.confirm_start(now),
             Command::CancelSetup => self.cancel_setup(),
             Command::SwipeWord { word_id, action } => self.swipe(now, &word_id, action),
-            Command::Pause => self.pause(now),
+            Command::Pause => self.pause_with(now, "host"),
             Command::Resume => self.resume(now),
             Command::Restart => self.restart(),
             Command::CloseRoom => {
-                self.close();
+                self.close("closed by host");
                 Ok(())
             }
             Command::Leave => {
                 if role == Role::Host {
                     return Err(reject(ErrorCode::Unauthorized, "the host closes the room with ROOM_CLOSE"));
                 }
-                self.remove(actor, "voluntary");
+                self.remove(now, actor, "voluntary");
                 Ok(())
             }
         }
     }
 
-    /// Closes the room (host command or idle reclaim): `ROOM_CLOSED` to everyone.
-    pub fn close(&mut self) {
+    /// Closes the room (`closed by host`, `idle`): `ROOM_CLOSED {reason}` to everyone.
+    pub fn close(&mut self, reason: &str) {
         if self.is_closed() {
             return;
         }
         self.timers = [None; 4];
+        self.waiting_for_players = false;
         self.transition(State::RoomClosed);
-        self.emit_all("ROOM_CLOSED", json!({"reason": "closed by host"}));
+        self.emit_all("ROOM_CLOSED", json!({ "reason": reason }));
     }
 
     /// When [`Game::handle_timeout`] next has work.
@@ -506,6 +525,9 @@ impl Game {
         if self.state != State::ReadyToStart {
             return Err(invalid(format!("cannot start from {}", self.state.as_str())));
         }
+        if !self.anyone_can_explain() {
+            return Err(invalid("no connected player can explain"));
+        }
         self.game_started_at = Some(now);
         self.turns_played = 0;
         self.words_played = 0;
@@ -513,16 +535,27 @@ impl Game {
         Ok(())
     }
 
-    /// Picks the next team with players and starts its countdown, or ends the game.
+    /// Picks the next team with a player who can explain and starts its countdown, or ends
+    /// the game. Teams nobody can explain for are skipped; if no team has anyone, the turn
+    /// waits (in `READY_FOR_NEXT`) for a player to come back.
     fn begin_turn(&mut self, now: Instant) {
+        self.benched.clear();
         let total_turns = self.config.rounds * self.num_teams as u32;
+        if self.turns_played < total_turns && !self.anyone_can_explain() {
+            self.waiting_for_players = true;
+            return;
+        }
+        self.waiting_for_players = false;
         while self.turns_played < total_turns {
             let turn = self.turns_played + 1;
             let team = (self.turns_played as usize) % self.num_teams;
             self.turns_played = turn;
-            let Some(t) = self.teams.get_mut(team).filter(|t| !t.players.is_empty()) else { continue };
-            let explainer = t.players[t.explainer_turns % t.players.len()].clone();
-            t.explainer_turns += 1;
+            let Some(explainer) = self.next_explainer(team) else {
+                if self.teams.get(team).is_some_and(|t| !t.players.is_empty()) {
+                    self.emit_all("TURN_SKIPPED", json!({"turnNumber": turn, "teamId": team_id(team), "reason": "no_connected_player"}));
+                }
+                continue;
+            };
             self.round = Some(Round {
                 turn,
                 team,
@@ -576,6 +609,9 @@ impl Game {
         self.emit_acked("ROUND_STARTED", payload);
         self.schedule_clock(now);
         self.reveal_next_word(now);
+        if std::mem::take(&mut self.pause_when_round_starts) {
+            let _ = self.pause_with(now, "host_disconnected");
+        }
     }
 
     /// Deals the next word to the host, or ends the round when the pack is exhausted.
@@ -633,7 +669,7 @@ impl Game {
         Ok(())
     }
 
-    fn pause(&mut self, now: Instant) -> Result<(), Rejection> {
+    fn pause_with(&mut self, now: Instant, reason: &str) -> Result<(), Rejection> {
         if self.state != State::RoundActive {
             return Err(invalid(format!("nothing to pause in {}", self.state.as_str())));
         }
@@ -644,8 +680,12 @@ impl Game {
         self.set_timer(Timer::Tick, None);
         self.set_timer(Timer::RoundEnd, None);
         self.transition(State::RoundPaused);
+        let message = match reason {
+            "host_disconnected" => "Waiting for the host to reconnect",
+            _ => "Paused by the host",
+        };
         self.emit_all("GAME_PAUSED", json!({
-            "reason": "host", "remainingMs": remaining.as_millis() as u64,
+            "reason": reason, "message": message, "remainingMs": remaining.as_millis() as u64,
             "remainingSeconds": ceil_secs(remaining),
         }));
         Ok(())
@@ -685,6 +725,7 @@ impl Game {
     }
 
     fn end_round(&mut self, now: Instant, reason: &str) {
+        self.set_timer(Timer::Countdown, None);
         self.set_timer(Timer::Tick, None);
         self.set_timer(Timer::RoundEnd, None);
         let Some(r) = self.round.take() else { return };
@@ -764,6 +805,7 @@ impl Game {
         self.deck = Deck::shuffled(self.config.pack.words.len(), self.config.seed.wrapping_add(self.games_started));
         self.teams.clear();
         self.round = None;
+        self.waiting_for_players = false;
         let max_players = self.config.max_players;
         let mut players = self.player_count();
         for p in &mut self.participants {

@@ -293,7 +293,8 @@ fn seats_spectators_restart_and_close() {
     assert_eq!(sim.game.join("p3", "C").unwrap_err().code, ErrorCode::RoomFull);
     sim.cmd("host", Command::StartTeamSetup { num_teams: None }).unwrap();
     assert_eq!(sim.game.join("s1", "S").unwrap(), Role::Spectator);
-    sim.game.remove("p2", "voluntary");
+    let now = sim.now;
+    sim.game.remove(now, "p2", "voluntary");
     sim.drain();
     assert_eq!(sim.last("PLAYER_LEFT").payload["reason"], "voluntary");
     sim.cmd("p1", Command::JoinTeam { team_id: "team_1".into() }).unwrap();

@@ -85,7 +85,7 @@ fn optional_string(obj: &mut serde_json::Map<String, Value>, field: &str) -> Res
 /// requiresAck?, ackId?}`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ServerMsg<'a> {
+pub struct ServerMsg<'a, P: Serialize + ?Sized = Value> {
     /// Message type.
     #[serde(rename = "type")]
     pub kind: &'a str,
@@ -98,7 +98,7 @@ pub struct ServerMsg<'a> {
     /// Scope name.
     pub broadcast: &'static str,
     /// Type-specific data.
-    pub payload: &'a Value,
+    pub payload: &'a P,
     /// Per-room sequence number (room events only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequence_id: Option<u64>,
@@ -114,8 +114,8 @@ pub struct ServerMsg<'a> {
 ///
 /// serde_json, not simd-json: simd-json's speed is in parsing; for writing these small
 /// envelopes serde_json measured about 20 % faster (`benches/protocol.rs`).
-pub fn encode_server(msg: &ServerMsg<'_>) -> Vec<u8> {
-    // Serializing a struct of strings, numbers and a JSON value cannot fail.
+pub fn encode_server<P: Serialize + ?Sized>(msg: &ServerMsg<'_, P>) -> Vec<u8> {
+    // Serializing strings, numbers and JSON values cannot fail.
     serde_json::to_vec(msg).unwrap_or_default()
 }
 

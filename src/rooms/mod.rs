@@ -7,7 +7,9 @@ use ahash::{AHashMap, RandomState};
 
 mod game_room;
 
-pub use game_room::{GameRoom, RoomOutput, RoomPolicy, CLOSE_REPLACED, CLOSE_UPGRADE_REQUIRED, MAX_GAME_MESSAGE_BYTES};
+pub use game_room::{
+    GameRoom, ReconnectWindows, RoomCount, RoomOutput, RoomPolicy, CLOSE_REPLACED, CLOSE_UPGRADE_REQUIRED, MAX_GAME_MESSAGE_BYTES,
+};
 
 /// Fixed hash keys: every shard (and every process, for sticky routing) must agree on owners.
 const OWNER_HASH: RandomState = RandomState::with_seeds(

@@ -13,7 +13,9 @@ use crate::game::{GameConfig, Role};
 use crate::http::{Request, Response, Status};
 use crate::metrics::Refusal;
 use crate::protocol::ErrorCode;
-use crate::rooms::{GameRoom, RoomId, RoomPolicy};
+use crate::config::ServeConfig;
+use crate::rooms::{GameRoom, ReconnectWindows, RoomId, RoomPolicy};
+use crate::session::{AckPolicy, EventLogConfig, PresenceConfig};
 
 /// Room ids: 6 characters without look-alikes (no I, L, O, 0, 1).
 const ROOM_ID_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -96,12 +98,7 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Resp
         pack,
         seed: rand::rng().random(),
     };
-    let rate = shard.shared.config.client_message_rate;
-    let policy = RoomPolicy {
-        idle_timeout: shard.shared.config.room_idle_timeout,
-        messages_per_sec: (rate, 2.0 * rate),
-        ..RoomPolicy::default()
-    };
+    let policy = room_policy(&shard.shared.config);
     let now = Instant::now();
     let room = GameRoom::new(room_id.clone(), &host_id, &spec.host_name, config, policy, now, unix_now().as_millis() as i64);
     shard.state.borrow_mut().create_game(shard.metrics(), now, room);
@@ -110,6 +107,30 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Resp
     Response::json(Status::Created, &json!({
         "roomId": room_id.as_str(), "hostId": host_id, "hostToken": token, "wsUrl": ws_url, "joinUrl": join_url,
     }))
+}
+
+/// The session policies every game room runs with.
+fn room_policy(config: &ServeConfig) -> RoomPolicy {
+    let rate = config.client_message_rate;
+    RoomPolicy {
+        idle_timeout: config.room_idle_timeout,
+        messages_per_sec: (rate, 2.0 * rate),
+        acks: AckPolicy { timeout: config.ack_timeout, max_retries: config.ack_retries },
+        presence: PresenceConfig {
+            grace: config.disconnect_grace,
+            warning: config.disconnect_warning,
+            remove: config.disconnect_remove,
+            host_pause_after: config.host_pause_after,
+            host_promote_after: config.host_promote_after,
+        },
+        event_log: EventLogConfig { retention: config.event_log_retention, max_events: config.event_log_max_events },
+        reconnect: ReconnectWindows {
+            player_backfill: config.reconnect_backfill_window,
+            host_backfill: config.host_backfill_window,
+            snapshot: config.reconnect_snapshot_window,
+        },
+        ..RoomPolicy::default()
+    }
 }
 
 /// `POST /rooms/{id}/players`.

@@ -15,7 +15,7 @@ use slab::Slab;
 use crate::admission::Permit;
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
-use crate::rooms::{GameRoom, RoomId, RoomOutput, Rooms};
+use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput, Rooms};
 use crate::session::{Heartbeat, HeartbeatAction};
 use crate::ws::{self, close_code, DataKind};
 
@@ -46,6 +46,8 @@ pub(crate) struct Conn {
     close_deadline: Option<Instant>,
     /// The driver must stop now and drop the socket.
     pub(crate) terminate: bool,
+    /// A game connection's room was told it is gone (at the first sign: close, error, timeout).
+    left_game: bool,
     _permit: Permit,
 }
 
@@ -144,6 +146,7 @@ impl ShardState {
             endpoint,
             close_deadline: None,
             terminate: false,
+            left_game: false,
             _permit: permit,
         });
         let rooms_before = self.rooms.len();
@@ -164,14 +167,11 @@ impl ShardState {
 
     /// Removes a finished connection and leaves its room.
     pub(crate) fn unregister(&mut self, m: &ShardMetrics, now: Instant, id: ConnId) {
+        self.leave_game(m, now, id);
         let Some(conn) = self.conns.try_remove(id) else { return };
         let rooms_before = self.rooms.len();
-        match &conn.endpoint {
-            Endpoint::Relay(room) => self.rooms.leave(room, id),
-            Endpoint::Game(room) => {
-                self.with_game(m, now, room, |r| r.disconnect(now, id));
-            }
-            Endpoint::Echo => {}
+        if let Endpoint::Relay(room) = &conn.endpoint {
+            self.rooms.leave(room, id);
         }
         m.connections.add(-1);
         m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
@@ -233,11 +233,25 @@ impl ShardState {
         }
     }
 
-    /// Starts the close handshake on `id` with `code`.
+    /// Starts the close handshake on `id` with `code` (the peer closed, or broke the protocol).
     pub(crate) fn close(&mut self, m: &ShardMetrics, now: Instant, id: ConnId, code: u16, reason: &str) {
         if let Some(conn) = self.conns.get_mut(id) {
             conn.begin_close(m, now, code, reason, false);
         }
+        self.leave_game(m, now, id);
+    }
+
+    /// Tells a game connection's room, once, that the connection is gone as of `now`: the
+    /// disconnect timeline starts when the server first sees the close, the error or the
+    /// timeout, not when the socket is finally dropped.
+    fn leave_game(&mut self, m: &ShardMetrics, now: Instant, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Endpoint::Game(room) = &conn.endpoint else { return };
+        if std::mem::replace(&mut conn.left_game, true) {
+            return;
+        }
+        let room = room.clone();
+        self.with_game(m, now, &room, |r| r.disconnect(now, id));
     }
 
     /// Closes every connection with 1001 (server shutdown).
@@ -249,7 +263,8 @@ impl ShardState {
 
     /// Advances every connection's timers to `now`: pings, heartbeat timeouts, close deadlines.
     pub(crate) fn handle_timeout(&mut self, m: &ShardMetrics, now: Instant) {
-        for (_, conn) in self.conns.iter_mut() {
+        let mut timed_out = Vec::new();
+        for (id, conn) in self.conns.iter_mut() {
             if let Some(deadline) = conn.close_deadline {
                 if now >= deadline && !conn.terminate {
                     conn.terminate = true;
@@ -264,9 +279,13 @@ impl ShardState {
                 Some(HeartbeatAction::TimedOut) => {
                     m.heartbeat_timeouts.add(1);
                     conn.begin_close(m, now, close_code::GOING_AWAY, "no data or pong within the pong timeout", true);
+                    timed_out.push(id);
                 }
                 None => {}
             }
+        }
+        for id in timed_out {
+            self.leave_game(m, now, id);
         }
     }
 
@@ -303,20 +322,38 @@ impl ShardState {
     pub(crate) fn with_game<R>(&mut self, m: &ShardMetrics, now: Instant, id: &RoomId, f: impl FnOnce(&mut GameRoom<ConnId>) -> R) -> Option<R> {
         let entry = self.games.get_mut(id)?;
         let result = f(&mut entry.room);
-        while let Some(output) = entry.room.poll_output() {
-            match output {
-                RoomOutput::Send(conn, frame) => {
-                    if let Some(c) = self.conns.get_mut(conn) {
-                        if !c.is_closing() && c.queue(m, now, frame) {
-                            m.messages_out.add(1);
+        loop {
+            // Members whose queue overflowed are cut off; their room hears of it at once.
+            let mut overflowed = Vec::new();
+            while let Some(output) = entry.room.poll_output() {
+                match output {
+                    RoomOutput::Send(conn, frame) => {
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            if !c.is_closing() {
+                                if c.queue(m, now, frame) {
+                                    m.messages_out.add(1);
+                                } else {
+                                    c.left_game = true;
+                                    overflowed.push(conn);
+                                }
+                            }
                         }
                     }
-                }
-                RoomOutput::Close(conn, code, reason) => {
-                    if let Some(c) = self.conns.get_mut(conn) {
-                        c.begin_close(m, now, code, &reason, false);
+                    RoomOutput::Close(conn, code, reason) => {
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            c.begin_close(m, now, code, &reason, false);
+                            // The room already let this member go.
+                            c.left_game = true;
+                        }
                     }
+                    RoomOutput::Count(what) => count(m, what),
                 }
+            }
+            if overflowed.is_empty() {
+                break;
+            }
+            for conn in overflowed {
+                entry.room.disconnect(now, conn);
             }
         }
         if entry.room.is_closed() {
@@ -366,5 +403,19 @@ impl ShardState {
                 self.with_game(m, now, &id, |r| r.handle_timeout(now));
             }
         }
+    }
+}
+
+fn count(m: &ShardMetrics, what: RoomCount) {
+    match what {
+        RoomCount::Backfilled(events) => {
+            m.reconnects_backfilled.add(1);
+            m.backfilled_events.add(events as u64);
+        }
+        RoomCount::SnapshotOnly => m.reconnects_snapshot.add(1),
+        RoomCount::Expired => m.reconnects_expired.add(1),
+        RoomCount::DegradedConnection => m.degraded_connections.add(1),
+        RoomCount::UnmatchedAck => m.unmatched_acks.add(1),
+        RoomCount::StateResync => m.state_resyncs.add(1),
     }
 }

@@ -35,8 +35,14 @@ struct Pending {
 pub enum AckAction {
     /// Send this frame again.
     Resend(Bytes),
-    /// The client missed an ACK three times: it is now degraded.
-    Degraded,
+    /// The client let `ack_id` go unacknowledged through every send: it is now degraded and
+    /// the game goes on without it.
+    GaveUp {
+        /// The event given up on.
+        ack_id: String,
+        /// How many times it was sent.
+        attempts: u32,
+    },
 }
 
 /// Unacknowledged events of one connection.
@@ -90,7 +96,7 @@ impl AckTracker {
                 return true;
             }
             if p.sends > policy.max_retries {
-                actions.push(AckAction::Degraded);
+                actions.push(AckAction::GaveUp { ack_id: std::mem::take(&mut p.ack_id), attempts: p.sends });
                 return false;
             }
             p.sends += 1;
@@ -98,10 +104,7 @@ impl AckTracker {
             actions.push(AckAction::Resend(p.frame.clone()));
             true
         });
-        if actions.contains(&AckAction::Degraded) {
-            if self.degraded {
-                actions.retain(|a| *a != AckAction::Degraded);
-            }
+        if actions.iter().any(|a| matches!(a, AckAction::GaveUp { .. })) {
             self.degraded = true;
         }
         actions
@@ -124,7 +127,7 @@ mod tests {
         assert_eq!(acks.handle_timeout(t0 + 2 * s), vec![AckAction::Resend(frame.clone())]);
         assert_eq!(acks.handle_timeout(t0 + 4 * s), vec![AckAction::Resend(frame)]);
         assert!(!acks.is_degraded());
-        assert_eq!(acks.handle_timeout(t0 + 6 * s), vec![AckAction::Degraded]);
+        assert_eq!(acks.handle_timeout(t0 + 6 * s), vec![AckAction::GaveUp { ack_id: "ack_7".into(), attempts: 3 }]);
         assert!(acks.is_degraded());
         assert_eq!(acks.poll_timeout(), None);
     }

@@ -37,6 +37,16 @@ pub fn encode_data(kind: DataKind, payload: &[u8]) -> Bytes {
     encode(opcode, &[payload])
 }
 
+/// The payload of a complete unmasked frame made by this module (header skipped).
+pub fn frame_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header..).unwrap_or_default()
+}
+
 /// A pong answering a ping with `payload` (at most 125 bytes, checked by the decoder).
 pub fn encode_pong(payload: &[u8]) -> Bytes {
     encode(OpCode::Control(Control::Pong), &[payload])

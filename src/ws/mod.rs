@@ -13,7 +13,7 @@ mod frame;
 mod handshake;
 
 pub use decoder::{encode_client_frame, Decoder, Event, ProtocolError};
-pub use frame::{encode_close, encode_data, encode_pong, ping_frame, DataKind};
+pub use frame::{encode_close, encode_data, encode_pong, frame_payload, ping_frame, DataKind};
 pub use handshake::{accept_response, validate_upgrade, HandshakeError};
 
 /// Close codes the server sends (RFC 6455 §7.4.1).

@@ -1,23 +1,36 @@
-//! A game room: the [`Game`] plus its connected members, turned into a fan-out plan.
+//! A game room: the [`Game`] plus its connected members and their session policies, turned
+//! into a fan-out plan.
 //!
 //! Game events name a scope; this layer numbers them (per-room `sequenceId`), serializes each
-//! once per protocol version among its recipients, encodes the WebSocket frame once, and emits
-//! one [`RoomOutput::Send`] per recipient, each holding a clone of the same buffer. It also
-//! applies the per-connection policies (ACK retries, rate limits) and turns every bad message
-//! into an `ERROR` for its sender alone. Sans-IO: `C` is whatever handle the runtime uses for a
-//! connection.
+//! once per protocol version among its recipients, encodes the WebSocket frame once, emits one
+//! [`RoomOutput::Send`] per recipient (each a clone of the same buffer) and keeps the frame in
+//! the room's [`EventLog`] for backfill. It drives the per-actor policies (the disconnect
+//! timeline and host rules in [`Presence`], ACK retries, rate limits), answers `RECONNECT` and
+//! `HEARTBEAT` (`reconnect.rs`), and turns every bad message into an `ERROR` for its sender
+//! alone. Sans-IO: `C` is whatever handle the runtime uses for a connection, and `now` comes in
+//! with every input.
+//!
+//! Call order: after any input, drain [`GameRoom::poll_output`], then re-read
+//! [`GameRoom::poll_timeout`].
+
+mod reconnect;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::RoomId;
 use crate::game::{Command, Event, Game, GameConfig, Role};
 use crate::protocol::{self, ErrorCode, Rejection, Scope, ServerMsg, Version, SERVER_VERSION};
-use crate::session::{AckAction, AckPolicy, AckTracker, TokenBucket};
+use crate::session::{
+    AckAction, AckPolicy, AckTracker, EventLog, EventLogConfig, LoggedEvent, Presence, PresenceConfig, PresenceEvent, TokenBucket,
+};
 use crate::ws::{self, DataKind};
+
+pub use reconnect::ReconnectWindows;
 
 /// Close code for a client whose protocol major version is not served.
 pub const CLOSE_UPGRADE_REQUIRED: u16 = 4001;
@@ -37,6 +50,12 @@ pub struct RoomPolicy {
     pub messages_per_sec: (f64, f64),
     /// ERROR replies per second and burst; beyond that errors are dropped.
     pub errors_per_sec: (f64, f64),
+    /// The disconnect timeline and host rules.
+    pub presence: PresenceConfig,
+    /// Bounds of the backfill log.
+    pub event_log: EventLogConfig,
+    /// Which reconnect gets a backfill, a snapshot or nothing.
+    pub reconnect: ReconnectWindows,
 }
 
 impl Default for RoomPolicy {
@@ -46,6 +65,9 @@ impl Default for RoomPolicy {
             acks: AckPolicy::default(),
             messages_per_sec: (20.0, 40.0),
             errors_per_sec: (5.0, 10.0),
+            presence: PresenceConfig::default(),
+            event_log: EventLogConfig::default(),
+            reconnect: ReconnectWindows::default(),
         }
     }
 }
@@ -57,6 +79,25 @@ pub enum RoomOutput<C> {
     Send(C, Bytes),
     /// Close `conn` with `code`.
     Close(C, u16, String),
+    /// Count something in the server's metrics.
+    Count(RoomCount),
+}
+
+/// Things a room counts for the server's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomCount {
+    /// A `RECONNECT` was answered with a backfill of this many events.
+    Backfilled(usize),
+    /// A `RECONNECT` was answered with a snapshot only.
+    SnapshotOnly,
+    /// A `RECONNECT` came too late: `RECONNECT_FAILED`.
+    Expired,
+    /// A connection went unacknowledged through every resend (first time for it).
+    DegradedConnection,
+    /// An `ACK` for nothing this connection awaits (unknown, foreign, or already given up).
+    UnmatchedAck,
+    /// A `HEARTBEAT` disagreed with the room and got a `STATE_SNAPSHOT`.
+    StateResync,
 }
 
 struct Member<C> {
@@ -66,6 +107,11 @@ struct Member<C> {
     acks: AckTracker,
     messages: TokenBucket,
     errors: TokenBucket,
+    /// `lastSequenceId` of this connection's `CONNECTED`: live delivery starts after it.
+    connected_seq: u64,
+    /// Time from the actor's previous connection dropping to this one opening (`None`: its
+    /// first connection).
+    gap: Option<Duration>,
 }
 
 /// One game room on its owner shard.
@@ -77,8 +123,21 @@ pub struct GameRoom<C> {
     epoch: (Instant, i64),
     sequence: u64,
     members: Vec<Member<C>>,
+    presence: Presence,
+    log: EventLog,
     idle_since: Option<Instant>,
     outputs: VecDeque<RoomOutput<C>>,
+}
+
+/// Whether a member of `role` (`actor`) is entitled to an event of `scope`, live or
+/// backfilled. The role is the actor's role now: a demoted host gets no host-only history.
+fn entitled(role: Option<Role>, actor: &str, scope: &Scope) -> bool {
+    match scope {
+        Scope::All => true,
+        Scope::Host => role == Some(Role::Host),
+        Scope::Players => role == Some(Role::Player),
+        Scope::Actor(id) => actor == id,
+    }
 }
 
 impl<C: Copy + PartialEq> GameRoom<C> {
@@ -87,6 +146,8 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         let mut room = GameRoom {
             id,
             game: Game::new(host_id, host_name, config),
+            presence: Presence::new(policy.presence, host_id),
+            log: EventLog::new(policy.event_log),
             policy,
             epoch: (now, unix_ms),
             sequence: 0,
@@ -108,13 +169,35 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         self.game.role_of(actor_id)
     }
 
-    /// Public summary: `{roomId, state, playerCount, maxPlayers}`.
+    /// The game (read-only).
+    pub fn game(&self) -> &Game {
+        &self.game
+    }
+
+    /// The last sequence id handed out.
+    pub fn last_sequence_id(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Events held for backfill (bounded by the event-log settings).
+    pub fn logged_events(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Connections currently in the room.
+    pub fn connections(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Public summary: `{roomId, state, playerCount, maxPlayers, connectedCount, degradedConnections}`.
     pub fn summary(&self) -> Value {
         json!({
             "roomId": self.id.as_str(),
             "state": self.game.state().as_str(),
             "playerCount": self.game.player_count(),
             "maxPlayers": self.game.max_players(),
+            "connectedCount": self.members.len(),
+            "degradedConnections": self.members.iter().filter(|m| m.acks.is_degraded()).count(),
         })
     }
 
@@ -148,10 +231,12 @@ impl<C: Copy + PartialEq> GameRoom<C> {
                 return Err(rejection);
             }
         };
+        // A newer connection replaces an older one without the actor ever counting as gone.
         for old in self.members.iter().filter(|m| m.actor_id == actor_id) {
             self.outputs.push_back(RoomOutput::Close(old.conn, CLOSE_REPLACED, "replaced by a newer connection".into()));
         }
         self.members.retain(|m| m.actor_id != actor_id);
+        let arrival = self.presence.on_connect(now, actor_id);
         let (msg_rate, msg_burst) = self.policy.messages_per_sec;
         let (err_rate, err_burst) = self.policy.errors_per_sec;
         self.members.push(Member {
@@ -161,6 +246,8 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             acks: AckTracker::new(self.policy.acks),
             messages: TokenBucket::new(now, msg_rate, msg_burst),
             errors: TokenBucket::new(now, err_rate, err_burst),
+            connected_seq: self.sequence,
+            gap: arrival.gap,
         });
         self.idle_since = None;
         let payload = json!({
@@ -170,17 +257,34 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             "role": role.as_str(),
             "state": self.game.state().as_str(),
             "stateVersion": self.game.state_version(),
+            "stateChecksum": self.game.checksum(),
             "lastSequenceId": self.sequence,
             "snapshot": self.game.snapshot(role),
         });
         let frame = self.frame("CONNECTED", &Scope::Actor(actor_id.to_string()), &payload, &version, None, None, now);
         self.outputs.push_back(RoomOutput::Send(conn, frame));
+        if role == Role::Host {
+            self.game.host_returned();
+        }
+        if arrival.was_absent {
+            self.game.set_present(now, actor_id, true);
+            self.game.player_reconnected(actor_id);
+        }
+        if self.presence.is_promotion_due() {
+            self.try_promote(now);
+        }
+        self.drain_game(now);
         Ok(())
     }
 
-    /// `conn` went away.
+    /// `conn` went away (closed, failed, or timed out) at `now`. Unknown or already removed
+    /// connections are ignored, so the runtime may report a connection more than once.
     pub fn disconnect(&mut self, now: Instant, conn: C) {
-        self.members.retain(|m| m.conn != conn);
+        let Some(pos) = self.members.iter().position(|m| m.conn == conn) else { return };
+        let gone = self.members.remove(pos);
+        if !self.members.iter().any(|m| m.actor_id == gone.actor_id) && self.game.role_of(&gone.actor_id).is_some() {
+            self.presence.on_drop(now, &gone.actor_id);
+        }
         if self.members.is_empty() {
             self.idle_since = Some(now);
         }
@@ -200,13 +304,27 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             return self.reject(now, conn, Rejection::new(ErrorCode::InvalidMessage, "messages are JSON text"));
         }
         let actor = member.actor_id.clone();
-        if let Err(rejection) = self.apply(now, conn, &actor, data) {
-            self.reject(now, conn, rejection);
-        }
+        let left = match self.apply(now, conn, &actor, data) {
+            Ok(left) => left,
+            Err(rejection) => {
+                self.reject(now, conn, rejection);
+                false
+            }
+        };
         self.drain_game(now);
+        if left {
+            // The leaver saw its own PLAYER_LEFT; now it leaves the fan-out and the connection.
+            self.presence.forget(&actor);
+            self.members.retain(|m| m.conn != conn);
+            self.outputs.push_back(RoomOutput::Close(conn, ws::close_code::NORMAL, "left the room".into()));
+            if self.members.is_empty() {
+                self.idle_since = Some(now);
+            }
+        }
     }
 
-    fn apply(&mut self, now: Instant, conn: C, actor: &str, data: &[u8]) -> Result<(), Rejection> {
+    /// Applies one message; `Ok(true)` when the actor left the room.
+    fn apply(&mut self, now: Instant, conn: C, actor: &str, data: &[u8]) -> Result<bool, Rejection> {
         let msg = protocol::parse_client(data)?;
         if msg.room_id != self.id.as_str() {
             return Err(Rejection::new(ErrorCode::RoomNotFound, "roomId is not this connection's room"));
@@ -217,26 +335,34 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         if let Some(version) = &msg.version {
             if let Err(e) = Version::parse(version).and_then(Version::negotiate) {
                 self.reject_and_close(now, conn, &SERVER_VERSION.to_string(), Rejection::new(ErrorCode::UpgradeRequired, e.to_string()), CLOSE_UPGRADE_REQUIRED);
-                return Ok(());
+                return Ok(false);
             }
         }
-        if msg.kind == "ACK" {
-            let ack_id = msg.payload.get("ackId").and_then(Value::as_str)
-                .ok_or_else(|| Rejection::new(ErrorCode::MissingField, "payload.ackId is required"))?;
-            if let Some(m) = self.members.iter_mut().find(|m| m.conn == conn) {
-                m.acks.on_ack(ack_id);
+        match msg.kind.as_str() {
+            "ACK" => {
+                let ack_id = msg.payload.get("ackId").and_then(Value::as_str)
+                    .ok_or_else(|| Rejection::new(ErrorCode::MissingField, "payload.ackId is required"))?;
+                let matched = self.members.iter_mut().find(|m| m.conn == conn).is_some_and(|m| m.acks.on_ack(ack_id));
+                if !matched {
+                    self.outputs.push_back(RoomOutput::Count(RoomCount::UnmatchedAck));
+                }
+                return Ok(false);
             }
-            return Ok(());
+            "RECONNECT" => return self.on_reconnect(now, conn, actor, &msg.payload).map(|()| false),
+            "HEARTBEAT" => return self.on_heartbeat(now, conn, actor, &msg.payload).map(|()| false),
+            _ => {}
         }
         let command = Command::parse(&msg.kind, &msg.payload)?
             .ok_or_else(|| Rejection::new(ErrorCode::UnknownType, format!("unknown message type {}", msg.kind.chars().take(40).collect::<String>())))?;
-        self.game.handle_command(now, actor, command)
+        let leaving = command == Command::Leave;
+        self.game.handle_command(now, actor, command)?;
+        Ok(leaving)
     }
 
-    /// Closes the room for good (host command arrives through `handle_message`; this is the
-    /// idle reclaim).
+    /// Closes the room for good because it sat idle (a host's `ROOM_CLOSE` arrives through
+    /// `handle_message`).
     pub fn close(&mut self, now: Instant) {
-        self.game.close();
+        self.game.close("idle");
         self.drain_game(now);
     }
 
@@ -244,18 +370,39 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.idle_since.map(|t| t + self.policy.idle_timeout);
         let acks = self.members.iter().filter_map(|m| m.acks.poll_timeout()).min();
-        [self.game.poll_timeout(), idle, acks].into_iter().flatten().min()
+        [self.game.poll_timeout(), idle, acks, self.presence.poll_timeout()].into_iter().flatten().min()
     }
 
-    /// Advances game timers, ACK retries and the idle reclaim to `now`.
+    /// Advances game timers, the disconnect timeline, ACK retries and the idle reclaim to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.game.handle_timeout(now);
+        self.presence.handle_timeout(now);
+        while let Some(event) = self.presence.poll_event() {
+            match event {
+                PresenceEvent::Absent(actor) => self.game.set_present(now, &actor, false),
+                PresenceEvent::Warn(actor) => self.game.player_connection_lost(&actor),
+                PresenceEvent::Remove(actor) => self.game.remove(now, &actor, "disconnected"),
+                PresenceEvent::HostPause => self.game.pause_for_host(now),
+                PresenceEvent::HostPromote => self.try_promote(now),
+            }
+        }
         self.drain_game(now);
-        for m in &mut self.members {
+        for i in 0..self.members.len() {
+            let Some(m) = self.members.get_mut(i) else { break };
+            let was_degraded = m.acks.is_degraded();
+            let (conn, version) = (m.conn, m.version.clone());
             for action in m.acks.handle_timeout(now) {
-                if let AckAction::Resend(frame) = action {
-                    self.outputs.push_back(RoomOutput::Send(m.conn, frame));
+                match action {
+                    AckAction::Resend(frame) => self.outputs.push_back(RoomOutput::Send(conn, frame)),
+                    AckAction::GaveUp { ack_id, attempts } => {
+                        let payload = json!({"ackId": ack_id, "attempts": attempts});
+                        let frame = self.frame("CONNECTION_WARNING", &Scope::Actor(String::new()), &payload, &version, None, None, now);
+                        self.outputs.push_back(RoomOutput::Send(conn, frame));
+                    }
                 }
+            }
+            if !was_degraded && self.members.get(i).is_some_and(|m| m.acks.is_degraded()) {
+                self.outputs.push_back(RoomOutput::Count(RoomCount::DegradedConnection));
             }
         }
         if self.idle_since.is_some_and(|t| now >= t + self.policy.idle_timeout) {
@@ -269,11 +416,33 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         self.outputs.pop_front()
     }
 
-    /// Turns the game's events into sends, encoding each once per version among recipients.
+    /// Promotes the first player in seat order who has a connection open and is not
+    /// explaining the running turn (the explainer only if nobody else is connected); with
+    /// nobody connected the promotion stays due until a player connects or the host returns.
+    /// The new host gets a `STATE_SNAPSHOT` with the host's view, current word included.
+    fn try_promote(&mut self, now: Instant) {
+        let explainer = self.game.explainer().map(|(id, _)| id.to_string());
+        let connected: Vec<String> =
+            self.game.players_in_seat_order().filter(|p| self.presence.is_connected(p)).map(str::to_string).collect();
+        let candidate = connected.iter().find(|p| Some(p.as_str()) != explainer.as_deref()).or(connected.first()).cloned();
+        let Some(new_host) = candidate else { return };
+        if !self.game.promote_host(now, &new_host) {
+            return;
+        }
+        self.presence.set_host(now, &new_host);
+        self.drain_game(now);
+        let conns: Vec<C> = self.members.iter().filter(|m| m.actor_id == new_host).map(|m| m.conn).collect();
+        for conn in conns {
+            self.send_snapshot(now, conn, &new_host);
+        }
+    }
+
+    /// Turns the game's events into sends, encoding each once per version among recipients,
+    /// and logs each for backfill.
     fn drain_game(&mut self, now: Instant) {
         while let Some(event) = self.game.poll_output() {
             self.sequence += 1;
-            self.deliver(now, &event);
+            self.deliver(now, event);
         }
         if self.game.is_closed() {
             for m in &self.members {
@@ -283,13 +452,13 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         }
     }
 
-    fn deliver(&mut self, now: Instant, event: &Event) {
+    fn deliver(&mut self, now: Instant, event: Event) {
         let ack_id = event.requires_ack.then(|| format!("ack_{}", self.sequence));
         // One encoding per protocol version among the recipients (nearly always one).
         let mut plan: Vec<(usize, Bytes)> = Vec::with_capacity(self.members.len());
         let mut encoded: Vec<(&str, Bytes)> = Vec::with_capacity(1);
         for (i, member) in self.members.iter().enumerate() {
-            if !self.receives(member, &event.scope) {
+            if !entitled(self.game.role_of(&member.actor_id), &member.actor_id, &event.scope) {
                 continue;
             }
             let frame = match encoded.iter().find(|(v, _)| *v == member.version) {
@@ -302,27 +471,29 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             };
             plan.push((i, frame));
         }
+        // The log keeps the first encoding (or makes one in the server's version when nobody
+        // entitled is connected: exactly the events a returning actor will ask for).
+        let (version, frame) = match encoded.first() {
+            Some((v, f)) => (v.to_string(), f.clone()),
+            None => {
+                let v = SERVER_VERSION.to_string();
+                let f = self.frame(event.kind, &event.scope, &event.payload, &v, Some(self.sequence), ack_id.as_deref(), now);
+                (v, f)
+            }
+        };
         for (i, frame) in plan {
-            let member = &mut self.members[i];
+            let Some(member) = self.members.get_mut(i) else { continue };
             if let Some(ack_id) = &ack_id {
                 member.acks.track(now, ack_id, frame.clone());
             }
             self.outputs.push_back(RoomOutput::Send(member.conn, frame));
         }
-    }
-
-    fn receives(&self, member: &Member<C>, scope: &Scope) -> bool {
-        let role = self.game.role_of(&member.actor_id);
-        match scope {
-            Scope::All => true,
-            Scope::Host => role == Some(Role::Host),
-            Scope::Players => role == Some(Role::Player),
-            Scope::Actor(id) => member.actor_id == *id,
-        }
+        let logged = LoggedEvent { seq: self.sequence, kind: event.kind, scope: event.scope, at: now, frame, version };
+        self.log.push(now, logged);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn frame(&self, kind: &str, scope: &Scope, payload: &Value, version: &str, sequence_id: Option<u64>, ack_id: Option<&str>, now: Instant) -> Bytes {
+    fn frame<P: Serialize + ?Sized>(&self, kind: &str, scope: &Scope, payload: &P, version: &str, sequence_id: Option<u64>, ack_id: Option<&str>, now: Instant) -> Bytes {
         let timestamp = self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_millis() as i64;
         let msg = ServerMsg {
             kind,
@@ -353,7 +524,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         let frame = self.error_frame(now, &rejection, version);
         self.outputs.push_back(RoomOutput::Send(conn, frame));
         self.outputs.push_back(RoomOutput::Close(conn, code, rejection.message));
-        self.members.retain(|m| m.conn != conn);
+        self.disconnect(now, conn);
     }
 
     fn error_frame(&self, now: Instant, rejection: &Rejection, version: &str) -> Bytes {
@@ -363,165 +534,4 @@ impl<C: Copy + PartialEq> GameRoom<C> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::game::words::WordPack;
-    use std::sync::Arc;
-
-    fn room(now: Instant) -> GameRoom<u32> {
-        let config = GameConfig {
-            max_players: 10,
-            num_teams: 2,
-            rounds: 1,
-            round_duration: Duration::from_secs(10),
-            countdown: 1,
-            score_review: Duration::from_secs(1),
-            pack: Arc::new(WordPack::shipped().remove(0)),
-            seed: 1,
-        };
-        GameRoom::new(RoomId::parse("ROOM42").unwrap(), "host", "H", config, RoomPolicy::default(), now, 1_700_000_000_000)
-    }
-
-    fn sends(room: &mut GameRoom<u32>) -> Vec<(u32, Value)> {
-        std::iter::from_fn(|| room.poll_output())
-            .filter_map(|o| match o {
-                RoomOutput::Send(c, frame) => Some((c, serde_json::from_slice(&frame[frame_header_len(&frame)..]).unwrap())),
-                RoomOutput::Close(..) => None,
-            })
-            .collect()
-    }
-
-    fn frame_header_len(frame: &[u8]) -> usize {
-        match frame[1] & 0x7f {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        }
-    }
-
-    fn msg(kind: &str, payload: Value) -> Vec<u8> {
-        json!({"type": kind, "roomId": "ROOM42", "version": "1.0", "payload": payload}).to_string().into_bytes()
-    }
-
-    /// A room with the host (conn 0) and two players (conns 1, 2) connected.
-    fn room_of_three(t0: Instant, p2_version: &str) -> GameRoom<u32> {
-        let mut r = room(t0);
-        r.join(t0, "p1", "A").unwrap();
-        r.join(t0, "p2", "B").unwrap();
-        r.connect(t0, 0, "host", "1.0").unwrap();
-        r.connect(t0, 1, "p1", "1.0").unwrap();
-        r.connect(t0, 2, "p2", p2_version).unwrap();
-        r
-    }
-
-    #[test]
-    fn connected_then_scoped_fan_out_with_one_buffer_per_scope() {
-        let t0 = Instant::now();
-        let mut r = room_of_three(t0, "1.1");
-        let hello = sends(&mut r);
-        assert_eq!(hello.len(), 3);
-        assert_eq!(hello[0].1["type"], "CONNECTED");
-        assert_eq!(hello[2].1["version"], "1.1");
-        assert_eq!(hello[2].1["payload"]["role"], "player");
-        assert!(hello[0].1.get("sequenceId").is_none());
-        r.handle_message(t0, 0, DataKind::Text, &msg("START_TEAM_SETUP", json!({})));
-        let out: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
-        let frames: Vec<&Bytes> = out.iter().map(|o| match o { RoomOutput::Send(_, f) => f, _ => panic!() }).collect();
-        assert_eq!(frames.len(), 3);
-        assert_eq!(frames[0].as_ptr(), frames[1].as_ptr(), "same version: one shared buffer");
-        assert_ne!(frames[0].as_ptr(), frames[2].as_ptr(), "other minor version: its own encoding");
-    }
-
-    #[test]
-    fn errors_go_to_the_actor_only_and_are_rate_limited() {
-        let t0 = Instant::now();
-        let mut r = room(t0);
-        r.join(t0, "p1", "A").unwrap();
-        r.connect(t0, 0, "host", "1.0").unwrap();
-        r.connect(t0, 1, "p1", "1.0").unwrap();
-        sends(&mut r);
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (b"{nope".to_vec(), "INVALID_MESSAGE"),
-            (msg("DANCE", json!({})), "UNKNOWN_TYPE"),
-            (br#"{"roomId":"ROOM42"}"#.to_vec(), "MISSING_FIELD"),
-            (msg("HOST_PAUSE", json!({})), "UNAUTHORIZED"),
-            (json!({"type": "JOIN_TEAM", "roomId": "OTHER1", "payload": {}}).to_string().into_bytes(), "ROOM_NOT_FOUND"),
-            (json!({"type": "LEAVE_ROOM", "roomId": "ROOM42", "actorId": "host"}).to_string().into_bytes(), "UNAUTHORIZED"),
-            (msg("JOIN_TEAM", json!({"teamId": "team_1"})), "INVALID_TRANSITION"),
-        ];
-        for (i, (bytes, code)) in cases.into_iter().enumerate() {
-            r.handle_message(t0 + Duration::from_secs(i as u64), 1, DataKind::Text, &bytes);
-            let out = sends(&mut r);
-            assert_eq!(out.len(), 1, "{code}");
-            assert_eq!(out[0].0, 1);
-            assert_eq!(out[0].1["type"], "ERROR");
-            assert_eq!(out[0].1["broadcast"], "actor");
-            assert_eq!(out[0].1["payload"]["code"], code);
-        }
-        // A flood of bad messages: error replies stop at the error burst.
-        let flood = t0 + Duration::from_secs(100);
-        for _ in 0..100 {
-            r.handle_message(flood, 1, DataKind::Text, b"{nope");
-        }
-        assert_eq!(sends(&mut r).len(), 10, "error replies are bounded by the error burst");
-        // A flood of valid messages: past the message burst they are refused with RATE_LIMITED.
-        let later = flood + Duration::from_secs(100);
-        for _ in 0..60 {
-            r.handle_message(later, 1, DataKind::Text, &msg("ACK", json!({"ackId": "none"})));
-        }
-        let out = sends(&mut r);
-        assert_eq!(out.len(), 10);
-        assert!(out.iter().all(|(c, v)| *c == 1 && v["payload"]["code"] == "RATE_LIMITED"));
-    }
-
-    #[test]
-    fn unsupported_major_gets_upgrade_required_then_4001() {
-        let t0 = Instant::now();
-        let mut r = room(t0);
-        assert!(r.connect(t0, 9, "host", "2.0").is_err());
-        let out: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
-        assert!(matches!(&out[0], RoomOutput::Send(9, f) if String::from_utf8_lossy(f).contains("UPGRADE_REQUIRED")));
-        assert_eq!(out[1], RoomOutput::Close(9, CLOSE_UPGRADE_REQUIRED, "protocol 2.0 is not supported; this server speaks 1.0".into()));
-    }
-
-    #[test]
-    fn acks_are_retried_and_sequence_ids_increase() {
-        let t0 = Instant::now();
-        let mut r = room_of_three(t0, "1.0");
-        r.handle_message(t0, 0, DataKind::Text, &msg("START_TEAM_SETUP", json!({})));
-        r.handle_message(t0, 1, DataKind::Text, &msg("JOIN_TEAM", json!({"teamId": "team_1"})));
-        r.handle_message(t0, 2, DataKind::Text, &msg("JOIN_TEAM", json!({"teamId": "team_2"})));
-        r.handle_message(t0, 0, DataKind::Text, &msg("HOST_CONFIRM_START", json!({})));
-        let mut now = t0;
-        let mut seqs = vec![];
-        let mut all = sends(&mut r);
-        while let Some(at) = r.poll_timeout().filter(|at| *at <= t0 + Duration::from_secs(3)) {
-            now = at;
-            r.handle_timeout(now);
-            all.extend(sends(&mut r));
-        }
-        for (conn, v) in &all {
-            if *conn == 1 {
-                if let Some(s) = v.get("sequenceId").and_then(Value::as_u64) {
-                    seqs.push(s);
-                }
-            }
-        }
-        // Resends repeat their sequence id; first deliveries strictly increase.
-        let mut first = seqs.clone();
-        first.dedup();
-        let mut seen = std::collections::HashSet::new();
-        first.retain(|s| seen.insert(*s));
-        assert!(first.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-        let started: Vec<_> = all.iter().filter(|(c, v)| *c == 1 && v["type"] == "ROUND_STARTED").collect();
-        assert!(started.len() >= 2, "resent after 2 s without ACK: {}", started.len());
-        let ack_id = started[0].1["ackId"].as_str().unwrap().to_string();
-        assert_eq!(started[0].1["requiresAck"], true);
-        r.handle_message(now, 1, DataKind::Text, &msg("ACK", json!({"ackId": ack_id})));
-        // Player 1 acknowledged; only the others are still being retried.
-        r.handle_timeout(now + Duration::from_secs(2));
-        let resent = sends(&mut r);
-        assert!(resent.iter().all(|(c, v)| *c != 1 || v["type"] != "ROUND_STARTED"));
-        assert!(resent.iter().any(|(c, v)| *c == 2 && v["type"] == "ROUND_STARTED"));
-    }
-}
+mod tests;
