@@ -110,3 +110,65 @@ impl GameClient {
         self.seen.iter().map(|v| v["type"].as_str().unwrap_or("<close>").to_string()).collect()
     }
 }
+
+impl GameClient {
+    /// Every room event seen (first delivery of each sequence id), by sequence id.
+    pub fn events(&self) -> std::collections::BTreeMap<u64, Value> {
+        let mut out = std::collections::BTreeMap::new();
+        for v in &self.seen {
+            if let Some(seq) = v["sequenceId"].as_u64() {
+                out.entry(seq).or_insert_with(|| v.clone());
+            }
+        }
+        out
+    }
+
+    /// The highest sequence id seen.
+    pub fn last_seq(&self) -> u64 {
+        self.events().keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Sends a message the server answers with `ERROR UNKNOWN_TYPE` and returns everything that
+    /// arrived before that answer: the server handles one connection's messages in order, so
+    /// this is a barrier, not a timeout.
+    pub fn fence(&mut self) -> Vec<Value> {
+        self.send("FENCE", json!({}));
+        let mut before = Vec::new();
+        loop {
+            let v = self.recv().unwrap_or_else(|| panic!("{}: closed before the fence", self.actor));
+            if v["type"] == "ERROR" && v["payload"]["code"] == "UNKNOWN_TYPE" {
+                return before;
+            }
+            before.push(v);
+        }
+    }
+}
+
+/// A room of a host and `players` players, all connected, teams assigned alternately
+/// (player i to team i % 2 + 1), the game started, the first turn's `ROUND_STARTED` seen by
+/// everyone and its first `WORD_REVEALED` by the host. `settings` are extra room settings.
+pub fn started_game(server: &Server, players: usize, settings: Value) -> (String, (GameClient, String), Vec<(GameClient, String)>) {
+    let mut body = json!({"numTeams": 2, "rounds": 3, "roundDurationSec": 30});
+    body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    let (room, host_id, host_token) = create_room(server, body);
+    let mut clients = Vec::new();
+    for i in 0..players {
+        let (id, token, _) = join(server, &room, &format!("P{i}"));
+        clients.push((GameClient::connect(server, &room, &id, &token), token));
+    }
+    let mut host = GameClient::connect(server, &room, &host_id, &host_token);
+    host.recv_until("CONNECTED");
+    host.send("START_TEAM_SETUP", json!({"numTeams": 2}));
+    for (i, (c, _)) in clients.iter_mut().enumerate() {
+        c.recv_until("TEAM_SETUP_STARTED");
+        c.send("JOIN_TEAM", json!({"teamId": format!("team_{}", i % 2 + 1)}));
+    }
+    host.recv_until("TEAMS_BALANCED");
+    host.send("HOST_CONFIRM_START", json!({}));
+    host.recv_until("ROUND_STARTED");
+    host.recv_until("WORD_REVEALED");
+    for (c, _) in clients.iter_mut() {
+        c.recv_until("ROUND_STARTED");
+    }
+    (room, (host, host_token), clients)
+}

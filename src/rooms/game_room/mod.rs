@@ -267,8 +267,8 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             self.game.host_returned();
         }
         if arrival.was_absent {
-            self.game.set_present(now, actor_id, true);
             self.game.player_reconnected(actor_id);
+            self.game.set_present(now, actor_id, true);
         }
         if self.presence.is_promotion_due() {
             self.try_promote(now);
