@@ -179,9 +179,9 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         self.sequence
     }
 
-    /// Events held for backfill (bounded by the event-log settings).
-    pub fn logged_events(&self) -> usize {
-        self.log.len()
+    /// The events held for backfill (bounded by the event-log settings).
+    pub fn event_log(&self) -> &EventLog {
+        &self.log
     }
 
     /// Connections currently in the room.
@@ -366,8 +366,11 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         self.drain_game(now);
     }
 
-    /// When [`GameRoom::handle_timeout`] next has work.
+    /// When [`GameRoom::handle_timeout`] next has work (never, once closed).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
         let idle = self.idle_since.map(|t| t + self.policy.idle_timeout);
         let acks = self.members.iter().filter_map(|m| m.acks.poll_timeout()).min();
         [self.game.poll_timeout(), idle, acks, self.presence.poll_timeout()].into_iter().flatten().min()
