@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED="${PARTYFLOW_SHARED:-$ROOT/../shared}"
+# Cargo's output folder: honour CARGO_TARGET_DIR (relative paths are relative to the workspace).
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
+BIN="$TARGET/release"
 
 log() { printf '\n== %s\n' "$*"; }
 apt_install() {
@@ -24,7 +28,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 # Starts the release server on a free port with extra args; sets SERVER_PID and SERVER_ADDR.
 start_server() {
     local log; log=$(mktemp)
-    ./target/release/partyflow --listen 127.0.0.1:0 --log info "$@" 2>"$log" &
+    "$BIN/partyflow" --listen 127.0.0.1:0 --log info "$@" 2>"$log" &
     SERVER_PID=$!
     for _ in $(seq 100); do
         SERVER_ADDR=$(sed -n 's/.*partyflow listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)
@@ -44,7 +48,7 @@ stages_passed=0
 log "build (release)"
 cargo build --release --workspace --bins --locked
 
-log "unit and integration tests"
+log "unit and integration tests (with 10,000 simulated room lifetimes)"
 cargo test --release --workspace --locked
 stages_passed=$((stages_passed + 1))
 
@@ -61,17 +65,17 @@ fi
 GATES=(--slo-p95-ms 100 --max-lost 0 --max-error-rate 0.01)
 log "load generator smoke: party, 10 rooms x (1 host + 10 players), the real game"
 start_server --shards 2 --min-round-duration 1s
-./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 5s "${GATES[@]}" \
+"$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 5s "${GATES[@]}" \
     party --rooms 10 --players 10 --round-duration 4 --swipe-interval 500ms
 stop_server
 log "load generator smoke: relay, 20 rooms x 6 members"
 start_server --shards 2
-./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 1s --duration 3s "${GATES[@]}" \
+"$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 1s --duration 3s "${GATES[@]}" \
     relay --rooms 20 --members 6 --rate 20 --payload 128
 stop_server
 log "load generator smoke: storm, 10 rooms, 30 % of connections dropped and reconnected"
 start_server --shards 2
-./target/release/partyflow-loadgen --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 6s "${GATES[@]}" \
+"$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 6s "${GATES[@]}" \
     storm --rooms 10 --players 10 --round-duration 10 --swipe-interval 500ms --drop-fraction 0.3
 stop_server
 stages_passed=$((stages_passed + 1))

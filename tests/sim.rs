@@ -26,7 +26,7 @@ use partyflow::game::words::{Word, WordPack};
 use partyflow::game::{GameConfig, Role, State};
 use partyflow::protocol::Scope;
 use partyflow::rooms::{GameRoom, RoomId, RoomOutput, RoomPolicy};
-use partyflow::session::PresenceConfig;
+use partyflow::session::{EventLogConfig, PresenceConfig};
 use partyflow::ws::{frame_payload, DataKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -65,11 +65,13 @@ struct Sim {
 }
 
 fn policy() -> RoomPolicy {
-    let mut p = RoomPolicy::default();
-    p.presence = PresenceConfig::default();
-    p.event_log.max_events = 256;
-    p.messages_per_sec = (1000.0, 1000.0);
-    p
+    let defaults = RoomPolicy::default();
+    RoomPolicy {
+        presence: PresenceConfig::default(),
+        event_log: EventLogConfig { max_events: 256, ..defaults.event_log },
+        messages_per_sec: (1000.0, 1000.0),
+        ..defaults
+    }
 }
 
 fn text(frame: &[u8]) -> &str {

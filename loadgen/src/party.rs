@@ -56,9 +56,10 @@ pub struct StormArgs {
 struct RoomShared {
     /// Every sequence id the host saw, and whether it was host-only.
     host_scopes: BTreeMap<u64, bool>,
-    /// Sequence windows of every connection of every player (one per connection).
-    player_windows: Vec<SeqTracker>,
-    host_windows: Vec<SeqTracker>,
+    /// Sequence windows of every connection of every player (one per connection, or one per
+    /// run of connections joined by a backfill), and whether a backfill joined it.
+    player_windows: Vec<(SeqTracker, bool)>,
+    host_windows: Vec<(SeqTracker, bool)>,
     /// When the host swiped each recent word.
     swipes: HashMap<String, Instant>,
     last_swipe: Option<Instant>,
@@ -132,12 +133,22 @@ pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64
     let mut s = stats.borrow_mut();
     for room in rooms {
         let room = room.borrow();
-        for w in &room.host_windows {
-            s.lost += w.gaps();
+        for (w, backfilled) in &room.host_windows {
+            let missing = w.gaps();
+            if *backfilled {
+                s.reconnects.gaps_after_backfill += missing;
+            } else {
+                s.lost += missing;
+            }
         }
-        for w in &room.player_windows {
+        for (w, backfilled) in &room.player_windows {
             let (Some(first), Some(last)) = (w.seen().first(), w.seen().last()) else { continue };
-            s.lost += room.host_scopes.range(first..=last).filter(|(seq, host_only)| !**host_only && !w.seen().contains(seq)).count() as u64;
+            let missing = room.host_scopes.range(first..=last).filter(|(seq, host_only)| !**host_only && !w.seen().contains(seq)).count() as u64;
+            if *backfilled {
+                s.reconnects.gaps_after_backfill += missing;
+            } else {
+                s.lost += missing;
+            }
         }
     }
     Ok(())
@@ -203,9 +214,18 @@ async fn setup_room(
     Ok(())
 }
 
+/// A connection dropped in a storm whose RECONNECT is not answered yet.
+struct Rejoining {
+    /// The stream seen before the drop.
+    before: SeqTracker,
+    dropped_at: Instant,
+}
+
 impl Client {
     async fn run(self, mut ws: WebSocketStream<TcpStream>, mut stop: watch::Receiver<bool>, mut storm: watch::Receiver<u64>, drops: bool) {
         let mut window = SeqTracker::default();
+        let mut backfilled = false;
+        let mut rejoining: Option<Rejoining> = None;
         let mut next_swipe: Option<(tokio::time::Instant, Pending)> = None;
         let mut last_tick: Option<(Instant, u64)> = None;
         loop {
@@ -230,6 +250,15 @@ impl Client {
                         self.stats.borrow_mut().error("bad_json");
                         continue;
                     };
+                    if let Some(r) = rejoining.take_if(|_| matches!(v["type"].as_str(), Some("RECONNECTED" | "RECONNECT_FAILED" | "STATE_SNAPSHOT"))) {
+                        backfilled |= self.rejoined(&v, r, &mut window);
+                        // A returning host carries on swiping the word its snapshot shows.
+                        if let Some(word) = v["payload"]["gameState"]["currentWord"]["wordId"].as_str().filter(|_| self.role == Role::Host) {
+                            let at = tokio::time::Instant::now() + self.swipe_interval;
+                            next_swipe = Some((at, Pending::Swipe(word.to_string())));
+                        }
+                        continue;
+                    }
                     for reply in self.on_message(&v, &mut window, &mut next_swipe, &mut last_tick) {
                         if ws.send(Message::text(reply.to_string())).await.is_err() {
                             self.stats.borrow_mut().error("connection");
@@ -261,9 +290,15 @@ impl Client {
                     let _ = ws.send(Message::text(swipe.to_string())).await;
                 }
                 _ = storm.changed(), if drops => {
-                    // Drop the connection abruptly and come back with the same token.
+                    // Drop the connection abruptly, come back with the same token and ask for
+                    // what was missed since the last sequence id processed.
                     drop(ws);
-                    self.close_window(std::mem::take(&mut window));
+                    let dropped_at = Instant::now();
+                    let before = std::mem::take(&mut window);
+                    let last_seq = before.seen().last().copied().unwrap_or(0);
+                    if let Some(r) = rejoining.replace(Rejoining { before, dropped_at }) {
+                        self.close_window(r.before, backfilled);
+                    }
                     next_swipe = None;
                     last_tick = None;
                     match self.target.websocket(self.n, &self.path).await {
@@ -276,19 +311,58 @@ impl Client {
                             return;
                         }
                     }
+                    let reconnect = self.envelope("RECONNECT", json!({"lastSeqId": last_seq}));
+                    if ws.send(Message::text(reconnect.to_string())).await.is_err() {
+                        self.stats.borrow_mut().error("reconnect");
+                    }
                 }
                 _ = stop.changed() => break,
             }
         }
-        self.close_window(window);
+        if let Some(r) = rejoining {
+            self.close_window(r.before, false);
+        }
+        self.close_window(window, backfilled);
     }
 
-    fn close_window(&self, window: SeqTracker) {
+    fn close_window(&self, window: SeqTracker, backfilled: bool) {
         let mut room = self.room.borrow_mut();
         match self.role {
-            Role::Host => room.host_windows.push(window),
-            Role::Player(_) => room.player_windows.push(window),
+            Role::Host => room.host_windows.push((window, backfilled)),
+            Role::Player(_) => room.player_windows.push((window, backfilled)),
         }
+    }
+
+    /// The server answered RECONNECT with `v`. A backfill joins the stream from before the drop
+    /// to the new one (returns true); otherwise the old stream is closed as it was.
+    fn rejoined(&self, v: &Value, r: Rejoining, window: &mut SeqTracker) -> bool {
+        let mut stats = self.stats.borrow_mut();
+        let _ = stats.reconnects.latency.record(r.dropped_at.elapsed().as_micros().max(1) as u64);
+        let missed = v["payload"]["missedEvents"].as_array().filter(|_| v["type"] == "RECONNECTED");
+        let Some(missed) = missed else {
+            match v["type"].as_str() {
+                Some("RECONNECTED") => stats.reconnects.snapshot += 1,
+                Some("RECONNECT_FAILED") => stats.reconnects.expired += 1,
+                _ => stats.error("reconnect_unexpected_snapshot"),
+            }
+            drop(stats);
+            self.close_window(r.before, false);
+            return false;
+        };
+        stats.reconnects.backfill += 1;
+        stats.reconnects.backfilled_events += missed.len() as u64;
+        let seqs: Vec<u64> = missed.iter().filter_map(|m| m["sequenceId"].as_u64()).collect();
+        if self.role == Role::Host {
+            let mut room = self.room.borrow_mut();
+            for m in missed {
+                if let Some(seq) = m["sequenceId"].as_u64() {
+                    room.host_scopes.insert(seq, m["broadcast"] == "host");
+                }
+            }
+        }
+        window.merge(r.before.seen().iter().copied());
+        window.merge(seqs);
+        true
     }
 
     fn envelope(&self, kind: &str, payload: Value) -> Value {
@@ -337,7 +411,7 @@ impl Client {
             Some(at) => now.saturating_duration_since(at).as_micros() as u64,
             None => unix_us().saturating_sub(v["timestamp"].as_u64().unwrap_or(0) * 1000),
         };
-        if kind != "CONNECTED" && kind != "ERROR" {
+        if !matches!(kind, "CONNECTED" | "ERROR" | "RECONNECTED" | "RECONNECT_FAILED" | "STATE_SNAPSHOT") {
             stats.delivered(kind, latency_us);
         }
         match kind {

@@ -83,11 +83,11 @@ impl Report {
         if let Some(max) = gates.max_error_rate.filter(|max| self.error_rate() > *max) {
             out.push(format!("--max-error-rate {max}: measured {:.6} ({:?})", self.error_rate(), self.stats.errors));
         }
-        let lost = self.stats.lost + self.stats.duplicated + self.stats.out_of_order;
+        let lost = self.stats.lost + self.stats.duplicated + self.stats.out_of_order + self.stats.reconnects.gaps_after_backfill;
         if let Some(max) = gates.max_lost.filter(|max| lost > *max) {
             out.push(format!(
-                "--max-lost {max}: {} lost, {} duplicated, {} out of order",
-                self.stats.lost, self.stats.duplicated, self.stats.out_of_order
+                "--max-lost {max}: {} lost, {} duplicated, {} out of order, {} missing after backfill",
+                self.stats.lost, self.stats.duplicated, self.stats.out_of_order, self.stats.reconnects.gaps_after_backfill
             ));
         }
         if self.stats.delivered == 0 {
@@ -114,6 +114,12 @@ impl Report {
             let _ = writeln!(out, "{}", percentile_row(&format!("  {kind}"), h));
         }
         let _ = writeln!(out, "{}", percentile_row("connect", &s.connect));
+        let r = &s.reconnects;
+        if !r.latency.is_empty() {
+            let _ = writeln!(out, "{}", percentile_row("reconnect", &r.latency));
+            let _ = writeln!(out, "reconnects {}: backfill {}  snapshot {}  expired {}  backfilled events {}  gaps after backfill {}",
+                r.latency.len(), r.backfill, r.snapshot, r.expired, r.backfilled_events, r.gaps_after_backfill);
+        }
         if !s.tick_jitter.is_empty() {
             let _ = writeln!(out, "{}", percentile_row("timer tick jitter", &s.tick_jitter));
         }
@@ -157,6 +163,14 @@ impl Report {
             "latencyByTypeMs": by_type,
             "connectMs": percentiles_json(&s.connect),
             "timerTickJitterMs": percentiles_json(&s.tick_jitter),
+            "reconnects": {
+                "latencyMs": percentiles_json(&s.reconnects.latency),
+                "backfill": s.reconnects.backfill,
+                "snapshot": s.reconnects.snapshot,
+                "expired": s.reconnects.expired,
+                "backfilledEvents": s.reconnects.backfilled_events,
+                "gapsAfterBackfill": s.reconnects.gaps_after_backfill,
+            },
             "server": self.server.map(|u| json!({"cpuShare": u.cpu_share, "rssKiB": u.rss_kib, "peakRssKiB": u.peak_rss_kib,
                 "cpuUsPerDelivery": u.cpu_share.map(|c| c * 1e6 / self.delivered_per_sec().max(1e-9)),
                 "messagesOutPerSec": u.messages_out_per_sec})),

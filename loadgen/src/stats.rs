@@ -50,8 +50,30 @@ pub struct Stats {
     /// Swipes that lost the race against the round's end (expected; not errors).
     pub late_swipes: u64,
     pub timeline: Vec<Second>,
+    /// What reconnecting clients got back.
+    pub reconnects: Reconnects,
     interval: Histogram<u64>,
     interval_delivered: u64,
+}
+
+/// Outcomes of RECONNECT in a storm.
+#[derive(Debug)]
+pub struct Reconnects {
+    /// From dropping the connection to the server's answer to RECONNECT, µs.
+    pub latency: Histogram<u64>,
+    pub backfill: u64,
+    pub snapshot: u64,
+    pub expired: u64,
+    /// Events received in `missedEvents`.
+    pub backfilled_events: u64,
+    /// Sequence ids missing, relative to the host's view, in streams repaired by a backfill.
+    pub gaps_after_backfill: u64,
+}
+
+impl Default for Reconnects {
+    fn default() -> Self {
+        Reconnects { latency: histogram(), backfill: 0, snapshot: 0, expired: 0, backfilled_events: 0, gaps_after_backfill: 0 }
+    }
 }
 
 impl Default for Stats {
@@ -73,6 +95,7 @@ impl Default for Stats {
             errors: BTreeMap::new(),
             late_swipes: 0,
             timeline: Vec::new(),
+            reconnects: Reconnects::default(),
             interval: histogram(),
             interval_delivered: 0,
         }
@@ -176,6 +199,11 @@ impl SeqTracker {
         } else {
             SeqVerdict::InOrder
         }
+    }
+
+    /// Adds ids delivered out of band (a backfill): no order verdict.
+    pub fn merge(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        self.seen.extend(seqs);
     }
 
     pub fn seen(&self) -> &std::collections::BTreeSet<u64> {
