@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of partyflow on a fresh Linux machine:
-#   1. unit and integration tests (release build; the integration tests start the real server
-#      on ephemeral loopback ports),
+#   1. unit and integration tests (release build; the integration tests start the real server,
+#      and redis-server for the persistence tests, on ephemeral loopback ports),
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm) with the SLO gates
 #      on, and a build of the criterion benches.
@@ -24,6 +24,8 @@ apt_install() {
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first"; exit 2; }
 command -v python3 >/dev/null || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+# The persistence tests start their own redis-server on free loopback ports.
+command -v redis-server >/dev/null || apt_install redis-server
 
 # Starts the release server on a free port with extra args; sets SERVER_PID and SERVER_ADDR.
 start_server() {

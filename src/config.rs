@@ -163,6 +163,28 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_ACK_RETRIES", default_value_t = 2)]
     pub ack_retries: u32,
 
+    /// Redis for write-behind persistence and crash recovery (`redis://host:port/db`).
+    /// Default: none, everything stays in memory. Needs --secret.
+    #[arg(long, env = "PARTYFLOW_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis key this server writes.
+    #[arg(long, env = "PARTYFLOW_REDIS_PREFIX", default_value = "partyflow:")]
+    pub redis_prefix: String,
+
+    /// A changed room is written to Redis at most this long after its change.
+    #[arg(long, env = "PARTYFLOW_PERSIST_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub persist_interval: Duration,
+
+    /// TTL of a room's key in Redis, refreshed on every write.
+    #[arg(long, env = "PARTYFLOW_PERSIST_TTL", default_value = "2h", value_parser = humantime::parse_duration)]
+    pub persist_ttl: Duration,
+
+    /// Snapshots that may wait for the Redis thread; beyond that a room is retried with the
+    /// next flush (counted as queue-full).
+    #[arg(long, env = "PARTYFLOW_PERSIST_QUEUE", default_value_t = 8192)]
+    pub persist_queue: usize,
+
     /// Largest HTTP request body, in bytes (larger: 413).
     #[arg(long, env = "PARTYFLOW_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -248,6 +270,18 @@ impl ServeConfig {
         }
         if !(1..=100_000).contains(&self.event_log_max_events) {
             return Err(format!("--event-log-max-events must be 1..=100000 (got {})", self.event_log_max_events));
+        }
+        if self.redis.is_some() && self.secret.is_none() {
+            return Err("--redis needs --secret: with a random per-process key, no token issued before a restart would be accepted after it, so recovered rooms could not be rejoined".into());
+        }
+        if self.persist_interval.is_zero() || self.persist_interval > Duration::from_secs(60) {
+            return Err(format!("--persist-interval must be between 1ms and 60s (got {})", humantime::format_duration(self.persist_interval)));
+        }
+        if self.persist_ttl < Duration::from_secs(1) || self.persist_ttl > Duration::from_secs(30 * 24 * 3600) {
+            return Err(format!("--persist-ttl must be between 1s and 30 days (got {})", humantime::format_duration(self.persist_ttl)));
+        }
+        if !(1..=1_000_000).contains(&self.persist_queue) {
+            return Err(format!("--persist-queue must be 1..=1000000 (got {})", self.persist_queue));
         }
         if self.ack_retries > 10 {
             return Err(format!("--ack-retries must be at most 10 (got {})", self.ack_retries));
@@ -340,6 +374,8 @@ mod tests {
         assert!(matches!(ServeConfig::load(["partyflow", "--config", p]), Err(ConfigError::Invalid { .. })));
         let err = ServeConfig::load(["partyflow", "--disconnect-grace", "20s"]).unwrap_err();
         assert!(err.to_string().contains("--disconnect-grace (20s) must not exceed --disconnect-warning"), "{err}");
+        let err = ServeConfig::load(["partyflow", "--redis", "redis://127.0.0.1:6379/0"]).unwrap_err();
+        assert!(err.to_string().contains("--redis needs --secret"), "{err}");
         let err = ServeConfig::load(["partyflow", "--ack-timeout", "0s"]).unwrap_err();
         assert!(err.to_string().contains("--ack-timeout"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

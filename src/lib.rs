@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod rooms;
 pub mod runtime;
 pub mod session;
+pub mod store;
 pub mod ws;
 pub mod game;
 pub mod protocol;

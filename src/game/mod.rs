@@ -12,6 +12,7 @@
 
 mod absence;
 mod command;
+mod persist;
 mod state;
 pub mod words;
 
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub use command::{Command, Swipe};
+pub use persist::{RestoreError, SavedGame};
 pub use state::State;
 use words::{Deck, WordPack};
 

@@ -68,6 +68,11 @@ impl State {
         }
     }
 
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// Whether a game is under way (joins become spectators).
     pub fn is_in_game(self) -> bool {
         !matches!(self, State::RoomCreated | State::Lobby)

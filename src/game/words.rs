@@ -86,6 +86,16 @@ impl Deck {
         word
     }
 
+    /// How many words were dealt.
+    pub fn dealt(&self) -> usize {
+        self.next
+    }
+
+    /// Deals `n` words unseen (continuing a restored game's deck).
+    pub fn skip(&mut self, n: usize) {
+        self.next = self.next.saturating_add(n).min(self.order.len());
+    }
+
     /// Words not yet dealt.
     pub fn remaining(&self) -> usize {
         self.order.len() - self.next

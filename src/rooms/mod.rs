@@ -9,6 +9,7 @@ mod game_room;
 
 pub use game_room::{
     GameRoom, ReconnectWindows, RoomCount, RoomOutput, RoomPolicy, CLOSE_REPLACED, CLOSE_UPGRADE_REQUIRED, MAX_GAME_MESSAGE_BYTES,
+    SEQUENCE_GAP,
 };
 
 /// Fixed hash keys: every shard (and every process, for sticky routing) must agree on owners.

@@ -15,13 +15,14 @@ use crate::metrics::Refusal;
 use crate::protocol::ErrorCode;
 use crate::config::ServeConfig;
 use crate::rooms::{GameRoom, ReconnectWindows, RoomId, RoomPolicy};
+use crate::store::RoomSnapshot;
 use crate::session::{AckPolicy, EventLogConfig, PresenceConfig};
 
 /// Room ids: 6 characters without look-alikes (no I, L, O, 0, 1).
 const ROOM_ID_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 const ROOM_ID_LEN: usize = 6;
 
-fn unix_now() -> std::time::Duration {
+pub(crate) fn unix_now() -> std::time::Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
@@ -107,6 +108,65 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Resp
     Response::json(Status::Created, &json!({
         "roomId": room_id.as_str(), "hostId": host_id, "hostToken": token, "wsUrl": ws_url, "joinUrl": join_url,
     }))
+}
+
+/// `/health`: the server's summary and the store's state (`redis`: `up`, `down` or `disabled`).
+pub(crate) fn health(shard: &Shard, now: Instant) -> serde_json::Value {
+    let mut health = shard.shared.metrics.health(now);
+    match &shard.shared.store {
+        None => health["redis"] = "disabled".into(),
+        Some(store) => {
+            let status = store.status();
+            health["redis"] = if status.up { "up" } else { "down" }.into();
+            health["redisQueueDepth"] = status.queue_depth.into();
+            health["redisLagMs"] = status.lag_ms.into();
+        }
+    }
+    health
+}
+
+/// How long a request waits for its room to be loaded from Redis.
+const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// With `--redis`, a room that is not in memory is looked up in Redis and, if found, rebuilt
+/// here (after a crash or restart). The request waits; the shard does not. `Err`: the store
+/// could not answer (`503`, retry).
+pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), Response> {
+    let Some(store) = &shard.shared.store else { return Ok(()) };
+    if shard.state.borrow().has_game(room) {
+        return Ok(());
+    }
+    let unavailable = |why: String| {
+        Response::error(Status::ServiceUnavailable, "STORE_UNAVAILABLE", &format!("the room store cannot answer: {why}")).header("Retry-After", "1")
+    };
+    let answer = store.load(room.as_str());
+    let loaded = match glommio::timer::timeout(RECOVERY_WAIT, async { Ok(answer.recv_async().await) }).await {
+        Ok(Ok(Ok(loaded))) => loaded,
+        Ok(Ok(Err(e))) => return Err(unavailable(e.to_string())),
+        Ok(Err(_)) | Err(_) => return Err(unavailable("no answer in time".into())),
+    };
+    let Some(text) = loaded else { return Ok(()) };
+    let snapshot = match RoomSnapshot::decode(&text) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::warn!(room = room.as_str(), error = %e, "stored room cannot be read; treating it as gone");
+            return Ok(());
+        }
+    };
+    let now = Instant::now();
+    let recovered = GameRoom::recover(&snapshot, &shard.shared.packs, room_policy(&shard.shared.config), now, unix_now().as_millis() as i64);
+    match recovered {
+        Ok(recovered) => {
+            let mut state = shard.state.borrow_mut();
+            // Another request may have recovered it while this one waited.
+            if !state.has_game(room) {
+                tracing::info!(room = room.as_str(), state = recovered.game().state().as_str(), "room recovered from redis");
+                state.create_game(shard.metrics(), now, recovered);
+            }
+        }
+        Err(e) => tracing::warn!(room = room.as_str(), error = %e, "stored room cannot be restored; treating it as gone"),
+    }
+    Ok(())
 }
 
 /// The session policies every game room runs with.

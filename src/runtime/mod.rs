@@ -29,6 +29,7 @@ use crate::auth::TokenKey;
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
 use crate::metrics::Metrics;
+use crate::store::{RedisStore, StoreConfig};
 
 /// Listen backlog per shard (glommio's own bind fixes it at 1024).
 const BACKLOG: i32 = 4096;
@@ -64,9 +65,23 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         }
     };
     let packs = Arc::new(WordPack::shipped().into_iter().map(Arc::new).collect());
+    let store = match &config.redis {
+        None => None,
+        Some(url) => {
+            let store = RedisStore::start(StoreConfig {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                ttl: config.persist_ttl,
+                queue: config.persist_queue,
+            })?;
+            info!(prefix = config.redis_prefix.as_str(), "persisting game rooms to redis (write-behind)");
+            Some(store)
+        }
+    };
     let shared = shard::Shared {
         tokens,
         packs,
+        store,
         admission: Admission::new(max_connections, config.max_connections_per_ip),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::new(shards, started)),

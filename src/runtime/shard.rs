@@ -24,13 +24,14 @@ use tracing::{debug, warn};
 use super::api;
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
-use super::state::{Endpoint, ShardState};
+use super::state::{Endpoint, Persist, ShardState};
 use crate::admission::{Admission, CapReached, Permit};
 use crate::auth::{Claims, TokenKey};
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
 use crate::http::{self, HeadError, Request, Response, Route, RouteError, Status};
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
+use crate::store::StoreHandle;
 use crate::ws;
 
 /// Most bytes read and dropped after an error response, so closing does not reset the
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) tokens: TokenKey,
     pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
+    /// Redis, with `--redis`.
+    pub(crate) store: Option<StoreHandle>,
 }
 
 /// A shard's runtime context, shared by its tasks through `Rc`.
@@ -71,11 +74,12 @@ impl Shard {
 
 /// Runs shard `mesh.peer_id()` until shutdown has drained its connections.
 pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Handoff>, mut inbox: Receivers<Handoff>) {
+    let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval));
     let shard = Rc::new(Shard {
         index: mesh.peer_id(),
         shards: mesh.nr_consumers(),
         shared,
-        state: RefCell::new(ShardState::default()),
+        state: RefCell::new(ShardState::new(persist)),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         mesh,
     });
@@ -130,6 +134,7 @@ async fn sweep_until_shutdown(shard: &Shard, shutdown: &AtomicBool) {
         let now = Instant::now();
         let mut state = shard.state.borrow_mut();
         state.fire_deadlines(shard.metrics(), now);
+        state.flush_store(now, api::unix_now().as_millis() as i64);
         if now >= next_sweep {
             state.handle_timeout(shard.metrics(), now);
             next_sweep = now + period;
@@ -229,6 +234,9 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
         Route::Relay(room) => upgrade(shard, stream, &accept_key, Endpoint::Relay(room), leftover, permit, None).await,
         Route::Game { room, version, .. } => {
             let Some(claims) = claims else { return };
+            if let Err(response) = api::recover_room(&shard, &room).await {
+                return refuse(&shard, stream, Refusal::Overloaded, response).await;
+            }
             if let Err((why, response)) = api::check_member(&shard, &room, &claims.actor_id) {
                 return refuse(&shard, stream, why, response).await;
             }
@@ -313,10 +321,20 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             .header("Allow", allowed);
         return refuse(shard, stream, Refusal::MethodNotAllowed, response).await;
     }
+    if let Route::Room(room) | Route::RoomPlayers(room) = route {
+        if let Err(response) = api::recover_room(shard, room).await {
+            return refuse(shard, stream, Refusal::Overloaded, response).await;
+        }
+    }
     let now = Instant::now();
     let response = match route {
-        Route::Metrics => Response::new(Status::Ok)
-            .body("text/plain; version=0.0.4", shard.shared.metrics.render_prometheus(now).into_bytes()),
+        Route::Metrics => {
+            let mut text = shard.shared.metrics.render_prometheus(now);
+            if let Some(store) = &shard.shared.store {
+                store.render_prometheus(&mut text);
+            }
+            Response::new(Status::Ok).body("text/plain; version=0.0.4", text.into_bytes())
+        }
         Route::WordPacks => api::word_packs(shard),
         Route::Room(room) => api::room_summary(shard, room),
         Route::Rooms | Route::RoomPlayers(_) => {
@@ -331,7 +349,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             let _ = stream.write_all(&response.to_bytes()).await;
             return close_gracefully(stream).await;
         }
-        _ => Response::json(Status::Ok, &shard.shared.metrics.health(now)),
+        _ => Response::json(Status::Ok, &api::health(shard, now)),
     };
     respond(stream, &response).await;
 }

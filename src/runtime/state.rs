@@ -17,6 +17,7 @@ use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput, Rooms};
 use crate::session::{Heartbeat, HeartbeatAction};
+use crate::store::{StoreHandle, WriteBehind};
 use crate::ws::{self, close_code, DataKind};
 
 /// A connection's key in its shard's table.
@@ -108,7 +109,28 @@ impl Conn {
 struct GameEntry {
     room: GameRoom<ConnId>,
     armed: Option<Instant>,
+    /// The sequence id up to which the room's changes are scheduled for persistence.
+    marked_seq: u64,
 }
+
+/// Write-behind persistence of this shard's game rooms (with `--redis`).
+pub(crate) struct Persist {
+    write_behind: WriteBehind,
+    store: StoreHandle,
+    /// The store's resync epoch last seen: when it moves, every room is written again.
+    epoch: u64,
+    last_warned: Option<Instant>,
+}
+
+impl Persist {
+    pub(crate) fn new(store: StoreHandle, interval: Duration) -> Self {
+        let epoch = store.resync_epoch();
+        Persist { write_behind: WriteBehind::new(interval), store, epoch, last_warned: None }
+    }
+}
+
+/// How often a full persistence queue is logged, at most.
+const QUEUE_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// All connections and rooms of one shard.
 #[derive(Default)]
@@ -122,9 +144,15 @@ pub(crate) struct ShardState {
     /// What the shard's timer task sleeps until, and how to wake it for an earlier deadline.
     timer_sleeps_until: Option<Instant>,
     timer_waker: Option<Waker>,
+    persist: Option<Persist>,
 }
 
 impl ShardState {
+    /// An empty shard; with `persist`, its game rooms are written behind to Redis.
+    pub(crate) fn new(persist: Option<Persist>) -> Self {
+        ShardState { persist, ..ShardState::default() }
+    }
+
     /// Adds an upgraded connection and joins its room.
     pub(crate) fn register(
         &mut self,
@@ -307,7 +335,7 @@ impl ShardState {
     /// Adds a new game room.
     pub(crate) fn create_game(&mut self, m: &ShardMetrics, now: Instant, room: GameRoom<ConnId>) {
         let id = room.id().clone();
-        self.games.insert(id.clone(), GameEntry { room, armed: None });
+        self.games.insert(id.clone(), GameEntry { room, armed: None, marked_seq: 0 });
         m.rooms.add(1);
         self.with_game(m, now, &id, |_| ());
     }
@@ -359,26 +387,82 @@ impl ShardState {
         if entry.room.is_closed() {
             self.games.remove(id);
             m.rooms.add(-1);
+            if let Some(p) = self.persist.as_mut() {
+                p.write_behind.mark_closed(now, id);
+            }
+            self.wake_timer_for(self.next_deadline());
             return Some(result);
+        }
+        let mut earliest = None;
+        if let Some(p) = self.persist.as_mut() {
+            let seq = entry.room.last_sequence_id();
+            if seq != entry.marked_seq {
+                entry.marked_seq = seq;
+                p.write_behind.mark_dirty(now, id);
+                earliest = p.write_behind.poll_timeout();
+            }
         }
         let deadline = entry.room.poll_timeout();
         if deadline != entry.armed {
             entry.armed = deadline;
             if let Some(at) = deadline {
                 self.deadlines.push(Reverse((at, id.clone())));
-                if self.timer_sleeps_until.is_none_or(|until| at < until) {
-                    if let Some(w) = self.timer_waker.take() {
-                        w.wake();
-                    }
-                }
+                earliest = Some(earliest.map_or(at, |e: Instant| e.min(at)));
             }
         }
+        self.wake_timer_for(earliest);
         Some(result)
     }
 
-    /// The earliest room deadline (possibly stale, which only costs an early wake-up).
+    /// Wakes the shard's timer task if it sleeps past `at`.
+    fn wake_timer_for(&mut self, at: Option<Instant>) {
+        let Some(at) = at else { return };
+        if self.timer_sleeps_until.is_none_or(|until| at < until) {
+            if let Some(w) = self.timer_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Hands the rooms that are due to the store (`unix_ms`: the wall clock now). A full queue
+    /// keeps them for the next flush; the shard never waits.
+    pub(crate) fn flush_store(&mut self, now: Instant, unix_ms: i64) {
+        let Some(p) = self.persist.as_mut() else { return };
+        let epoch = p.store.resync_epoch();
+        if epoch != p.epoch {
+            p.epoch = epoch;
+            p.write_behind.mark_all(now, self.games.keys().cloned());
+        }
+        let Some(flush) = p.write_behind.take_due(now) else { return };
+        let mut refused = crate::store::Flush::default();
+        for (id, changed_at) in flush.writes {
+            let Some(entry) = self.games.get(&id) else { continue };
+            let snapshot = entry.room.save(now, unix_ms).encode();
+            if p.store.try_put(id.as_str(), snapshot, changed_at).is_err() {
+                refused.writes.push((id, changed_at));
+            }
+        }
+        for id in flush.deletes {
+            if p.store.try_delete(id.as_str()).is_err() {
+                refused.deletes.push(id);
+            }
+        }
+        if refused != crate::store::Flush::default() {
+            if p.last_warned.is_none_or(|t| now >= t + QUEUE_FULL_LOG_EVERY) {
+                p.last_warned = Some(now);
+                tracing::warn!(rooms = refused.writes.len() + refused.deletes.len(), "persistence queue full; retrying with the next flush (gameplay is unaffected)");
+            }
+            let games = &self.games;
+            p.write_behind.hand_back(now, refused, |id| !games.contains_key(id));
+        }
+    }
+
+    /// The earliest room or persistence deadline (possibly stale, which only costs an early
+    /// wake-up).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _))| *at)
+        let room = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        let flush = self.persist.as_ref().and_then(|p| p.write_behind.poll_timeout());
+        [room, flush].into_iter().flatten().min()
     }
 
     /// Records what the timer task sleeps until and the waker for an earlier deadline.

@@ -59,6 +59,11 @@ impl EventLog {
         EventLog { config, entries: VecDeque::new(), evicted_through: 0 }
     }
 
+    /// An empty log of a room whose events up to `seq` are gone (a recovered room).
+    pub fn resuming_after(config: EventLogConfig, seq: u64) -> Self {
+        EventLog { config, entries: VecDeque::new(), evicted_through: seq }
+    }
+
     /// Appends `event` (sequence ids must increase) and evicts what is over the bounds at `now`.
     pub fn push(&mut self, now: Instant, event: LoggedEvent) {
         self.entries.push_back(event);

@@ -242,3 +242,4 @@ impl RawClient {
 }
 
 pub mod game;
+pub mod redis;

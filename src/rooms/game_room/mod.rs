@@ -14,6 +14,7 @@
 //! [`GameRoom::poll_timeout`].
 
 mod reconnect;
+mod recovery;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use crate::session::{
 use crate::ws::{self, DataKind};
 
 pub use reconnect::ReconnectWindows;
+pub use recovery::SEQUENCE_GAP;
 
 /// Close code for a client whose protocol major version is not served.
 pub const CLOSE_UPGRADE_REQUIRED: u16 = 4001;
@@ -125,6 +127,8 @@ pub struct GameRoom<C> {
     members: Vec<Member<C>>,
     presence: Presence,
     log: EventLog,
+    /// The first sequence id after a crash recovery: ids before it are not in the log.
+    recovered_at: Option<u64>,
     idle_since: Option<Instant>,
     outputs: VecDeque<RoomOutput<C>>,
 }
@@ -152,6 +156,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             epoch: (now, unix_ms),
             sequence: 0,
             members: Vec::new(),
+            recovered_at: None,
             idle_since: Some(now),
             outputs: VecDeque::new(),
         };

@@ -75,6 +75,13 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             self.send_snapshot(now, conn, actor);
             return Ok(());
         };
+        if !self.log.covers(last_seq) && self.recovered_at.is_some_and(|r| last_seq <= r) {
+            // The server restarted since: what happened before is gone, the state is not.
+            let message = "the server restarted; this is the current state".to_string();
+            self.send_recovery(now, conn, actor, &version, "RECONNECTED", Some(None), Some(message));
+            self.outputs.push_back(RoomOutput::Count(RoomCount::SnapshotOnly));
+            return Ok(());
+        }
         let windows = self.policy.reconnect;
         let backfill_window = if role == Some(Role::Host) { windows.host_backfill } else { windows.player_backfill };
         let missed = || self.log.range(last_seq, upto).filter(|e| entitled(role, actor, &e.scope));

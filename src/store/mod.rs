@@ -1,0 +1,13 @@
+//! Write-behind persistence of game rooms to Redis, and their recovery after a crash.
+//!
+//! The decisions are sans-IO ([`WriteBehind`]: which rooms are dirty and when they are due);
+//! [`RedisStore`] is the one place that talks to Redis, on a thread of its own fed by a bounded
+//! queue, so a shard never waits on Redis. The snapshot format is in [`snapshot`].
+
+mod redis;
+pub mod snapshot;
+mod write_behind;
+
+pub use self::redis::{RedisStore, StoreConfig, StoreError, StoreHandle, StoreStatus};
+pub use snapshot::{RoomSnapshot, SnapshotError, SNAPSHOT_FORMAT};
+pub use write_behind::{Flush, WriteBehind};

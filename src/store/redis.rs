@@ -1,0 +1,369 @@
+//! The one place that talks to Redis: a thread of its own, fed by a bounded queue.
+//!
+//! Shards hand it snapshots with [`StoreHandle::try_put`] and never wait: a full queue is an
+//! error they count and retry with their next flush. The thread drains everything queued,
+//! keeps only the newest snapshot per room (coalescing), and writes the batch in one pipeline
+//! (`SET key value PX ttl` / `DEL key`). When Redis is unreachable it keeps the newest snapshot
+//! of each room (one per room: bounded by the rooms that exist), reconnects with capped
+//! exponential backoff, and, once back, bumps the resync epoch so that every shard re-sends all
+//! its live rooms: a Redis that restarted empty gets everything that is in memory again.
+//! Loads for crash recovery go through the same thread and answer on a per-request channel.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::snapshot::RoomSnapshot;
+
+/// How the store connects and writes.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// TTL of a room's key, refreshed on every write.
+    pub ttl: Duration,
+    /// Snapshots and deletes that may wait for the Redis thread.
+    pub queue: usize,
+}
+
+/// Why the store refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The queue to the Redis thread is full.
+    #[error("the Redis queue is full")]
+    Full,
+    /// Redis is not reachable (or answered with an error).
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(String),
+    /// The URL is not a Redis URL.
+    #[error("--redis {0}")]
+    Url(String),
+}
+
+/// What `/health` says about the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreStatus {
+    /// Whether the last attempt to talk to Redis worked.
+    pub up: bool,
+    /// Commands waiting for the Redis thread.
+    pub queue_depth: u64,
+    /// Age of the oldest change in the last batch written, ms.
+    pub lag_ms: u64,
+}
+
+enum Command {
+    Put { key: String, value: String, changed_at: Instant },
+    Delete { key: String },
+    Load { key: String, reply: flume::Sender<Result<Option<String>, StoreError>> },
+}
+
+enum Pending {
+    Put { value: String, changed_at: Instant },
+    Delete,
+}
+
+/// Upper bounds (ms) of the persistence-lag histogram buckets.
+const LAG_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
+
+#[derive(Default)]
+struct Stats {
+    up: AtomicBool,
+    queued: AtomicU64,
+    written: AtomicU64,
+    deleted: AtomicU64,
+    failures: AtomicU64,
+    coalesced: AtomicU64,
+    queue_full: AtomicU64,
+    lag_ms: AtomicU64,
+    resync_epoch: AtomicU64,
+    write_us_sum: AtomicU64,
+    write_batches: AtomicU64,
+    lag_buckets: [AtomicU64; LAG_BUCKETS_MS.len() + 1],
+    lag_ms_sum: AtomicU64,
+}
+
+/// A shard's (or the API's) handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: SyncSender<Command>,
+    stats: Arc<Stats>,
+    prefix: Arc<str>,
+}
+
+/// Starts the Redis thread.
+pub struct RedisStore;
+
+impl RedisStore {
+    /// Checks the URL and starts the thread; Redis itself may be down (the thread keeps trying).
+    pub fn start(config: StoreConfig) -> Result<StoreHandle, StoreError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| StoreError::Url(format!("{}: {e}", config.url)))?;
+        let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
+        let stats = Arc::new(Stats::default());
+        let handle = StoreHandle { tx, stats: stats.clone(), prefix: config.prefix.clone().into() };
+        std::thread::Builder::new()
+            .name("redis".into())
+            .spawn(move || Writer::new(client, config, stats).run(rx))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(handle)
+    }
+}
+
+impl StoreHandle {
+    /// Queues the newest snapshot of `room_id` (changed first at `changed_at`).
+    pub fn try_put(&self, room_id: &str, value: String, changed_at: Instant) -> Result<(), StoreError> {
+        self.send(Command::Put { key: RoomSnapshot::key(&self.prefix, room_id), value, changed_at })
+    }
+
+    /// Queues the deletion of `room_id`'s key.
+    pub fn try_delete(&self, room_id: &str) -> Result<(), StoreError> {
+        self.send(Command::Delete { key: RoomSnapshot::key(&self.prefix, room_id) })
+    }
+
+    /// Asks for `room_id`'s snapshot; the answer arrives on the returned channel.
+    pub fn load(&self, room_id: &str) -> flume::Receiver<Result<Option<String>, StoreError>> {
+        let (reply, answer) = flume::bounded(1);
+        if let Err(e) = self.send(Command::Load { key: RoomSnapshot::key(&self.prefix, room_id), reply: reply.clone() }) {
+            let _ = reply.send(Err(e));
+        }
+        answer
+    }
+
+    /// Bumped each time Redis comes back after a failure: live rooms must be written again.
+    pub fn resync_epoch(&self) -> u64 {
+        self.stats.resync_epoch.load(Relaxed)
+    }
+
+    /// Up or down, queue depth and lag.
+    pub fn status(&self) -> StoreStatus {
+        StoreStatus { up: self.stats.up.load(Relaxed), queue_depth: self.stats.queued.load(Relaxed), lag_ms: self.stats.lag_ms.load(Relaxed) }
+    }
+
+    /// Appends the store's Prometheus metrics to `out`.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let s = &self.stats;
+        let status = self.status();
+        let gauges = [
+            ("partyflow_redis_up", "Whether the last attempt to talk to Redis worked", u64::from(status.up)),
+            ("partyflow_persist_queue_depth", "Snapshots and deletes waiting for the Redis thread", status.queue_depth),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        let counters = [
+            ("partyflow_persist_writes_total", "Room snapshots written to Redis", s.written.load(Relaxed)),
+            ("partyflow_persist_deletes_total", "Room keys deleted from Redis", s.deleted.load(Relaxed)),
+            ("partyflow_persist_failures_total", "Redis batches that failed (retried)", s.failures.load(Relaxed)),
+            ("partyflow_persist_coalesced_total", "Snapshots dropped because a newer one of the same room was queued", s.coalesced.load(Relaxed)),
+            ("partyflow_persist_queue_full_total", "Snapshots the queue could not take (retried with the next flush)", s.queue_full.load(Relaxed)),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        let name = "partyflow_persist_write_seconds";
+        let _ = writeln!(out, "# HELP {name} Time of one pipelined Redis write batch\n# TYPE {name} summary");
+        let _ = writeln!(out, "{name}_sum {}", s.write_us_sum.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", s.write_batches.load(Relaxed));
+        let name = "partyflow_persist_lag_seconds";
+        let _ = writeln!(out, "# HELP {name} From a room's change to its snapshot written\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bucket) in s.lag_buckets.iter().enumerate() {
+            cumulative += bucket.load(Relaxed);
+            let le = LAG_BUCKETS_MS.get(i).map_or_else(|| "+Inf".to_string(), |ms| format!("{}", *ms as f64 / 1000.0));
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", s.lag_ms_sum.load(Relaxed) as f64 / 1000.0);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        match self.tx.try_send(command) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                self.stats.queue_full.fetch_add(1, Relaxed);
+                Err(StoreError::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Unavailable("the Redis thread stopped".into())),
+        }
+    }
+}
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Socket timeouts: a stalled Redis fails the batch instead of stalling the thread for good.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Writer {
+    client: redis::Client,
+    config: StoreConfig,
+    stats: Arc<Stats>,
+    conn: Option<redis::Connection>,
+    pending: BTreeMap<String, Pending>,
+    backoff: Duration,
+    next_attempt: Instant,
+    failed_since_up: bool,
+}
+
+impl Writer {
+    fn new(client: redis::Client, config: StoreConfig, stats: Arc<Stats>) -> Self {
+        Writer { client, config, stats, conn: None, pending: BTreeMap::new(), backoff: MIN_BACKOFF, next_attempt: Instant::now(), failed_since_up: false }
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        self.connect();
+        loop {
+            let wait = if self.pending.is_empty() { Duration::from_secs(1) } else { self.next_attempt.saturating_duration_since(Instant::now()).max(Duration::from_millis(10)) };
+            match rx.recv_timeout(wait) {
+                Ok(command) => self.accept(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.write();
+                    return;
+                }
+            }
+            // Everything already queued joins this batch.
+            while let Ok(command) = rx.try_recv() {
+                self.accept(command);
+            }
+            if self.conn.is_none() && Instant::now() >= self.next_attempt {
+                self.connect();
+            }
+            self.write();
+        }
+    }
+
+    fn accept(&mut self, command: Command) {
+        self.stats.queued.fetch_sub(1, Relaxed);
+        match command {
+            Command::Put { key, value, changed_at } => {
+                let earliest = match self.pending.get(&key) {
+                    Some(Pending::Put { changed_at: earlier, .. }) => {
+                        self.stats.coalesced.fetch_add(1, Relaxed);
+                        (*earlier).min(changed_at)
+                    }
+                    _ => changed_at,
+                };
+                self.pending.insert(key, Pending::Put { value, changed_at: earliest });
+            }
+            Command::Delete { key } => {
+                self.pending.insert(key, Pending::Delete);
+            }
+            Command::Load { key, reply } => {
+                let answer = match self.pending.get(&key) {
+                    Some(Pending::Put { value, .. }) => Ok(Some(value.clone())),
+                    Some(Pending::Delete) => Ok(None),
+                    None => self.get(&key),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        if self.conn.is_none() {
+            self.connect();
+        }
+        let conn = self.conn.as_mut().ok_or_else(|| StoreError::Unavailable("not connected".into()))?;
+        match redis::cmd("GET").arg(key).query::<Option<String>>(conn) {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                self.fail(&e);
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    fn connect(&mut self) {
+        let connected = self.client.get_connection_with_timeout(IO_TIMEOUT).and_then(|c| {
+            c.set_read_timeout(Some(IO_TIMEOUT))?;
+            c.set_write_timeout(Some(IO_TIMEOUT))?;
+            Ok(c)
+        });
+        match connected {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.backoff = MIN_BACKOFF;
+                self.stats.up.store(true, Relaxed);
+                if std::mem::take(&mut self.failed_since_up) {
+                    // Redis may have restarted empty: every live room is written again.
+                    self.stats.resync_epoch.fetch_add(1, Relaxed);
+                    info!("redis is reachable again; rewriting every live room");
+                }
+            }
+            Err(e) => {
+                if self.stats.up.swap(false, Relaxed) || !self.failed_since_up {
+                    warn!(error = %e, "redis is unreachable; serving from memory and retrying");
+                }
+                self.failed_since_up = true;
+                self.next_attempt = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &redis::RedisError) {
+        self.stats.failures.fetch_add(1, Relaxed);
+        if self.stats.up.swap(false, Relaxed) {
+            warn!(error = %e, "redis write failed; keeping the newest snapshots and reconnecting");
+        }
+        self.conn = None;
+        self.failed_since_up = true;
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn write(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else { return };
+        let ttl_ms = u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        for (key, p) in &self.pending {
+            match p {
+                Pending::Put { value, .. } => pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_ms).ignore(),
+                Pending::Delete => pipe.cmd("DEL").arg(key).ignore(),
+            };
+        }
+        let started = Instant::now();
+        match pipe.query::<()>(conn) {
+            Ok(()) => {
+                let now = Instant::now();
+                let s = &self.stats;
+                s.write_us_sum.fetch_add(now.duration_since(started).as_micros() as u64, Relaxed);
+                s.write_batches.fetch_add(1, Relaxed);
+                let mut oldest = Duration::ZERO;
+                for p in std::mem::take(&mut self.pending).into_values() {
+                    match p {
+                        Pending::Put { changed_at, .. } => {
+                            let lag = now.saturating_duration_since(changed_at);
+                            oldest = oldest.max(lag);
+                            let lag_ms = lag.as_millis() as u64;
+                            let bucket = LAG_BUCKETS_MS.iter().position(|b| lag_ms <= *b).unwrap_or(LAG_BUCKETS_MS.len());
+                            if let Some(b) = s.lag_buckets.get(bucket) {
+                                b.fetch_add(1, Relaxed);
+                            }
+                            s.lag_ms_sum.fetch_add(lag_ms, Relaxed);
+                            s.written.fetch_add(1, Relaxed);
+                        }
+                        Pending::Delete => {
+                            s.deleted.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                s.lag_ms.store(oldest.as_millis() as u64, Relaxed);
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+}
