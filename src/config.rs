@@ -168,6 +168,10 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_REDIS")]
     pub redis: Option<String>,
 
+    /// This instance's id among several sharing one Redis. Default: host name and port.
+    #[arg(long, env = "PARTYFLOW_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// Prefix of every Redis key this server writes.
     #[arg(long, env = "PARTYFLOW_REDIS_PREFIX", default_value = "partyflow:")]
     pub redis_prefix: String,
@@ -273,6 +277,12 @@ impl ServeConfig {
         }
         if self.redis.is_some() && self.secret.is_none() {
             return Err("--redis needs --secret: with a random per-process key, no token issued before a restart would be accepted after it, so recovered rooms could not be rejoined".into());
+        }
+        if let Some(id) = &self.instance_id {
+            let valid = (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+            if !valid {
+                return Err(format!("--instance-id must be 1-128 characters of [A-Za-z0-9._:-] (got {id:?})"));
+            }
         }
         if self.persist_interval.is_zero() || self.persist_interval > Duration::from_secs(60) {
             return Err(format!("--persist-interval must be between 1ms and 60s (got {})", humantime::format_duration(self.persist_interval)));

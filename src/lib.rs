@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;

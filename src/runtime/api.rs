@@ -113,6 +113,11 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Resp
 /// `/health`: the server's summary and the store's state (`redis`: `up`, `down` or `disabled`).
 pub(crate) fn health(shard: &Shard, now: Instant) -> serde_json::Value {
     let mut health = shard.shared.metrics.health(now);
+    if let Some(bus) = &shard.shared.bus {
+        health["instanceId"] = bus.instance_id().into();
+        health["instances"] = bus.instances().into();
+        health["cluster"] = if bus.is_up() { "up" } else { "down" }.into();
+    }
     match &shard.shared.store {
         None => health["redis"] = "disabled".into(),
         Some(store) => {

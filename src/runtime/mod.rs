@@ -78,10 +78,28 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             Some(store)
         }
     };
+    let instance_id = config.instance_id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+    let (bus, bus_inbox) = match &config.redis {
+        None => (None, Vec::new()),
+        Some(url) => {
+            let (bus, inboxes) = crate::cluster::bus::start(crate::cluster::BusConfig {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                instance_id: instance_id.clone(),
+                shards,
+                queue: config.persist_queue,
+            })
+            .map_err(|e| anyhow::anyhow!(e))?;
+            info!(instance = instance_id.as_str(), "relay rooms are joined with other instances through redis pub/sub");
+            (Some(bus), inboxes.into_iter().map(Some).collect())
+        }
+    };
     let shared = shard::Shared {
         tokens,
         packs,
         store,
+        bus,
+        bus_inbox: Arc::new(std::sync::Mutex::new(bus_inbox)),
         admission: Admission::new(max_connections, config.max_connections_per_ip),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::new(shards, started)),
@@ -137,6 +155,11 @@ fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<Vec<Socket>
         listeners.push(socket);
     }
     Ok(listeners)
+}
+
+/// This machine's host name (for the default instance id).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into())
 }
 
 /// CPUs this process may run on, in order.

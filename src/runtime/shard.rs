@@ -31,6 +31,7 @@ use crate::config::ServeConfig;
 use crate::game::words::WordPack;
 use crate::http::{self, HeadError, Request, Response, Route, RouteError, Status};
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
+use crate::cluster::{BusHandle, Incoming};
 use crate::store::StoreHandle;
 use crate::ws;
 
@@ -50,6 +51,11 @@ pub(crate) struct Shared {
     pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
     /// Redis, with `--redis`.
     pub(crate) store: Option<StoreHandle>,
+    /// Relay rooms across instances, with `--redis`.
+    pub(crate) bus: Option<BusHandle>,
+    /// Each shard's receiver of other instances' relay messages, taken by the shard at start
+    /// (indexed by shard index).
+    pub(crate) bus_inbox: Arc<std::sync::Mutex<Vec<Option<flume::Receiver<Incoming>>>>>,
 }
 
 /// A shard's runtime context, shared by its tasks through `Rc`.
@@ -75,11 +81,13 @@ impl Shard {
 /// Runs shard `mesh.peer_id()` until shutdown has drained its connections.
 pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Handoff>, mut inbox: Receivers<Handoff>) {
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval));
+    let bus = shared.bus.clone();
+    let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
     let shard = Rc::new(Shard {
         index: mesh.peer_id(),
         shards: mesh.nr_consumers(),
         shared,
-        state: RefCell::new(ShardState::new(persist)),
+        state: RefCell::new(ShardState::new(persist, bus)),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         mesh,
     });
@@ -92,6 +100,16 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
                 // SAFETY: the descriptor is an open TCP socket whose ownership the handoff carried.
                 let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
                 glommio::spawn_local(serve(shard.clone(), stream, head, permit)).detach();
+            }
+        })
+        .detach();
+    }
+    if let Some(from_bus) = inbox_from_bus {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Ok(incoming) = from_bus.recv_async().await {
+                let mut state = shard.state.borrow_mut();
+                state.on_remote_message(shard.metrics(), Instant::now(), &incoming.room, incoming.kind, &incoming.payload);
             }
         })
         .detach();
@@ -332,6 +350,9 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             let mut text = shard.shared.metrics.render_prometheus(now);
             if let Some(store) = &shard.shared.store {
                 store.render_prometheus(&mut text);
+            }
+            if let Some(bus) = &shard.shared.bus {
+                bus.render_prometheus(&mut text);
             }
             Response::new(Status::Ok).body("text/plain; version=0.0.4", text.into_bytes())
         }

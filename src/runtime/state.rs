@@ -17,6 +17,7 @@ use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput, Rooms};
 use crate::session::{Heartbeat, HeartbeatAction};
+use crate::cluster::{BusHandle, Subscriptions};
 use crate::store::{StoreHandle, WriteBehind};
 use crate::ws::{self, close_code, DataKind};
 
@@ -145,12 +146,16 @@ pub(crate) struct ShardState {
     timer_sleeps_until: Option<Instant>,
     timer_waker: Option<Waker>,
     persist: Option<Persist>,
+    /// Relay rooms joined with other instances (with `--redis`).
+    bus: Option<BusHandle>,
+    subscriptions: Subscriptions,
 }
 
 impl ShardState {
-    /// An empty shard; with `persist`, its game rooms are written behind to Redis.
-    pub(crate) fn new(persist: Option<Persist>) -> Self {
-        ShardState { persist, ..ShardState::default() }
+    /// An empty shard; with `persist`, its game rooms are written behind to Redis; with `bus`,
+    /// its relay rooms are joined with other instances'.
+    pub(crate) fn new(persist: Option<Persist>, bus: Option<BusHandle>) -> Self {
+        ShardState { persist, bus, ..ShardState::default() }
     }
 
     /// Adds an upgraded connection and joins its room.
@@ -180,6 +185,9 @@ impl ShardState {
         let rooms_before = self.rooms.len();
         if let Some(room) = room {
             self.rooms.join(&room, id);
+            if let (Some(bus), Some(change)) = (&self.bus, self.subscriptions.join(&room)) {
+                bus.change(change);
+            }
         }
         m.connections.add(1);
         m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
@@ -200,6 +208,9 @@ impl ShardState {
         let rooms_before = self.rooms.len();
         if let Endpoint::Relay(room) = &conn.endpoint {
             self.rooms.leave(room, id);
+            if let (Some(bus), Some(change)) = (&self.bus, self.subscriptions.leave(room)) {
+                bus.change(change);
+            }
         }
         m.connections.add(-1);
         m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
@@ -238,18 +249,31 @@ impl ShardState {
             }
             Endpoint::Relay(room) => {
                 let room = room.clone();
-                let mut delivered = 0;
-                for &member in self.rooms.members(&room) {
-                    if let Some(target) = self.conns.get_mut(member) {
-                        if !target.is_closing() && target.queue(m, now, frame.clone()) {
-                            delivered += 1;
-                        }
-                    }
+                if let Some(bus) = &self.bus {
+                    bus.publish(&room, kind, payload);
                 }
-                m.messages_out.add(delivered);
+                self.fan_out(m, now, &room, frame);
             }
             Endpoint::Game(_) => {}
         }
+    }
+
+    /// A relay message another instance published: deliver it to this shard's members.
+    pub(crate) fn on_remote_message(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, kind: DataKind, payload: &[u8]) {
+        self.fan_out(m, now, room, ws::encode_data(kind, payload));
+    }
+
+    /// Queues one shared frame on every member of a relay room.
+    fn fan_out(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, frame: Bytes) {
+        let mut delivered = 0;
+        for &member in self.rooms.members(room) {
+            if let Some(target) = self.conns.get_mut(member) {
+                if !target.is_closing() && target.queue(m, now, frame.clone()) {
+                    delivered += 1;
+                }
+            }
+        }
+        m.messages_out.add(delivered);
     }
 
     /// Queues a control frame (a pong) for `id`.

@@ -1,0 +1,359 @@
+//! Redis pub/sub for `/relay` rooms across instances, and the instance heartbeat.
+//!
+//! Two connections, one purpose each, on their own threads:
+//! - the **publisher** takes what shards hand it over a bounded queue and sends it with one
+//!   pipelined `PUBLISH` per batch, one publication per relayed message (never one per member);
+//!   it also keeps this instance's heartbeat key (`{prefix}instance:{id}`, refreshed every
+//!   second, expiring after five) and lists the instances it sees. Messages handed to it while
+//!   Redis is unreachable are dropped and counted: other instances miss them (documented).
+//! - the **subscriber** is subscribed to `{prefix}relay:{room}` for exactly the rooms with a
+//!   local member (shards tell it as their first member joins and their last leaves), skips this
+//!   instance's own publications, and hands each message to the room's owner shard, which fans
+//!   it out to its local members with the usual encode-once path. After a reconnection it
+//!   subscribes to everything again.
+//!
+//! One publisher connection per instance keeps each sender's messages in order everywhere.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use super::envelope;
+use super::subscriptions::SubscriptionChange;
+use crate::rooms::RoomId;
+use crate::ws::DataKind;
+
+/// How the bus connects.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key and channel prefix.
+    pub prefix: String,
+    /// This instance's id.
+    pub instance_id: String,
+    /// Shards of this instance (incoming messages go to the room's owner shard).
+    pub shards: usize,
+    /// Messages that may wait for the publisher.
+    pub queue: usize,
+}
+
+/// A message from another instance for a local relay room.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The room.
+    pub room: RoomId,
+    /// Text or binary.
+    pub kind: DataKind,
+    /// The message.
+    pub payload: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Stats {
+    publisher_up: AtomicBool,
+    subscriber_up: AtomicBool,
+    published: AtomicU64,
+    publish_dropped: AtomicU64,
+    received: AtomicU64,
+    received_dropped: AtomicU64,
+    instances: Mutex<Vec<String>>,
+}
+
+/// A shard's handle on the bus; cheap to clone.
+#[derive(Clone)]
+pub struct BusHandle {
+    publish: SyncSender<(String, Vec<u8>)>,
+    control: Sender<SubscriptionChange>,
+    stats: Arc<Stats>,
+    instance: Arc<str>,
+    prefix: Arc<str>,
+}
+
+fn channel(prefix: &str, room: &str) -> String {
+    format!("{prefix}relay:{room}")
+}
+
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const HEARTBEAT_TTL_MS: u64 = 5_000;
+const LIST_EVERY: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the subscriber blocks on a read before it looks at subscription changes.
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(20);
+
+/// Starts both threads; returns the handle and one receiver of incoming messages per shard.
+pub fn start(config: BusConfig) -> Result<(BusHandle, Vec<flume::Receiver<Incoming>>), String> {
+    let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("--redis {}: {e}", config.url))?;
+    let (publish, publish_rx) = mpsc::sync_channel(config.queue.max(1));
+    let (control, control_rx) = mpsc::channel();
+    let stats = Arc::new(Stats::default());
+    let (to_shards, from_bus): (Vec<_>, Vec<_>) = (0..config.shards.max(1)).map(|_| flume::bounded(config.queue.max(1))).unzip();
+    let handle = BusHandle { publish, control, stats: stats.clone(), instance: config.instance_id.clone().into(), prefix: config.prefix.clone().into() };
+    let publisher = Publisher { client: client.clone(), config: config.clone(), stats: stats.clone() };
+    std::thread::Builder::new().name("redis-pub".into()).spawn(move || publisher.run(publish_rx)).map_err(|e| e.to_string())?;
+    let subscriber = Subscriber { client, config, stats, to_shards };
+    std::thread::Builder::new().name("redis-sub".into()).spawn(move || subscriber.run(control_rx)).map_err(|e| e.to_string())?;
+    Ok((handle, from_bus))
+}
+
+impl BusHandle {
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// Publishes one message of `room` to the other instances (dropped and counted if the
+    /// queue is full).
+    pub fn publish(&self, room: &RoomId, kind: DataKind, payload: &[u8]) {
+        let message = envelope::encode(&self.instance, kind, payload);
+        match self.publish.try_send((channel(&self.prefix, room.as_str()), message)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.publish_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A room gained its first or lost its last local member.
+    pub fn change(&self, change: SubscriptionChange) {
+        let _ = self.control.send(change);
+    }
+
+    /// Whether both connections work.
+    pub fn is_up(&self) -> bool {
+        self.stats.publisher_up.load(Relaxed) && self.stats.subscriber_up.load(Relaxed)
+    }
+
+    /// The instances whose heartbeat key is live, this one included.
+    pub fn instances(&self) -> Vec<String> {
+        self.stats.instances.lock().map(|list| list.clone()).unwrap_or_default()
+    }
+
+    /// Appends the bus's Prometheus metrics to `out`.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let s = &self.stats;
+        let _ = writeln!(out, "# HELP partyflow_cluster_up Whether both Redis pub/sub connections work\n# TYPE partyflow_cluster_up gauge\npartyflow_cluster_up {}", u8::from(self.is_up()));
+        let counters = [
+            ("partyflow_relay_published_total", "Relay messages published to other instances", s.published.load(Relaxed)),
+            ("partyflow_relay_publish_dropped_total", "Relay messages not published (queue full or Redis unreachable)", s.publish_dropped.load(Relaxed)),
+            ("partyflow_relay_received_total", "Relay messages received from other instances", s.received.load(Relaxed)),
+            ("partyflow_relay_received_dropped_total", "Relay messages from other instances dropped (shard queue full)", s.received_dropped.load(Relaxed)),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+    }
+}
+
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    Ok(conn)
+}
+
+struct Publisher {
+    client: redis::Client,
+    config: BusConfig,
+    stats: Arc<Stats>,
+}
+
+impl Publisher {
+    fn run(self, rx: Receiver<(String, Vec<u8>)>) {
+        let mut conn: Option<redis::Connection> = None;
+        let mut backoff = MIN_BACKOFF;
+        let mut next_attempt = Instant::now();
+        let mut next_heartbeat = Instant::now();
+        let mut next_list = Instant::now();
+        let mut batch = Vec::new();
+        loop {
+            let wait = next_heartbeat.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            match rx.recv_timeout(wait) {
+                Ok(message) => batch.push(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            if conn.is_none() && Instant::now() >= next_attempt {
+                match connect(&self.client) {
+                    Ok(c) => {
+                        conn = Some(c);
+                        backoff = MIN_BACKOFF;
+                        if !self.stats.publisher_up.swap(true, Relaxed) {
+                            info!("relay publisher connected to redis");
+                        }
+                    }
+                    Err(e) => {
+                        if self.stats.publisher_up.swap(false, Relaxed) {
+                            warn!(error = %e, "relay publisher cannot reach redis; cross-instance messages are dropped until it can");
+                        }
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else {
+                self.stats.publish_dropped.fetch_add(batch.len() as u64, Relaxed);
+                batch.clear();
+                continue;
+            };
+            let now = Instant::now();
+            let mut pipe = redis::pipe();
+            for (channel, message) in &batch {
+                pipe.cmd("PUBLISH").arg(channel).arg(message.as_slice()).ignore();
+            }
+            if now >= next_heartbeat {
+                next_heartbeat = now + HEARTBEAT_EVERY;
+                let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                pipe.cmd("SET").arg(format!("{}instance:{}", self.config.prefix, self.config.instance_id)).arg(unix_ms).arg("PX").arg(HEARTBEAT_TTL_MS).ignore();
+            }
+            let sent = batch.len() as u64;
+            let result = pipe.query::<()>(c).and_then(|()| {
+                if now >= next_list {
+                    next_list = now + LIST_EVERY;
+                    let pattern = format!("{}instance:*", self.config.prefix);
+                    let keys: Vec<String> = redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter(c)?.collect::<Result<_, _>>()?;
+                    let mut ids: Vec<String> = keys.into_iter().filter_map(|k| k.strip_prefix(&pattern[..pattern.len() - 1]).map(str::to_string)).collect();
+                    ids.sort();
+                    if let Ok(mut list) = self.stats.instances.lock() {
+                        *list = ids;
+                    }
+                }
+                Ok(())
+            });
+            batch.clear();
+            match result {
+                Ok(()) => {
+                    self.stats.published.fetch_add(sent, Relaxed);
+                }
+                Err(e) => {
+                    self.stats.publish_dropped.fetch_add(sent, Relaxed);
+                    warn!(error = %e, "relay publish failed; reconnecting");
+                    self.stats.publisher_up.store(false, Relaxed);
+                    conn = None;
+                    next_attempt = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+struct Subscriber {
+    client: redis::Client,
+    config: BusConfig,
+    stats: Arc<Stats>,
+    to_shards: Vec<flume::Sender<Incoming>>,
+}
+
+impl Subscriber {
+    fn run(self, control: Receiver<SubscriptionChange>) {
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            // Changes made while disconnected only update what is wanted.
+            if !self.apply_changes(&control, &mut wanted, None) {
+                return;
+            }
+            let mut conn = match connect(&self.client) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    if self.stats.subscriber_up.swap(false, Relaxed) {
+                        warn!(error = %e, "relay subscriber cannot reach redis; retrying");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = MIN_BACKOFF;
+            if let Err(e) = self.session(&mut conn, &control, &mut wanted) {
+                self.stats.subscriber_up.store(false, Relaxed);
+                match e {
+                    SessionEnd::Closed => return,
+                    SessionEnd::Redis(e) => warn!(error = %e, "relay subscription lost; resubscribing"),
+                }
+            }
+        }
+    }
+
+    /// One connection's life: subscribe to what is wanted, then relay messages until an error.
+    fn session(&self, conn: &mut redis::Connection, control: &Receiver<SubscriptionChange>, wanted: &mut BTreeSet<String>) -> Result<(), SessionEnd> {
+        let mut pubsub = conn.as_pubsub();
+        pubsub.set_read_timeout(Some(SUBSCRIBER_POLL)).map_err(SessionEnd::Redis)?;
+        for channel in wanted.iter() {
+            pubsub.subscribe(channel).map_err(SessionEnd::Redis)?;
+        }
+        if !self.stats.subscriber_up.swap(true, Relaxed) {
+            info!(rooms = wanted.len(), "relay subscriber connected to redis");
+        }
+        loop {
+            if !self.apply_changes(control, wanted, Some(&mut pubsub)) {
+                return Err(SessionEnd::Closed);
+            }
+            let message = match pubsub.get_message() {
+                Ok(message) => message,
+                Err(e) if e.is_timeout() => continue,
+                Err(e) => return Err(SessionEnd::Redis(e)),
+            };
+            let Some(room) = message.get_channel_name().strip_prefix(&format!("{}relay:", self.config.prefix)).and_then(RoomId::parse) else { continue };
+            let Some(publication) = envelope::decode(message.get_payload_bytes()) else { continue };
+            if publication.instance == self.config.instance_id {
+                continue;
+            }
+            self.stats.received.fetch_add(1, Relaxed);
+            let shard = room.owner_shard(self.to_shards.len());
+            let incoming = Incoming { room, kind: publication.kind, payload: publication.payload.to_vec() };
+            if self.to_shards.get(shard).is_none_or(|tx| tx.try_send(incoming).is_err()) {
+                self.stats.received_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Applies pending subscription changes to `wanted` (and to the live subscription). False
+    /// once every shard has gone.
+    fn apply_changes(&self, control: &Receiver<SubscriptionChange>, wanted: &mut BTreeSet<String>, mut pubsub: Option<&mut redis::PubSub<'_>>) -> bool {
+        loop {
+            let change = match control.try_recv() {
+                Ok(change) => change,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            };
+            let result = match change {
+                SubscriptionChange::Subscribe(room) => {
+                    let ch = channel(&self.config.prefix, room.as_str());
+                    let r = pubsub.as_mut().map_or(Ok(()), |p| p.subscribe(&ch));
+                    wanted.insert(ch);
+                    r
+                }
+                SubscriptionChange::Unsubscribe(room) => {
+                    let ch = channel(&self.config.prefix, room.as_str());
+                    let r = pubsub.as_mut().map_or(Ok(()), |p| p.unsubscribe(&ch));
+                    wanted.remove(&ch);
+                    r
+                }
+            };
+            if result.is_err() {
+                // The session notices the broken connection on its next read and resubscribes.
+                return true;
+            }
+        }
+    }
+}
+
+enum SessionEnd {
+    Closed,
+    Redis(redis::RedisError),
+}
