@@ -15,6 +15,9 @@
 //!   the grace;
 //! - the log, the connections and the output queue stay bounded.
 //!
+//! Now and then the server "crashes": the room is saved, encoded, decoded and recovered, and
+//! the lifetime goes on from the recovered room.
+//!
 //! `PARTYFLOW_SIM_LIFETIMES` (default 10,000) sets the count; a failure prints
 //! `PARTYFLOW_SIM_SEED=<seed>`, which replays exactly that lifetime.
 
@@ -27,6 +30,7 @@ use partyflow::game::{GameConfig, Role, State};
 use partyflow::protocol::Scope;
 use partyflow::rooms::{GameRoom, RoomId, RoomOutput, RoomPolicy};
 use partyflow::session::{EventLogConfig, PresenceConfig};
+use partyflow::store::RoomSnapshot;
 use partyflow::ws::{frame_payload, DataKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,6 +66,7 @@ struct Sim {
     max_log: usize,
     /// How often each message type was seen, to show the lifetimes covered the ground.
     seen: BTreeMap<String, u64>,
+    pack: Arc<WordPack>,
 }
 
 fn policy() -> RoomPolicy {
@@ -110,6 +115,7 @@ impl Sim {
         let mut rng = StdRng::seed_from_u64(seed);
         let now = Instant::now();
         let words = (0..rng.random_range(8..60)).map(|i| Word { text: format!("w{i}"), difficulty: "easy" }).collect();
+        let pack = Arc::new(WordPack { id: "sim".into(), name: "Sim".into(), words });
         let config = GameConfig {
             max_players: rng.random_range(2..=10),
             num_teams: 2,
@@ -117,7 +123,7 @@ impl Sim {
             round_duration: Duration::from_secs(rng.random_range(10..=40)),
             countdown: 1,
             score_review: 2 * S,
-            pack: Arc::new(WordPack { id: "sim".into(), name: "Sim".into(), words }),
+            pack: pack.clone(),
             seed,
         };
         let policy = policy();
@@ -134,6 +140,7 @@ impl Sim {
             grace: policy.presence.grace,
             max_log: policy.event_log.max_events,
             seen: BTreeMap::new(),
+            pack,
         };
         sim.collect(Vec::new()).unwrap();
         sim
@@ -333,7 +340,11 @@ impl Sim {
                 .and_then(|c| c.dropped_at)
                 .is_some_and(|t| self.now >= t + self.grace);
             if gone_past_grace {
-                return Err(format!("explainer {explainer} has been gone past the grace"));
+                let since = self.clients.iter().find(|c| c.actor == explainer).and_then(|c| c.dropped_at).map(|t| self.now - t);
+                return Err(format!(
+                    "explainer {explainer} has been gone past the grace ({since:?}; state {:?}, host {}, present {})",
+                    game.state(), game.host_id(), game.is_present(explainer)
+                ));
             }
         }
         if self.room.event_log().len() > self.max_log {
@@ -396,11 +407,32 @@ impl Sim {
                 let by = Duration::from_millis(self.rng.random_range(0..8_000));
                 self.advance_to(self.now + by)
             }
+            98 if self.rng.random_bool(0.3) => self.crash_and_recover(),
             _ => {
                 let by = Duration::from_secs(self.rng.random_range(10..90));
                 self.advance_to(self.now + by)
             }
         }
+    }
+
+    /// The server dies and the room comes back from its persisted snapshot (through the JSON
+    /// form); every connection is gone.
+    fn crash_and_recover(&mut self) -> Result<(), String> {
+        let text = self.room.save(self.now, 1_700_000_000_000).encode();
+        let snapshot = RoomSnapshot::decode(&text).map_err(|e| e.to_string())?;
+        let recovered = GameRoom::recover(&snapshot, &[self.pack.clone()], policy(), self.now, 1_700_000_000_000).map_err(|e| e.to_string())?;
+        self.room = recovered;
+        // Recovery documents that everyone still present counts as gone since the recovery:
+        // the crash lost when each connection dropped.
+        let now = self.now;
+        for c in &mut self.clients {
+            let present = self.room.game().is_present(&c.actor);
+            if c.conn.take().is_some() || (c.dropped_at.is_some() && present) {
+                c.dropped_at = Some(now);
+            }
+        }
+        *self.seen.entry("(crash recovery)".into()).or_default() += 1;
+        self.collect(vec![])
     }
 
     fn join(&mut self) -> Result<(), String> {
@@ -482,7 +514,7 @@ fn room_lifetimes_keep_every_invariant() {
     }
     println!("{} room lifetimes in {:.1} s; messages seen: {seen:?}", seeds.len(), started.elapsed().as_secs_f64());
     if seeds.len() >= 1000 {
-        for kind in ["RECONNECTED (backfill)", "RECONNECTED (snapshot)", "RECONNECT_FAILED", "HOST_PROMOTED", "EXPLAINER_CHANGED", "PLAYER_LEFT", "WORD_RESULT", "GAME_ENDED", "GAME_PAUSED", "CONNECTION_WARNING", "STATE_SNAPSHOT"] {
+        for kind in ["(crash recovery)", "RECONNECTED (backfill)", "RECONNECTED (snapshot)", "RECONNECT_FAILED", "HOST_PROMOTED", "EXPLAINER_CHANGED", "PLAYER_LEFT", "WORD_RESULT", "GAME_ENDED", "GAME_PAUSED", "CONNECTION_WARNING", "STATE_SNAPSHOT"] {
             assert!(seen.get(kind).copied().unwrap_or(0) > 0, "no lifetime produced {kind}: the simulation does not cover it");
         }
     }

@@ -129,6 +129,12 @@ pub struct SavedGame {
     pub words_played: u32,
     /// The next turn waits for a player.
     pub waiting_for_players: bool,
+    /// Participants away past the grace (never chosen to explain until they return).
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// Players sitting out the current turn.
+    #[serde(default)]
+    pub benched: Vec<String>,
 }
 
 /// Why a saved game cannot be restored.
@@ -212,6 +218,8 @@ impl Game {
             game_elapsed_ms: self.game_started_at.map(|t| ms(now.saturating_duration_since(t))),
             words_played: self.words_played,
             waiting_for_players: self.waiting_for_players,
+            absent: self.absent.clone(),
+            benched: self.benched.clone(),
         }
     }
 
@@ -268,8 +276,8 @@ impl Game {
             tick_remaining: saved.tick_remaining,
             game_started_at: saved.game_elapsed_ms.map(earlier),
             words_played: saved.words_played,
-            absent: Vec::new(),
-            benched: Vec::new(),
+            absent: saved.absent.clone(),
+            benched: saved.benched.clone(),
             waiting_for_players: saved.waiting_for_players,
             pause_when_round_starts: state == State::RoundStarting,
             outputs: Default::default(),

@@ -55,7 +55,8 @@ fn urls(shard: &Shard, request: &Request, room: &RoomId, token: &str) -> (String
 }
 
 fn sign(shard: &Shard, room: &RoomId, actor_id: &str, role: Role) -> String {
-    let expires_unix = (unix_now() + shard.shared.config.token_ttl).as_secs();
+    // Rounded up: a token is valid for at least the TTL, never a truncated second less.
+    let expires_unix = (unix_now() + shard.shared.config.token_ttl).as_millis().div_ceil(1000) as u64;
     shard.shared.tokens.sign(&Claims { room_id: room.as_str().to_string(), actor_id: actor_id.to_string(), role, expires_unix })
 }
 

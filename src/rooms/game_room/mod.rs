@@ -273,8 +273,9 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         }
         if arrival.was_absent {
             self.game.player_reconnected(actor_id);
-            self.game.set_present(now, actor_id, true);
         }
+        // Present again (also after a recovery, where absence was restored from the snapshot).
+        self.game.set_present(now, actor_id, true);
         if self.presence.is_promotion_due() {
             self.try_promote(now);
         }
