@@ -420,7 +420,7 @@ impl Sim {
     fn crash_and_recover(&mut self) -> Result<(), String> {
         let text = self.room.save(self.now, 1_700_000_000_000).encode();
         let snapshot = RoomSnapshot::decode(&text).map_err(|e| e.to_string())?;
-        let recovered = GameRoom::recover(&snapshot, &[self.pack.clone()], policy(), self.now, 1_700_000_000_000).map_err(|e| e.to_string())?;
+        let recovered = GameRoom::recover(&snapshot, std::slice::from_ref(&self.pack), policy(), self.now, 1_700_000_000_000).map_err(|e| e.to_string())?;
         self.room = recovered;
         // Recovery documents that everyone still present counts as gone since the recovery:
         // the crash lost when each connection dropped.
