@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of partyflow on a fresh Linux machine:
 #   1. unit and integration tests (release build; the integration tests start the real server,
-#      and redis-server for the persistence tests, on ephemeral loopback ports),
+#      redis-server for the persistence and cluster tests, and nginx for the sticky-routing
+#      test, on ephemeral loopback ports),
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm) with the SLO gates
 #      on, and a build of the criterion benches.
@@ -9,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# Debian puts nginx in /usr/sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 SHARED="${PARTYFLOW_SHARED:-$ROOT/../shared}"
 # Cargo's output folder: honour CARGO_TARGET_DIR (relative paths are relative to the workspace).
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -26,6 +29,8 @@ command -v python3 >/dev/null || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 # The persistence tests start their own redis-server on free loopback ports.
 command -v redis-server >/dev/null || apt_install redis-server
+# The sticky-routing test runs tuning/nginx.conf in front of three instances.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 
 # Starts the release server on a free port with extra args; sets SERVER_PID and SERVER_ADDR.
 start_server() {

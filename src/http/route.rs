@@ -15,8 +15,9 @@ pub enum Route {
     Relay(RoomId),
     /// `GET /word-packs`
     WordPacks,
-    /// `POST /rooms`
-    Rooms,
+    /// `POST /rooms[?roomId=R]`: with `roomId`, the room is created under that id (so a load
+    /// balancer hashing room ids sends its creation where all its later requests will go).
+    Rooms(Option<RoomId>),
     /// `GET /rooms/{id}`
     Room(RoomId),
     /// `POST /rooms/{id}/players`
@@ -53,7 +54,13 @@ impl Route {
             "/echo" => Ok(Route::Echo),
             "/relay" => room_param(query, "room").map(Route::Relay),
             "/word-packs" => Ok(Route::WordPacks),
-            "/rooms" => Ok(Route::Rooms),
+            "/rooms" => match query_param(query, "roomId") {
+                None => Ok(Route::Rooms(None)),
+                Some(id) => RoomId::parse(&id)
+                    .filter(|r| r.as_str().len() >= MIN_CHOSEN_ROOM_ID)
+                    .map(|r| Route::Rooms(Some(r)))
+                    .ok_or(RouteError::BadParameter("a chosen room id is 6-64 characters of A-Z a-z 0-9 _ -")),
+            },
             "/ws" => Ok(Route::Game {
                 room: room_param(query, "roomId")?,
                 token: query_param(query, "token").unwrap_or_default(),
@@ -82,10 +89,14 @@ impl Route {
     pub fn room(&self) -> Option<&RoomId> {
         match self {
             Route::Relay(room) | Route::Room(room) | Route::RoomPlayers(room) | Route::Game { room, .. } => Some(room),
+            Route::Rooms(room) => room.as_ref(),
             _ => None,
         }
     }
 }
+
+/// Shortest room id a client may choose (short ids would be easy to guess).
+const MIN_CHOSEN_ROOM_ID: usize = 6;
 
 fn room_param(query: &str, name: &'static str) -> Result<RoomId, RouteError> {
     let room = query_param(query, name).ok_or(RouteError::BadParameter("missing room id query parameter"))?;
@@ -111,7 +122,10 @@ mod tests {
         assert!(matches!(Route::parse(&format!("/relay?room={}", "a".repeat(65))), Err(RouteError::BadParameter(_))));
         assert!(matches!(Route::parse("/nope"), Err(RouteError::NotFound(_))));
         let room = RoomId::parse("ABC234").unwrap();
-        assert_eq!(Route::parse("/rooms").unwrap(), Route::Rooms);
+        assert_eq!(Route::parse("/rooms").unwrap(), Route::Rooms(None));
+        assert_eq!(Route::parse("/rooms?roomId=ABC234").unwrap(), Route::Rooms(Some(room.clone())));
+        assert_eq!(Route::parse("/rooms?roomId=ABC234").unwrap().room(), Some(&room));
+        assert!(matches!(Route::parse("/rooms?roomId=AB"), Err(RouteError::BadParameter(_))));
         assert_eq!(Route::parse("/rooms/ABC234").unwrap(), Route::Room(room.clone()));
         assert_eq!(Route::parse("/rooms/ABC234/players").unwrap(), Route::RoomPlayers(room.clone()));
         assert!(matches!(Route::parse("/rooms/ABC234/x"), Err(RouteError::NotFound(_))));

@@ -78,8 +78,12 @@ fn new_room_id(shard: &Shard) -> RoomId {
     }
 }
 
-/// `POST /rooms`.
-pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Response {
+/// `POST /rooms[?roomId=R]`: a fresh id owned by this shard, or the chosen one (already
+/// routed to its owner shard) unless a room has it (`409 ROOM_EXISTS`).
+pub(crate) fn create_room(shard: &Shard, request: &Request, chosen: Option<&RoomId>, body: &[u8]) -> Response {
+    if chosen.is_some_and(|room| shard.state.borrow().has_game(room)) {
+        return Response::error(Status::Conflict, "ROOM_EXISTS", "a room with this id exists");
+    }
     let pack_ids: Vec<&str> = shard.shared.packs.iter().map(|p| p.id.as_str()).collect();
     let spec = match CreateRoom::parse(body, shard.shared.config.min_round_duration, &pack_ids) {
         Ok(spec) => spec,
@@ -88,7 +92,7 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, body: &[u8]) -> Resp
     let Some(pack) = shard.shared.packs.iter().find(|p| p.id == spec.word_pack_id).map(Arc::clone) else {
         return Response::error(Status::InternalError, ErrorCode::InternalError.as_str(), "word pack vanished");
     };
-    let room_id = new_room_id(shard);
+    let room_id = chosen.cloned().unwrap_or_else(|| new_room_id(shard));
     let host_id = new_actor_id("host");
     let config = GameConfig {
         max_players: spec.max_players,

@@ -331,7 +331,7 @@ fn refusal_of(status: Status) -> Refusal {
 async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route: &Route, buf: Vec<u8>, head_len: usize) {
     let method = request.method.as_str();
     let allowed = match route {
-        Route::Rooms | Route::RoomPlayers(_) => "POST",
+        Route::Rooms(_) | Route::RoomPlayers(_) => "POST",
         _ => "GET",
     };
     if method != allowed {
@@ -339,7 +339,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             .header("Allow", allowed);
         return refuse(shard, stream, Refusal::MethodNotAllowed, response).await;
     }
-    if let Route::Room(room) | Route::RoomPlayers(room) = route {
+    if let Route::Room(room) | Route::RoomPlayers(room) | Route::Rooms(Some(room)) = route {
         if let Err(response) = api::recover_room(shard, room).await {
             return refuse(shard, stream, Refusal::Overloaded, response).await;
         }
@@ -358,14 +358,15 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
         }
         Route::WordPacks => api::word_packs(shard),
         Route::Room(room) => api::room_summary(shard, room),
-        Route::Rooms | Route::RoomPlayers(_) => {
+        Route::Rooms(_) | Route::RoomPlayers(_) => {
             let (mut stream, body) = match read_body(shard, stream, request, buf, head_len).await {
                 Ok(read) => read,
                 Err((stream, why, response)) => return refuse(shard, stream, why, response).await,
             };
             let response = match route {
                 Route::RoomPlayers(room) => api::join_room(shard, request, room, &body),
-                _ => api::create_room(shard, request, &body),
+                Route::Rooms(chosen) => api::create_room(shard, request, chosen.as_ref(), &body),
+                _ => Response::new(Status::NotFound),
             };
             let _ = stream.write_all(&response.to_bytes()).await;
             return close_gracefully(stream).await;
