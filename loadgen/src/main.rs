@@ -25,9 +25,11 @@ use stats::Stats;
 #[derive(Debug, Parser)]
 #[command(name = "partyflow-loadgen", version)]
 struct Cli {
-    /// The server's base URL; WebSocket URLs are derived from it.
+    /// The server's base URL; WebSocket URLs are derived from it. Repeat it for several
+    /// instances: relay members are spread over them in turn (the other scenarios use the
+    /// first).
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
-    url: String,
+    url: Vec<String>,
     /// How long to measure, after the warm-up.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     duration: Duration,
@@ -78,7 +80,10 @@ enum Scenario {
 
 /// What every scenario needs from the driver.
 pub struct RunContext {
+    /// The first (or only) `--url`: API calls, metrics and every non-relay scenario.
     pub target: Rc<net::Target>,
+    /// Every `--url`, in order.
+    pub targets: Vec<Rc<net::Target>>,
     pub pacer: Pacer,
     pub stats: Rc<RefCell<Stats>>,
     /// Shown in the progress line; `stopping` ends resource sampling.
@@ -126,7 +131,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Scenario::Relay(a) => a.rooms * a.members,
     };
     net::ensure_open_files(connections)?;
-    let target = Rc::new(net::Target::parse(&cli.url, cli.source_ips)?);
+    let targets = cli.url.iter().map(|url| net::Target::parse(url, cli.source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    let target = targets.first().cloned().ok_or_else(|| anyhow::anyhow!("--url is required"))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     let stats = Rc::new(RefCell::new(Stats::default()));
@@ -134,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let ctx = Rc::new(RunContext {
         target: target.clone(),
+        targets,
         pacer: Pacer::new(cli.connect_rate),
         stats: stats.clone(),
         phase: phase.clone(),

@@ -1,7 +1,10 @@
-//! The relay scenario: R rooms × M members on `/relay`, member 0 of each room publishing.
+//! The relay scenario: R rooms × M members on `/relay`, the first `--publishers` members of each
+//! room publishing; with several `--url`s member i connects to instance i mod N (so rooms span
+//! instances and, with two instances and two publishers, each instance has a publisher).
 //!
-//! Each message carries its publisher's sequence number and send time, so every receiver can
-//! measure latency and detect loss, duplication and reordering on its own. Clients speak the
+//! Each message carries its publisher's number, sequence number and send time, so every
+//! receiver can measure latency and detect loss, duplication and reordering per publisher on
+//! its own. Clients speak the
 //! (simple, unmasked-from-server) frame format by hand: at a hundred thousand deliveries a
 //! second a full WebSocket library per message would make the load generator the bottleneck.
 
@@ -31,15 +34,19 @@ pub struct RelayArgs {
     /// Messages per second published in each room.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// Payload size in bytes (at least 16: sequence number and timestamp).
+    /// Payload size in bytes (at least 24: publisher, sequence number and timestamp).
     #[arg(long, default_value_t = 128)]
     pub payload: usize,
+    /// Publishing members per room (each at `--rate`).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
 }
 
 pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
-    let (target, pacer, stats, phase): (&Target, _, _, _) = (&ctx.target, &ctx.pacer, ctx.stats.clone(), ctx.phase.clone());
+    let (targets, pacer, stats, phase): (&[Rc<Target>], _, _, _) = (&ctx.targets, &ctx.pacer, ctx.stats.clone(), ctx.phase.clone());
     let (warmup, duration) = (ctx.warmup, ctx.duration);
-    let payload = args.payload.max(16);
+    let payload = args.payload.max(24);
+    let publishers_per_room = args.publishers.clamp(1, args.members.max(1));
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     *phase.borrow_mut() = "connecting".into();
@@ -50,11 +57,12 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
         for member in 0..args.members {
             pacer.wait().await;
             let n = room * args.members + member;
+            let target = &targets[member % targets.len()];
             let (stream, early, us) = raw_websocket(target, n, &format!("/relay?room=lg-{room}")).await?;
             stats.borrow_mut().record_connect(us);
             let (reader, writer) = stream.into_split();
             tokio::task::spawn_local(receive(reader, early, epoch, stats.clone(), stop_rx.clone()));
-            if member == 0 {
+            if member < publishers_per_room {
                 publishers.push(writer);
             } else {
                 listeners.push(writer);
@@ -66,10 +74,12 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
     let start = tokio::time::Instant::now();
     let end = start + warmup + duration;
     let mut tasks = Vec::new();
+    let total_publishers = publishers.len().max(1);
     for (i, mut sink) in publishers.into_iter().enumerate() {
         let stats = stats.clone();
+        let publisher = (i % publishers_per_room) as u64;
         // Spread the publishers' phases over one interval.
-        let first = start + interval.mul_f64(i as f64 / args.rooms.max(1) as f64);
+        let first = start + interval.mul_f64(i as f64 / total_publishers as f64);
         tasks.push(tokio::task::spawn_local(async move {
             let mut ticker = tokio::time::interval_at(first, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -79,6 +89,7 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
                 let mut body = vec![0u8; payload];
                 body[..8].copy_from_slice(&seq.to_le_bytes());
                 body[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
+                body[16..24].copy_from_slice(&publisher.to_le_bytes());
                 if sink.write_all(&encode_client_frame(0x82, &body, Some([0; 4]))).await.is_err() {
                     stats.borrow_mut().error("connection");
                     break;
@@ -109,7 +120,8 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
 async fn receive(mut reader: OwnedReadHalf, early: Vec<u8>, epoch: Instant, stats: Rc<RefCell<Stats>>, mut stop: watch::Receiver<bool>) {
     let mut buf = early;
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut next_seq = None::<u64>;
+    // Next expected sequence number of each publisher of the room.
+    let mut next_seq: Vec<Option<u64>> = Vec::new();
     loop {
         let mut consumed = 0;
         while let Some((opcode, range)) = next_frame(&buf[consumed..]) {
@@ -119,18 +131,22 @@ async fn receive(mut reader: OwnedReadHalf, early: Vec<u8>, epoch: Instant, stat
             if opcode == 0x8 {
                 return;
             }
-            if opcode != 0x2 || body.len() < 16 {
+            if opcode != 0x2 || body.len() < 24 {
                 continue;
             }
             let seq = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
             let sent_ns = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
+            let publisher = u64::from_le_bytes(body[16..24].try_into().unwrap_or_default()).min(1023) as usize;
+            if next_seq.len() <= publisher {
+                next_seq.resize(publisher + 1, None);
+            }
             let mut s = stats.borrow_mut();
-            match next_seq {
+            match next_seq[publisher] {
                 Some(expected) if seq > expected => s.lost += seq - expected,
                 Some(expected) if seq < expected => s.out_of_order += 1,
                 _ => {}
             }
-            next_seq = Some(seq + 1);
+            next_seq[publisher] = Some(seq + 1);
             let latency_us = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent_ns) / 1000;
             s.delivered("relay", latency_us);
         }
