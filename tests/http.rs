@@ -140,3 +140,36 @@ fn tcp_from(server: &Server, ip: [u8; 4]) -> TcpStream {
     s.connect(&server.addr.into()).unwrap();
     TcpStream::from(s)
 }
+
+#[test]
+fn ambiguous_framing_and_unexpected_bodies_are_refused() {
+    let server = Server::start(&["--shards", "2"]);
+    let body = r#"{"hostName":"Hana"}"#;
+    let n = body.len();
+    let cases = [
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nContent-Length: {}\r\n\r\n{body}", n + 1), 400, "conflicting"),
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: +{n}\r\n\r\n{body}"), 400, "digits"),
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{body}\r\n0\r\n\r\n"), 501, "Transfer-Encoding"),
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"), 501, "Transfer-Encoding"),
+        (format!("GET /echo HTTP/1.1\r\nHost: t\r\n{UPGRADE}Content-Length: 5\r\n\r\nhello"), 400, "no body"),
+        ("GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string(), 501, "Transfer-Encoding"),
+        ("GET /health HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n".to_string(), 400, "malformed"),
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nExpect: something\r\nContent-Length: {n}\r\n\r\n{body}"), 417, "100-continue"),
+    ];
+    for (raw, status, says) in cases {
+        let (got, text) = request(&server, &raw);
+        assert_eq!(got, status, "{raw:?}: {text}");
+        assert!(text.contains(says), "{raw:?}: {text}");
+    }
+    // Expect: 100-continue is answered before the body is sent.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("POST /rooms HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {n}\r\n\r\n").as_bytes()).unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    assert!(rest.starts_with("HTTP/1.1 201"), "{rest}");
+}

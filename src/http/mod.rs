@@ -46,6 +46,44 @@ impl Request {
     }
 }
 
+/// Why a request's message framing was refused (RFC 9112 §6.3: an ambiguous length is how
+/// requests are smuggled past a proxy, so anything but one plain length is an error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    /// A `Transfer-Encoding` header: this server reads bodies by `Content-Length` only (501).
+    #[error("Transfer-Encoding is not supported; send the body with Content-Length")]
+    TransferEncoding,
+    /// `Content-Length` that is not digits, or several that disagree (400).
+    #[error("{0}")]
+    ContentLength(&'static str),
+}
+
+impl Request {
+    /// The body length the head announces: `0` without `Content-Length`; refuses any
+    /// `Transfer-Encoding`, non-digit lengths (`+5`, `-1`, `0x10`, empty), lengths that overflow,
+    /// and several `Content-Length` values (headers or a list) unless all are the same.
+    pub fn body_length(&self) -> Result<usize, FramingError> {
+        if self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding")) {
+            return Err(FramingError::TransferEncoding);
+        }
+        let mut length = None;
+        for (_, value) in self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+            let text = std::str::from_utf8(value).map_err(|_| FramingError::ContentLength("Content-Length is not text"))?;
+            for item in text.split(',').map(str::trim) {
+                if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(FramingError::ContentLength("Content-Length must be digits only"));
+                }
+                let n: usize = item.parse().map_err(|_| FramingError::ContentLength("Content-Length is too large"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(FramingError::ContentLength("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        }
+        Ok(length.unwrap_or(0))
+    }
+}
+
 /// Why a request head was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
@@ -110,6 +148,28 @@ mod tests {
         assert_eq!(req.target, "/relay?room=a");
         assert_eq!(req.header("host"), Some("x"));
         assert!(req.header_has_token("connection", "upgrade"));
+    }
+
+    fn head(raw: &str) -> Request {
+        parse_head(raw.as_bytes(), 4096).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn framing_is_one_plain_length_or_an_error() {
+        assert_eq!(head("POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").body_length(), Ok(12));
+        assert_eq!(head("GET / HTTP/1.1\r\n\r\n").body_length(), Ok(0));
+        assert_eq!(head("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n").body_length(), Ok(5));
+        assert_eq!(head("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n").body_length(), Ok(5));
+        for bad in ["5\r\nContent-Length: 6", "+5", "-1", "0x10", "", "5, 6", "99999999999999999999999"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(matches!(head(&raw).body_length(), Err(FramingError::ContentLength(_))), "{bad:?}");
+        }
+        for te in ["chunked", "gzip, chunked", "identity"] {
+            let raw = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\nContent-Length: 3\r\n\r\n");
+            assert_eq!(head(&raw).body_length(), Err(FramingError::TransferEncoding), "{te}");
+        }
+        // A folded (obs-fold) header line is malformed.
+        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 1024), Err(HeadError::Malformed(_))));
     }
 
     #[test]

@@ -27,12 +27,16 @@ pub enum Status {
     Conflict,
     /// 413
     PayloadTooLarge,
+    /// 417
+    ExpectationFailed,
     /// 426
     UpgradeRequired,
     /// 431
     HeaderFieldsTooLarge,
     /// 500
     InternalError,
+    /// 501
+    NotImplemented,
     /// 503
     ServiceUnavailable,
 }
@@ -46,6 +50,8 @@ impl Status {
             Status::Unauthorized => 401,
             Status::Conflict => 409,
             Status::PayloadTooLarge => 413,
+            Status::ExpectationFailed => 417,
+            Status::NotImplemented => 501,
             Status::SwitchingProtocols => 101,
             Status::BadRequest => 400,
             Status::Forbidden => 403,
@@ -67,6 +73,8 @@ impl Status {
             Status::Unauthorized => "Unauthorized",
             Status::Conflict => "Conflict",
             Status::PayloadTooLarge => "Payload Too Large",
+            Status::ExpectationFailed => "Expectation Failed",
+            Status::NotImplemented => "Not Implemented",
             Status::SwitchingProtocols => "Switching Protocols",
             Status::BadRequest => "Bad Request",
             Status::Forbidden => "Forbidden",

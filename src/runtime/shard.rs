@@ -29,7 +29,7 @@ use crate::admission::{Admission, CapReached, Permit};
 use crate::auth::{Claims, TokenKey};
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
-use crate::http::{self, HeadError, Request, Response, Route, RouteError, Status};
+use crate::http::{self, FramingError, HeadError, Request, Response, Route, RouteError, Status};
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
 use crate::cluster::{BusHandle, Incoming};
 use crate::store::StoreHandle;
@@ -214,6 +214,24 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
             return refuse(&shard, stream, Refusal::BadRequest, response).await;
         }
     };
+    // One unambiguous body length, and a body only where one is read (RFC 9112 §6.3).
+    let takes_body = matches!(route, Route::Rooms(_) | Route::RoomPlayers(_)) && request.method == "POST";
+    match request.body_length() {
+        Ok(0) => {}
+        Ok(_) if takes_body => {}
+        Ok(_) => {
+            let response = Response::error(Status::BadRequest, "BAD_REQUEST", "this request takes no body");
+            return refuse(&shard, stream, Refusal::BadRequest, response).await;
+        }
+        Err(err @ FramingError::TransferEncoding) => {
+            let response = Response::error(Status::NotImplemented, "NOT_IMPLEMENTED", &err.to_string());
+            return refuse(&shard, stream, Refusal::BadRequest, response).await;
+        }
+        Err(err @ FramingError::ContentLength(_)) => {
+            let response = Response::error(Status::BadRequest, "BAD_REQUEST", &err.to_string());
+            return refuse(&shard, stream, Refusal::BadRequest, response).await;
+        }
+    }
     let owner = route.room().map_or(shard.index, |room| room.owner_shard(shard.shards));
     if !route.is_websocket() {
         if owner != shard.index {
@@ -385,18 +403,24 @@ async fn read_body(
     mut buf: Vec<u8>,
     head_len: usize,
 ) -> Result<(TcpStream, Vec<u8>), (TcpStream, Refusal, Response)> {
-    if request.header("transfer-encoding").is_some() {
-        let response = Response::error(Status::BadRequest, "BAD_REQUEST", "send the body with Content-Length");
-        return Err((stream, Refusal::BadRequest, response));
-    }
-    let length = match request.header("content-length").map(str::parse::<usize>) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => return Err((stream, Refusal::BadRequest, Response::error(Status::BadRequest, "BAD_REQUEST", "bad Content-Length"))),
-    };
+    // Checked (and refused) before routing; a failure here cannot happen.
+    let length = request.body_length().unwrap_or(0);
     if length > shard.shared.config.max_body_bytes {
         let message = format!("bodies are limited to {} bytes", shard.shared.config.max_body_bytes);
         return Err((stream, Refusal::BodyTooLarge, Response::error(Status::PayloadTooLarge, "BODY_TOO_LARGE", &message)));
+    }
+    match request.header("expect") {
+        None => {}
+        Some(e) if e.eq_ignore_ascii_case("100-continue") => {
+            // The client waits for this before sending the body.
+            if buf.len() < head_len + length && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                return Err((stream, Refusal::BadRequest, Response::new(Status::BadRequest)));
+            }
+        }
+        Some(_) => {
+            let response = Response::error(Status::ExpectationFailed, "EXPECTATION_FAILED", "only Expect: 100-continue is supported");
+            return Err((stream, Refusal::BadRequest, response));
+        }
     }
     let want = head_len + length;
     let reading = async {
