@@ -266,11 +266,47 @@ impl ServeConfig {
             ("--host-pause-after", self.host_pause_after),
             ("--host-promote-after", self.host_promote_after),
             ("--ack-timeout", self.ack_timeout),
+            ("--ping-interval", self.ping_interval),
+            ("--pong-timeout", self.pong_timeout),
+            ("--request-timeout", self.request_timeout),
+            ("--room-idle-timeout", self.room_idle_timeout),
+            ("--score-review", self.score_review),
+            ("--min-round-duration", self.min_round_duration),
         ];
         for (flag, value) in durations {
             if value.is_zero() || value > DAY {
                 return Err(format!("{flag} must be between 1ms and 24h (got {})", humantime::format_duration(value)));
             }
+        }
+        // Longer spans: a year at most, so no deadline computed from them can overflow.
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        for (flag, value) in [("--token-ttl", self.token_ttl), ("--shutdown-grace", self.shutdown_grace)] {
+            if value.is_zero() || value > YEAR {
+                return Err(format!("{flag} must be between 1ms and 365 days (got {})", humantime::format_duration(value)));
+            }
+        }
+        if self.min_round_duration > Duration::from_secs(300) {
+            return Err(format!("--min-round-duration must be at most 300s, the longest round (got {})", humantime::format_duration(self.min_round_duration)));
+        }
+        if self.countdown > 60 {
+            return Err(format!("--countdown must be at most 60 ticks (got {})", self.countdown));
+        }
+        if !(self.client_message_rate.is_finite() && self.client_message_rate > 0.0 && self.client_message_rate <= 100_000.0) {
+            return Err(format!("--client-message-rate must be above 0 and at most 100000 (got {})", self.client_message_rate));
+        }
+        let sizes = [
+            ("--max-message-bytes", self.max_message_bytes, 1 << 30),
+            ("--max-outbound-bytes", self.max_outbound_bytes, 1 << 30),
+            ("--max-request-head-bytes", self.max_request_head_bytes, 1 << 20),
+            ("--max-body-bytes", self.max_body_bytes, 1 << 24),
+        ];
+        for (flag, value, max) in sizes {
+            if !(1..=max).contains(&value) {
+                return Err(format!("{flag} must be 1..={max} (got {value})"));
+            }
+        }
+        if self.shards.is_some_and(|n| !(1..=1024).contains(&n)) {
+            return Err(format!("--shards must be 1..=1024 (got {})", self.shards.unwrap_or(0)));
         }
         if !(1..=100_000).contains(&self.event_log_max_events) {
             return Err(format!("--event-log-max-events must be 1..=100000 (got {})", self.event_log_max_events));
@@ -386,6 +422,10 @@ mod tests {
         assert!(err.to_string().contains("--disconnect-grace (20s) must not exceed --disconnect-warning"), "{err}");
         let err = ServeConfig::load(["partyflow", "--redis", "redis://127.0.0.1:6379/0"]).unwrap_err();
         assert!(err.to_string().contains("--redis needs --secret"), "{err}");
+        for (flag, value) in [("--min-round-duration", "301s"), ("--ping-interval", "0s"), ("--token-ttl", "1000years"), ("--client-message-rate", "NaN"), ("--max-message-bytes", "0"), ("--shards", "0")] {
+            let err = ServeConfig::load(["partyflow", flag, value]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+        }
         let err = ServeConfig::load(["partyflow", "--ack-timeout", "0s"]).unwrap_err();
         assert!(err.to_string().contains("--ack-timeout"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

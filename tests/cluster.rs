@@ -141,3 +141,64 @@ fn relay_across_instances_survives_a_redis_restart() {
     exchange(&mut members, 10, "after");
     assert!(get_json(&a, "/health").0 == 200 && get_json(&b, "/health").0 == 200);
 }
+
+#[test]
+fn a_game_room_has_one_live_owner_and_another_instance_takes_over_when_it_dies() {
+    use common::game::{started_game, GameClient};
+    use serde_json::json;
+    let redis = Redis::start();
+    let fast = ["--countdown", "1", "--score-review", "300ms", "--min-round-duration", "1s"];
+    let url = redis.url();
+    let start = |id: &str| Server::start(&[&["--shards", "2", "--secret", "s", "--redis", url.as_str(), "--instance-id", id][..], &fast[..]].concat());
+    let a = start("node-a");
+    let b = start("node-b");
+    let (room, (mut host, host_token), _players) = started_game(&a, 2, json!({"rounds": 1, "roundDurationSec": 3}));
+    let key = format!("partyflow:room:{room}");
+    redis.wait_for(&key, |v| v.is_some_and(|v| v["instance"] == "node-a"));
+    // While its owner lives, another instance refuses the room instead of forking it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get_json(&b, &format!("/rooms/{room}"));
+        if status == 421 {
+            assert_eq!(body["error"]["code"], "ROOM_ON_ANOTHER_INSTANCE");
+            break;
+        }
+        // Until b has seen a's heartbeat once, it would answer 200: wait for the listing.
+        assert!(Instant::now() < deadline, "b never saw a: {status} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(get_json(&b, "/health").1["instances"].as_array().is_some_and(|l| l.len() <= 2));
+    }
+    let host_id = host.actor.clone();
+    // Let the write-behind catch up with what the host has seen, then kill the owner.
+    host.fence();
+    let version = host.seen.iter().rev().find_map(|v| v["payload"]["stateVersion"].as_u64()).unwrap();
+    redis.wait_for(&key, |v| v.is_some_and(|v| v["game"]["stateVersion"].as_u64() >= Some(version)));
+    drop(host);
+    drop(a); // SIGKILL
+    // Once a's heartbeat has expired, b takes the room over from its last snapshot.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get_json(&b, &format!("/rooms/{room}"));
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 421, "{body}");
+        assert!(Instant::now() < deadline, "b never took the room over");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The game goes on from its last snapshot: a running turn comes back paused for the host.
+    let mut host = GameClient::connect(&b, &room, &host_id, &host_token);
+    let hello = host.recv_until("CONNECTED");
+    if hello["payload"]["state"] == "ROUND_PAUSED" {
+        host.send("HOST_RESUME", json!({}));
+    }
+    loop {
+        let v = host.recv().expect("the game goes on at b");
+        match v["type"].as_str() {
+            Some("GAME_PAUSED") => host.send("HOST_RESUME", json!({})),
+            Some("FINAL_RESULTS") => break,
+            _ => {}
+        }
+    }
+    redis.wait_for(&key, |v| v.is_some_and(|v| v["instance"] == "node-b"));
+}

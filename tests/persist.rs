@@ -54,7 +54,8 @@ fn wait_health(server: &Server, redis_state: &str) {
 #[test]
 fn sigkill_mid_turn_then_restart_recovers_the_game_paused_and_it_finishes() {
     let redis = Redis::start();
-    let a = server(&redis, &[]);
+    // The same instance restarting (its id is normally host:port; the test's port changes).
+    let a = server(&redis, &["--instance-id", "node-1"]);
     let (room, (mut host, host_token), players) = started_game(&a, 2, json!({"rounds": 1, "roundDurationSec": 8}));
     for _ in 0..3 {
         swipe(&mut host);
@@ -70,7 +71,7 @@ fn sigkill_mid_turn_then_restart_recovers_the_game_paused_and_it_finishes() {
     drop((host, players));
     drop(a); // SIGKILL
 
-    let b = server(&redis, &[]);
+    let b = server(&redis, &["--instance-id", "node-1"]);
     let (status, summary) = get_json(&b, &format!("/rooms/{room}"));
     assert_eq!((status, summary["state"].as_str()), (200, Some("ROUND_PAUSED")), "{summary}");
     let mut host = GameClient::connect(&b, &room, &host_id, &host_token);

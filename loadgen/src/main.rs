@@ -125,6 +125,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Scenario::Relay(a) = &cli.scenario {
+        a.validate()?;
+    }
     let connections = match &cli.scenario {
         Scenario::Party(a) => a.rooms * (a.players + 1),
         Scenario::Storm(a) => a.party.rooms * (a.party.players + 1),

@@ -42,6 +42,19 @@ pub struct RelayArgs {
     pub publishers: usize,
 }
 
+impl RelayArgs {
+    /// Refuses settings the scenario cannot run with, naming the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1_000_000.0) {
+            anyhow::bail!("--rate must be above 0 and at most 1000000 messages per second (got {})", self.rate);
+        }
+        if self.members == 0 || self.rooms == 0 {
+            anyhow::bail!("--rooms and --members must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
     let (targets, pacer, stats, phase): (&[Rc<Target>], _, _, _) = (&ctx.targets, &ctx.pacer, ctx.stats.clone(), ctx.phase.clone());
     let (warmup, duration) = (ctx.warmup, ctx.duration);

@@ -84,22 +84,26 @@ impl Game {
         }
     }
 
-    /// The host has been away for the pause delay: a running round pauses now, a round in its
-    /// countdown pauses as soon as it starts.
+    /// The host has been away for the pause delay: a running round pauses now; otherwise the
+    /// next round pauses as soon as it starts (unless the host is back by then).
     pub fn pause_for_host(&mut self, now: Instant) {
         match self.state {
             State::RoundActive => {
                 let _ = self.pause_with(now, "host_disconnected");
             }
-            State::RoundStarting => self.pause_when_round_starts = true,
-            _ => {}
+            State::RoomClosed => {}
+            _ => {
+                self.pause_when_round_starts.get_or_insert("host_disconnected");
+            }
         }
     }
 
     /// The host is back: nothing is paused on its behalf any more (a paused round waits for
-    /// the host's `HOST_RESUME`).
+    /// the host's `HOST_RESUME`; a pause for a server restart stays).
     pub fn host_returned(&mut self) {
-        self.pause_when_round_starts = false;
+        if self.pause_when_round_starts == Some("host_disconnected") {
+            self.pause_when_round_starts = None;
+        }
     }
 
     /// Makes player `new_host` the host (`HOST_PROMOTED`); the previous host becomes a player
@@ -121,7 +125,7 @@ impl Game {
             }
         }
         self.benched.retain(|b| b != new_host);
-        self.pause_when_round_starts = false;
+        self.host_returned();
         let name = self.participant(new_host).map(|p| p.name.clone());
         self.emit_all("HOST_PROMOTED", json!({"hostId": new_host, "hostName": name, "previousHostId": previous}));
         if matches!(self.state, State::TeamSetup | State::ReadyToStart) {

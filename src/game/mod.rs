@@ -185,8 +185,9 @@ pub struct Game {
     benched: Vec<String>,
     /// The next turn waits for a player to come back (nobody could explain).
     waiting_for_players: bool,
-    /// The host is away: pause the round as soon as it starts.
-    pause_when_round_starts: bool,
+    /// Pause the next round as soon as it starts, with this reason (`host_disconnected`:
+    /// the host is away; `server_restarted`: recovered during a countdown).
+    pause_when_round_starts: Option<&'static str>,
     outputs: VecDeque<Event>,
 }
 
@@ -228,7 +229,7 @@ impl Game {
             absent: Vec::new(),
             benched: Vec::new(),
             waiting_for_players: false,
-            pause_when_round_starts: false,
+            pause_when_round_starts: None,
             outputs: VecDeque::new(),
             config,
         };
@@ -611,8 +612,8 @@ impl Game {
         self.emit_acked("ROUND_STARTED", payload);
         self.schedule_clock(now);
         self.reveal_next_word(now);
-        if std::mem::take(&mut self.pause_when_round_starts) {
-            let _ = self.pause_with(now, "host_disconnected");
+        if let Some(reason) = self.pause_when_round_starts.take() {
+            let _ = self.pause_with(now, reason);
         }
     }
 

@@ -279,7 +279,7 @@ impl Game {
             absent: saved.absent.clone(),
             benched: saved.benched.clone(),
             waiting_for_players: saved.waiting_for_players,
-            pause_when_round_starts: state == State::RoundStarting,
+            pause_when_round_starts: (state == State::RoundStarting).then_some("server_restarted"),
             outputs: Default::default(),
             config,
         };

@@ -29,6 +29,8 @@ pub enum Status {
     PayloadTooLarge,
     /// 417
     ExpectationFailed,
+    /// 421
+    MisdirectedRequest,
     /// 426
     UpgradeRequired,
     /// 431
@@ -51,6 +53,7 @@ impl Status {
             Status::Conflict => 409,
             Status::PayloadTooLarge => 413,
             Status::ExpectationFailed => 417,
+            Status::MisdirectedRequest => 421,
             Status::NotImplemented => 501,
             Status::SwitchingProtocols => 101,
             Status::BadRequest => 400,
@@ -74,6 +77,7 @@ impl Status {
             Status::Conflict => "Conflict",
             Status::PayloadTooLarge => "Payload Too Large",
             Status::ExpectationFailed => "Expectation Failed",
+            Status::MisdirectedRequest => "Misdirected Request",
             Status::NotImplemented => "Not Implemented",
             Status::SwitchingProtocols => "Switching Protocols",
             Status::BadRequest => "Bad Request",

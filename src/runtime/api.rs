@@ -140,14 +140,17 @@ const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// With `--redis`, a room that is not in memory is looked up in Redis and, if found, rebuilt
 /// here (after a crash or restart). The request waits; the shard does not. `Err`: the store
-/// could not answer (`503`, retry).
-pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), Response> {
+/// could not answer (`503`, retry), or the room belongs to another live instance (`421`: its
+/// snapshot names an instance whose heartbeat is live; it is taken over once that expires).
+pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), (Refusal, Response)> {
     let Some(store) = &shard.shared.store else { return Ok(()) };
-    if shard.state.borrow().has_game(room) {
+    if shard.state.borrow().has_game(room) || shard.state.borrow().is_deleting(room) {
+        // Live here, or closed here a moment ago (its key is about to go): nothing to load.
         return Ok(());
     }
     let unavailable = |why: String| {
-        Response::error(Status::ServiceUnavailable, "STORE_UNAVAILABLE", &format!("the room store cannot answer: {why}")).header("Retry-After", "1")
+        let response = Response::error(Status::ServiceUnavailable, "STORE_UNAVAILABLE", &format!("the room store cannot answer: {why}"));
+        (Refusal::Overloaded, response.header("Retry-After", "1"))
     };
     let answer = store.load(room.as_str());
     let loaded = match glommio::timer::timeout(RECOVERY_WAIT, async { Ok(answer.recv_async().await) }).await {
@@ -163,13 +166,20 @@ pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), Res
             return Ok(());
         }
     };
+    if let (Some(owner), Some(bus)) = (&snapshot.instance, &shard.shared.bus) {
+        if owner != bus.instance_id() && bus.instances().contains(owner) {
+            let message = format!("room {} lives on instance {owner}", room.as_str());
+            let response = Response::error(Status::MisdirectedRequest, "ROOM_ON_ANOTHER_INSTANCE", &message).header("Retry-After", "1");
+            return Err((Refusal::NotFound, response));
+        }
+    }
     let now = Instant::now();
     let recovered = GameRoom::recover(&snapshot, &shard.shared.packs, room_policy(&shard.shared.config), now, unix_now().as_millis() as i64);
     match recovered {
         Ok(recovered) => {
             let mut state = shard.state.borrow_mut();
-            // Another request may have recovered it while this one waited.
-            if !state.has_game(room) {
+            // Another request may have recovered it (or the room closed) while this one waited.
+            if !state.has_game(room) && !state.is_deleting(room) {
                 tracing::info!(room = room.as_str(), state = recovered.game().state().as_str(), "room recovered from redis");
                 state.create_game(shard.metrics(), now, recovered);
             }

@@ -80,7 +80,8 @@ impl Shard {
 
 /// Runs shard `mesh.peer_id()` until shutdown has drained its connections.
 pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Handoff>, mut inbox: Receivers<Handoff>) {
-    let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval));
+    let instance = shared.bus.as_ref().map(|bus| bus.instance_id().to_string());
+    let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let bus = shared.bus.clone();
     let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
     let shard = Rc::new(Shard {
@@ -270,8 +271,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
         Route::Relay(room) => upgrade(shard, stream, &accept_key, Endpoint::Relay(room), leftover, permit, None).await,
         Route::Game { room, version, .. } => {
             let Some(claims) = claims else { return };
-            if let Err(response) = api::recover_room(&shard, &room).await {
-                return refuse(&shard, stream, Refusal::Overloaded, response).await;
+            if let Err((why, response)) = api::recover_room(&shard, &room).await {
+                return refuse(&shard, stream, why, response).await;
             }
             if let Err((why, response)) = api::check_member(&shard, &room, &claims.actor_id) {
                 return refuse(&shard, stream, why, response).await;
@@ -358,8 +359,8 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
         return refuse(shard, stream, Refusal::MethodNotAllowed, response).await;
     }
     if let Route::Room(room) | Route::RoomPlayers(room) | Route::Rooms(Some(room)) = route {
-        if let Err(response) = api::recover_room(shard, room).await {
-            return refuse(shard, stream, Refusal::Overloaded, response).await;
+        if let Err((why, response)) = api::recover_room(shard, room).await {
+            return refuse(shard, stream, why, response).await;
         }
     }
     let now = Instant::now();
@@ -409,18 +410,14 @@ async fn read_body(
         let message = format!("bodies are limited to {} bytes", shard.shared.config.max_body_bytes);
         return Err((stream, Refusal::BodyTooLarge, Response::error(Status::PayloadTooLarge, "BODY_TOO_LARGE", &message)));
     }
-    match request.header("expect") {
-        None => {}
-        Some(e) if e.eq_ignore_ascii_case("100-continue") => {
-            // The client waits for this before sending the body.
-            if buf.len() < head_len + length && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                return Err((stream, Refusal::BadRequest, Response::new(Status::BadRequest)));
-            }
-        }
-        Some(_) => {
-            let response = Response::error(Status::ExpectationFailed, "EXPECTATION_FAILED", "only Expect: 100-continue is supported");
-            return Err((stream, Refusal::BadRequest, response));
-        }
+    let expect = request.header("expect");
+    if expect.is_some_and(|e| !e.eq_ignore_ascii_case("100-continue")) {
+        let response = Response::error(Status::ExpectationFailed, "EXPECTATION_FAILED", "only Expect: 100-continue is supported");
+        return Err((stream, Refusal::BadRequest, response));
+    }
+    // With Expect: 100-continue the client waits for this before sending the body.
+    if expect.is_some() && buf.len() < head_len + length && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+        return Err((stream, Refusal::BadRequest, Response::new(Status::BadRequest)));
     }
     let want = head_len + length;
     let reading = async {

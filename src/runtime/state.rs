@@ -121,12 +121,14 @@ pub(crate) struct Persist {
     /// The store's resync epoch last seen: when it moves, every room is written again.
     epoch: u64,
     last_warned: Option<Instant>,
+    /// This instance's id, written into every snapshot (with several instances).
+    instance: Option<String>,
 }
 
 impl Persist {
-    pub(crate) fn new(store: StoreHandle, interval: Duration) -> Self {
+    pub(crate) fn new(store: StoreHandle, interval: Duration, instance: Option<String>) -> Self {
         let epoch = store.resync_epoch();
-        Persist { write_behind: WriteBehind::new(interval), store, epoch, last_warned: None }
+        Persist { write_behind: WriteBehind::new(interval), store, epoch, last_warned: None, instance }
     }
 }
 
@@ -196,9 +198,16 @@ impl ShardState {
 
     /// Registers a game connection and connects it to its room as `actor_id`.
     pub(crate) fn register_player(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, conn: ConnId, actor_id: &str, version: &str) {
-        self.with_game(m, now, room, |r| {
+        let connected = self.with_game(m, now, room, |r| {
             let _ = r.connect(now, conn, actor_id, version);
         });
+        if connected.is_none() {
+            // The room closed between the token check and the upgrade.
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.left_game = true;
+                c.begin_close(m, now, close_code::NORMAL, "room closed", false);
+            }
+        }
     }
 
     /// Removes a finished connection and leaves its room.
@@ -364,6 +373,11 @@ impl ShardState {
         self.with_game(m, now, &id, |_| ());
     }
 
+    /// Whether `room` closed here and its Redis key is still to be deleted.
+    pub(crate) fn is_deleting(&self, room: &RoomId) -> bool {
+        self.persist.as_ref().is_some_and(|p| p.write_behind.is_deleting(room))
+    }
+
     /// Whether a game room with this id lives here.
     pub(crate) fn has_game(&self, id: &RoomId) -> bool {
         self.games.contains_key(id)
@@ -461,7 +475,9 @@ impl ShardState {
         let mut refused = crate::store::Flush::default();
         for (id, changed_at) in flush.writes {
             let Some(entry) = self.games.get(&id) else { continue };
-            let snapshot = entry.room.save(now, unix_ms).encode();
+            let mut snapshot = entry.room.save(now, unix_ms);
+            snapshot.instance.clone_from(&p.instance);
+            let snapshot = snapshot.encode();
             if p.store.try_put(id.as_str(), snapshot, changed_at).is_err() {
                 refused.writes.push((id, changed_at));
             }

@@ -183,11 +183,14 @@ impl StoreHandle {
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
-        match self.tx.try_send(command) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Relaxed);
-                Ok(())
-            }
+        // Counted before it can be received, so the thread's decrement never underflows.
+        self.stats.queued.fetch_add(1, Relaxed);
+        let sent = self.tx.try_send(command);
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Relaxed);
+        }
+        match sent {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.stats.queue_full.fetch_add(1, Relaxed);
                 Err(StoreError::Full)

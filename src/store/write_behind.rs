@@ -89,6 +89,12 @@ impl WriteBehind {
         }
     }
 
+    /// Whether `room` closed and its key is not yet handed to the store (its snapshot in Redis
+    /// must not bring it back meanwhile).
+    pub fn is_deleting(&self, room: &RoomId) -> bool {
+        self.deletes.contains(room)
+    }
+
     /// Rooms waiting to be written (bounded by the shard's rooms).
     pub fn pending(&self) -> usize {
         self.dirty.len() + self.deletes.len()

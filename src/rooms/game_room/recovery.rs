@@ -29,6 +29,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             room_id: self.id.as_str().to_string(),
             saved_at_unix_ms: unix_ms,
             sequence: self.sequence,
+            instance: None,
             game: self.game.save(now),
         }
     }
