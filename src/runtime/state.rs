@@ -448,8 +448,25 @@ impl ShardState {
                 earliest = Some(earliest.map_or(at, |e: Instant| e.min(at)));
             }
         }
+        self.compact_deadlines();
         self.wake_timer_for(earliest);
         Some(result)
+    }
+
+    /// Re-arming leaves the old entry in the heap (skipped when it comes up); once stale
+    /// entries outnumber live rooms, the heap is rebuilt from the rooms' armed deadlines, so it
+    /// stays within a small multiple of the number of rooms.
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.games.len() + 64 {
+            return;
+        }
+        self.deadlines = self.games.iter().filter_map(|(id, e)| e.armed.map(|at| Reverse((at, id.clone())))).collect();
+    }
+
+    /// Entries in the deadline heap (live and stale).
+    #[cfg(test)]
+    fn heap_len(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// Wakes the shard's timer task if it sleeps past `at`.
@@ -541,5 +558,47 @@ fn count(m: &ShardMetrics, what: RoomCount) {
         RoomCount::DegradedConnection => m.degraded_connections.add(1),
         RoomCount::UnmatchedAck => m.unmatched_acks.add(1),
         RoomCount::StateResync => m.state_resyncs.add(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::game::words::WordPack;
+    use crate::game::GameConfig;
+    use crate::metrics::Metrics;
+    use crate::rooms::RoomPolicy;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_deadline_heap_stays_bounded_under_re_arming() {
+        let t0 = Instant::now();
+        let metrics = Metrics::new(1, t0);
+        let m = metrics.shard(0);
+        let mut state = ShardState::default();
+        let config = GameConfig {
+            max_players: 10,
+            num_teams: 2,
+            rounds: 1,
+            round_duration: Duration::from_secs(60),
+            countdown: 1,
+            score_review: Duration::from_secs(1),
+            pack: Arc::new(WordPack::shipped().remove(0)),
+            seed: 1,
+        };
+        let id = RoomId::parse("HEAP42").unwrap();
+        let room = GameRoom::new(id.clone(), "host", "H", config, RoomPolicy::default(), t0, 0);
+        state.create_game(m, t0, room);
+        for i in 0..10_000u64 {
+            // The host leaving and coming back moves the room's deadline (idle reclaim, host
+            // pause) every time: one new heap entry per move.
+            let now = t0 + Duration::from_millis(i);
+            state.with_game(m, now, &id, |r| r.disconnect(now, 0));
+            state.with_game(m, now, &id, |r| {
+                let _ = r.connect(now, 0, "host", "1.0");
+            });
+        }
+        assert!(state.heap_len() <= 2 * 1 + 64, "{} heap entries for one room", state.heap_len());
+        assert!(state.next_deadline().is_some());
     }
 }
