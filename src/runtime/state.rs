@@ -598,7 +598,7 @@ mod tests {
                 let _ = r.connect(now, 0, "host", "1.0");
             });
         }
-        assert!(state.heap_len() <= 2 * 1 + 64, "{} heap entries for one room", state.heap_len());
+        assert!(state.heap_len() <= 2 + 64, "{} heap entries for one room (bound: twice the rooms plus 64)", state.heap_len());
         assert!(state.next_deadline().is_some());
     }
 }
