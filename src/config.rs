@@ -189,6 +189,15 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_PERSIST_QUEUE", default_value_t = 8192)]
     pub persist_queue: usize,
 
+    /// Messages a `/relay` or `/echo` connection may send per second (bursts of twice that);
+    /// more closes it with 1008. Game connections have --client-message-rate.
+    #[arg(long, env = "PARTYFLOW_CONNECTION_MESSAGE_RATE", default_value_t = 2000.0)]
+    pub connection_message_rate: f64,
+
+    /// Pings answered per second per connection (bursts of twice that); more go unanswered.
+    #[arg(long, env = "PARTYFLOW_PINGS_PER_SEC", default_value_t = 10.0)]
+    pub pings_per_sec: f64,
+
     /// Largest HTTP request body, in bytes (larger: 413).
     #[arg(long, env = "PARTYFLOW_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -291,8 +300,14 @@ impl ServeConfig {
         if self.countdown > 60 {
             return Err(format!("--countdown must be at most 60 ticks (got {})", self.countdown));
         }
-        if !(self.client_message_rate.is_finite() && self.client_message_rate > 0.0 && self.client_message_rate <= 100_000.0) {
-            return Err(format!("--client-message-rate must be above 0 and at most 100000 (got {})", self.client_message_rate));
+        for (flag, rate) in [
+            ("--client-message-rate", self.client_message_rate),
+            ("--connection-message-rate", self.connection_message_rate),
+            ("--pings-per-sec", self.pings_per_sec),
+        ] {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
+                return Err(format!("{flag} must be above 0 and at most 1000000 (got {rate})"));
+            }
         }
         let sizes = [
             ("--max-message-bytes", self.max_message_bytes, 1 << 30),

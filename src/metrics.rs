@@ -133,6 +133,10 @@ pub struct ShardMetrics {
     pub slow_consumer_disconnects: Counter,
     /// Peers closed because nothing arrived within the pong timeout.
     pub heartbeat_timeouts: Counter,
+    /// `/relay` and `/echo` connections closed for sending over their message rate.
+    pub rate_limit_closes: Counter,
+    /// Pings left unanswered because the peer sent them faster than its rate.
+    pub pings_ignored: Counter,
     /// `RECONNECT`s answered with a backfill.
     pub reconnects_backfilled: Counter,
     /// `RECONNECT`s answered with a snapshot only.
@@ -215,7 +219,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
             }
         }
-        let counters: [Family<u64>; 15] = [
+        let counters: [Family<u64>; 17] = [
             ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
             ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
             ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
@@ -228,6 +232,8 @@ impl Metrics {
             ("partyflow_slow_consumer_disconnects_total", "Members closed for a full outbound queue", |s| s.slow_consumer_disconnects.get()),
             ("partyflow_heartbeat_timeouts_total", "Peers closed for silence past the pong timeout", |s| s.heartbeat_timeouts.get()),
             ("partyflow_backfilled_events_total", "Events replayed to reconnecting clients", |s| s.backfilled_events.get()),
+            ("partyflow_rate_limit_closes_total", "Relay and echo connections closed with 1008 for their message rate", |s| s.rate_limit_closes.get()),
+            ("partyflow_pings_ignored_total", "Pings left unanswered past the per-connection ping rate", |s| s.pings_ignored.get()),
             ("partyflow_degraded_connections_total", "Game connections that left an ACK unanswered through every resend", |s| s.degraded_connections.get()),
             ("partyflow_unmatched_acks_total", "ACKs that matched nothing awaited (unknown, foreign or late)", |s| s.unmatched_acks.get()),
             ("partyflow_state_resyncs_total", "HEARTBEATs whose state disagreed, answered with STATE_SNAPSHOT", |s| s.state_resyncs.get()),

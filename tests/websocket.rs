@@ -113,3 +113,41 @@ fn oversize_declared_length_is_refused_without_the_payload() {
     c.send_raw(&header);
     assert_eq!(c.expect_close(), 1009);
 }
+
+#[test]
+fn floods_are_cut_off_and_ping_floods_go_unanswered() {
+    let server = Server::start(&["--shards", "2", "--connection-message-rate", "50", "--pings-per-sec", "5"]);
+    // 1,000 messages at once: past the burst (100) the connection is closed with 1008.
+    let mut flood = RawClient::connect(&server, "/relay?room=flood");
+    let frame = RawClient::frame(0x81, b"spam", true);
+    flood.send_raw(&frame.repeat(1000));
+    // Its own first messages may come back before the close (a relay member hears itself).
+    let code = loop {
+        let (first, payload) = flood.read_frame().expect("a close frame");
+        if first & 0x0f == 0x8 {
+            break u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    };
+    assert_eq!(code, 1008);
+    assert!(server.metric("partyflow_rate_limit_closes_total", "") >= 1.0);
+    // 200 pings at once: at most the burst (10) and what the rate adds meanwhile are answered;
+    // the echo of a text sent after them marks the end.
+    let mut pinger = RawClient::connect(&server, "/echo");
+    let ping = RawClient::frame(0x89, b"p", true);
+    pinger.send_raw(&ping.repeat(200));
+    pinger.send(0x81, b"done");
+    let mut pongs = 0;
+    loop {
+        let (first, payload) = pinger.read_frame().expect("connection open");
+        match first & 0x0f {
+            0xA => pongs += 1,
+            0x1 => {
+                assert_eq!(payload, b"done");
+                break;
+            }
+            op => panic!("unexpected opcode {op:#x}"),
+        }
+    }
+    assert!((1..=15).contains(&pongs), "{pongs} pongs for 200 pings");
+    assert!(server.metric("partyflow_pings_ignored_total", "") >= 185.0);
+}

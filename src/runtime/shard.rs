@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use super::api;
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
-use super::state::{Endpoint, Persist, ShardState};
+use super::state::{ConnSettings, Endpoint, Persist, ShardState};
 use crate::admission::{Admission, CapReached, Permit};
 use crate::auth::{Claims, TokenKey};
 use crate::config::ServeConfig;
@@ -511,8 +511,13 @@ async fn upgrade(
     };
     let id = {
         let mut state = shard.state.borrow_mut();
-        let heartbeat = (config.ping_interval, config.pong_timeout);
-        let id = state.register(shard.metrics(), now, endpoint, permit, heartbeat, config.max_outbound_bytes);
+        let settings = ConnSettings {
+            heartbeat: (config.ping_interval, config.pong_timeout),
+            max_outbound_bytes: config.max_outbound_bytes,
+            messages_per_sec: config.connection_message_rate,
+            pings_per_sec: config.pings_per_sec,
+        };
+        let id = state.register(shard.metrics(), now, endpoint, permit, settings);
         if let (Some(room), Some((actor, version))) = (room, player) {
             state.register_player(shard.metrics(), now, &room, id, &actor, &version);
         }

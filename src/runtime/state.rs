@@ -16,7 +16,7 @@ use crate::admission::Permit;
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput, Rooms};
-use crate::session::{Heartbeat, HeartbeatAction};
+use crate::session::{Heartbeat, HeartbeatAction, TokenBucket};
 use crate::cluster::{BusHandle, Subscriptions};
 use crate::store::{StoreHandle, WriteBehind};
 use crate::ws::{self, close_code, DataKind};
@@ -50,7 +50,24 @@ pub(crate) struct Conn {
     pub(crate) terminate: bool,
     /// A game connection's room was told it is gone (at the first sign: close, error, timeout).
     left_game: bool,
+    /// `/relay` and `/echo` messages this connection may still send (game rooms limit their own).
+    messages: TokenBucket,
+    /// Pings this connection may still have answered; past that they are not.
+    pings: TokenBucket,
     _permit: Permit,
+}
+
+/// What every new connection is set up with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnSettings {
+    /// Ping interval and pong timeout.
+    pub(crate) heartbeat: (Duration, Duration),
+    /// Outbound bytes queued before the connection is cut as a slow consumer.
+    pub(crate) max_outbound_bytes: usize,
+    /// Messages on `/relay` and `/echo` per second (bursts of twice that).
+    pub(crate) messages_per_sec: f64,
+    /// Pings answered per second (bursts of twice that).
+    pub(crate) pings_per_sec: f64,
 }
 
 impl Conn {
@@ -167,9 +184,9 @@ impl ShardState {
         now: Instant,
         endpoint: Endpoint,
         permit: Permit,
-        heartbeat: (Duration, Duration),
-        max_outbound_bytes: usize,
+        settings: ConnSettings,
     ) -> ConnId {
+        let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, pings_per_sec } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
             Endpoint::Echo | Endpoint::Game(_) => None,
@@ -182,6 +199,8 @@ impl ShardState {
             close_deadline: None,
             terminate: false,
             left_game: false,
+            messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
+            pings: TokenBucket::new(now, pings_per_sec, 2.0 * pings_per_sec),
             _permit: permit,
         });
         let rooms_before = self.rooms.len();
@@ -249,6 +268,11 @@ impl ShardState {
             self.with_game(m, now, &room, |r| r.handle_message(now, id, kind, payload));
             return;
         }
+        if !conn.messages.try_take(now) {
+            m.rate_limit_closes.add(1);
+            conn.begin_close(m, now, close_code::POLICY_VIOLATION, "message rate limit exceeded", true);
+            return;
+        }
         let frame = ws::encode_data(kind, payload);
         match &conn.endpoint {
             Endpoint::Echo => {
@@ -288,9 +312,15 @@ impl ShardState {
     /// Queues a control frame (a pong) for `id`.
     pub(crate) fn send_control(&mut self, m: &ShardMetrics, now: Instant, id: ConnId, frame: Bytes) {
         if let Some(conn) = self.conns.get_mut(id) {
-            if !conn.is_closing() {
-                conn.queue(m, now, frame);
+            if conn.is_closing() {
+                return;
             }
+            // A ping flood costs the sender, not the server: past the rate, pings go unanswered.
+            if !conn.pings.try_take(now) {
+                m.pings_ignored.add(1);
+                return;
+            }
+            conn.queue(m, now, frame);
         }
     }
 
