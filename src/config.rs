@@ -198,6 +198,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_PINGS_PER_SEC", default_value_t = 10.0)]
     pub pings_per_sec: f64,
 
+    /// Room-API requests (room creation, joins) per second per client address and shard
+    /// (bursts of twice that); more get 429 with Retry-After.
+    #[arg(long, env = "PARTYFLOW_API_RATE_PER_IP", default_value_t = 200.0)]
+    pub api_rate_per_ip: f64,
+
     /// Largest HTTP request body, in bytes (larger: 413).
     #[arg(long, env = "PARTYFLOW_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -304,6 +309,7 @@ impl ServeConfig {
             ("--client-message-rate", self.client_message_rate),
             ("--connection-message-rate", self.connection_message_rate),
             ("--pings-per-sec", self.pings_per_sec),
+            ("--api-rate-per-ip", self.api_rate_per_ip),
         ] {
             if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
                 return Err(format!("{flag} must be above 0 and at most 1000000 (got {rate})"));

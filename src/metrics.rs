@@ -64,10 +64,12 @@ pub enum Refusal {
     Overloaded,
     /// Missing, forged or expired token (401).
     Unauthorized,
+    /// Room-API requests over the per-address rate (429).
+    RateLimited,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 10] = [
+    const ALL: [Refusal; 11] = [
         Refusal::BadRequest,
         Refusal::NotFound,
         Refusal::MethodNotAllowed,
@@ -78,6 +80,7 @@ impl Refusal {
         Refusal::Timeout,
         Refusal::Overloaded,
         Refusal::Unauthorized,
+        Refusal::RateLimited,
     ];
 
     fn label(self) -> &'static str {
@@ -92,6 +95,7 @@ impl Refusal {
             Refusal::Timeout => "timeout",
             Refusal::Overloaded => "overloaded",
             Refusal::Unauthorized => "unauthorized",
+            Refusal::RateLimited => "rate_limited",
         }
     }
 

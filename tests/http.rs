@@ -173,3 +173,19 @@ fn ambiguous_framing_and_unexpected_bodies_are_refused() {
     let _ = s.read_to_string(&mut rest);
     assert!(rest.starts_with("HTTP/1.1 201"), "{rest}");
 }
+
+#[test]
+fn room_requests_over_the_per_address_rate_get_429() {
+    let server = Server::start(&["--shards", "1", "--api-rate-per-ip", "5"]);
+    let body = r#"{"hostName":"Hana"}"#;
+    let create = format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let statuses: Vec<u16> = (0..20).map(|_| request(&server, &create).0).collect();
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    assert!((10..=12).contains(&created), "a burst of twice the rate, then refusals: {statuses:?}");
+    let raw = http_raw(server.addr, &create);
+    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+    assert!(raw.contains("Retry-After: 1") && raw.contains("RATE_LIMITED"), "{raw}");
+    assert!(server.metric("partyflow_handshakes_failed_total", "reason=\"rate_limited\"") >= 8.0);
+    // Reads are not limited.
+    assert_eq!(server.get("/health").0, 200);
+}

@@ -31,6 +31,8 @@ pub enum Status {
     ExpectationFailed,
     /// 421
     MisdirectedRequest,
+    /// 429
+    TooManyRequests,
     /// 426
     UpgradeRequired,
     /// 431
@@ -54,6 +56,7 @@ impl Status {
             Status::PayloadTooLarge => 413,
             Status::ExpectationFailed => 417,
             Status::MisdirectedRequest => 421,
+            Status::TooManyRequests => 429,
             Status::NotImplemented => 501,
             Status::SwitchingProtocols => 101,
             Status::BadRequest => 400,
@@ -78,6 +81,7 @@ impl Status {
             Status::PayloadTooLarge => "Payload Too Large",
             Status::ExpectationFailed => "Expectation Failed",
             Status::MisdirectedRequest => "Misdirected Request",
+            Status::TooManyRequests => "Too Many Requests",
             Status::NotImplemented => "Not Implemented",
             Status::SwitchingProtocols => "Switching Protocols",
             Status::BadRequest => "Bad Request",

@@ -25,7 +25,7 @@ use super::api;
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
 use super::state::{ConnSettings, Endpoint, Persist, ShardState};
-use crate::admission::{Admission, CapReached, Permit};
+use crate::admission::{Admission, ApiLimiter, CapReached, Permit};
 use crate::auth::{Claims, TokenKey};
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
@@ -66,6 +66,8 @@ pub(crate) struct Shard {
     pub(crate) state: RefCell<ShardState>,
     /// Where connection drivers read into; borrowed only within one synchronous read.
     pub(crate) read_scratch: RefCell<Vec<u8>>,
+    /// Room-API requests per client address on this shard.
+    api_limiter: RefCell<ApiLimiter>,
     mesh: Senders<Handoff>,
 }
 
@@ -83,6 +85,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
     let instance = shared.bus.as_ref().map(|bus| bus.instance_id().to_string());
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let bus = shared.bus.clone();
+    let api_limiter = ApiLimiter::new(shared.config.api_rate_per_ip);
     let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
     let shard = Rc::new(Shard {
         index: mesh.peer_id(),
@@ -90,6 +93,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         shared,
         state: RefCell::new(ShardState::new(persist, bus)),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
+        api_limiter: RefCell::new(api_limiter),
         mesh,
     });
     for (_, receiver) in inbox.streams() {
@@ -238,7 +242,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
         if owner != shard.index {
             return hand_off(&shard, stream, owner, buf, None, peer).await;
         }
-        return serve_plain(&shard, stream, &request, &route, buf, head_len).await;
+        return serve_plain(&shard, stream, &request, &route, buf, head_len, peer.ip()).await;
     }
     let accept_key = match ws::validate_upgrade(&request, &shard.shared.config.allowed_origin) {
         Ok(key) => key,
@@ -347,7 +351,7 @@ fn refusal_of(status: Status) -> Refusal {
     }
 }
 
-async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route: &Route, buf: Vec<u8>, head_len: usize) {
+async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route: &Route, buf: Vec<u8>, head_len: usize, ip: std::net::IpAddr) {
     let method = request.method.as_str();
     let allowed = match route {
         Route::Rooms(_) | Route::RoomPlayers(_) => "POST",
@@ -357,6 +361,14 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
         let response = Response::error(Status::MethodNotAllowed, "METHOD_NOT_ALLOWED", &format!("use {allowed}"))
             .header("Allow", allowed);
         return refuse(shard, stream, Refusal::MethodNotAllowed, response).await;
+    }
+    if matches!(route, Route::Rooms(_) | Route::RoomPlayers(_)) {
+        let limited = shard.api_limiter.borrow_mut().check(Instant::now(), ip);
+        if let Err(retry_after) = limited {
+            let response = Response::error(Status::TooManyRequests, "RATE_LIMITED", "too many room requests from this address; slow down")
+                .header("Retry-After", retry_after.as_secs().to_string());
+            return refuse(shard, stream, Refusal::RateLimited, response).await;
+        }
     }
     if let Route::Room(room) | Route::RoomPlayers(room) | Route::Rooms(Some(room)) = route {
         if let Err((why, response)) = api::recover_room(shard, room).await {

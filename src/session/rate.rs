@@ -17,6 +17,11 @@ impl TokenBucket {
         TokenBucket { per_sec, burst, tokens: burst, last: now }
     }
 
+    /// Whether the bucket would be full at `now` (its owner has been quiet).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
