@@ -147,19 +147,9 @@ impl Presence {
         self.records.iter().any(|r| r.actor == actor && r.away.is_none())
     }
 
-    /// Whether `actor` ever connected.
-    pub fn has_connected(&self, actor: &str) -> bool {
-        self.records.iter().any(|r| r.actor == actor)
-    }
-
     /// Whether a host promotion is waiting for a connected player.
     pub fn is_promotion_due(&self) -> bool {
         self.host_away == HostAway::PromotionDue
-    }
-
-    /// Whether the host has been away long enough for a running round to be paused.
-    pub fn is_host_pause_due(&self) -> bool {
-        matches!(self.host_away, HostAway::Away { paused: true, .. } | HostAway::PromotionDue)
     }
 
     /// When [`Presence::handle_timeout`] next has work.
@@ -268,7 +258,7 @@ mod tests {
         assert_eq!(drain(&mut p), vec![PresenceEvent::Warn("bob".into())]);
         p.handle_timeout(t0 + 61 * S);
         assert_eq!(drain(&mut p), vec![PresenceEvent::Remove("bob".into())]);
-        assert!(!p.has_connected("bob"), "forgotten once removed");
+        assert!(p.is_empty(), "forgotten once removed");
         assert_eq!(p.poll_timeout(), None);
     }
 
@@ -311,7 +301,6 @@ mod tests {
         assert_eq!(p.poll_timeout(), Some(t0 + 10 * S));
         p.handle_timeout(t0 + 10 * S);
         assert_eq!(drain(&mut p), vec![PresenceEvent::HostPause]);
-        assert!(p.is_host_pause_due());
         assert_eq!(p.poll_timeout(), Some(t0 + 60 * S));
         p.handle_timeout(t0 + 60 * S);
         assert_eq!(drain(&mut p), vec![PresenceEvent::HostPromote]);
@@ -334,7 +323,6 @@ mod tests {
         p.on_drop(t0, "host");
         p.on_connect(t0 + 9 * S, "host");
         p.handle_timeout(t0 + 100 * S);
-        assert!(drain(&mut p).is_empty());
-        assert!(!p.is_host_pause_due());
+        assert!(drain(&mut p).is_empty(), "no pause, no promotion");
     }
 }
