@@ -283,6 +283,15 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// Writes unlabelled process-wide series (`kind`: `gauge` or `counter`) with their help text:
+/// the metrics of the Redis and pub/sub threads, which have no shard.
+pub fn write_unlabelled(out: &mut String, kind: &str, series: &[(&str, &str, u64)]) {
+    for (name, help, value) in series {
+        family(out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,6 @@
 //! One publisher connection per instance keeps each sender's messages in order everywhere.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -25,6 +24,7 @@ use tracing::{info, warn};
 
 use super::envelope;
 use super::subscriptions::SubscriptionChange;
+use crate::metrics::write_unlabelled;
 use crate::rooms::RoomId;
 use crate::ws::DataKind;
 
@@ -139,16 +139,14 @@ impl BusHandle {
     /// Appends the bus's Prometheus metrics to `out`.
     pub fn render_prometheus(&self, out: &mut String) {
         let s = &self.stats;
-        let _ = writeln!(out, "# HELP partyflow_cluster_up Whether both Redis pub/sub connections work\n# TYPE partyflow_cluster_up gauge\npartyflow_cluster_up {}", u8::from(self.is_up()));
+        write_unlabelled(out, "gauge", &[("partyflow_cluster_up", "Whether both Redis pub/sub connections work", u64::from(self.is_up()))]);
         let counters = [
             ("partyflow_relay_published_total", "Relay messages published to other instances", s.published.load(Relaxed)),
             ("partyflow_relay_publish_dropped_total", "Relay messages not published (queue full or Redis unreachable)", s.publish_dropped.load(Relaxed)),
             ("partyflow_relay_received_total", "Relay messages received from other instances", s.received.load(Relaxed)),
             ("partyflow_relay_received_dropped_total", "Relay messages from other instances dropped (shard queue full)", s.received_dropped.load(Relaxed)),
         ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        }
+        write_unlabelled(out, "counter", &counters);
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::snapshot::RoomSnapshot;
+use crate::metrics::write_unlabelled;
 
 /// How the store connects and writes.
 #[derive(Debug, Clone)]
@@ -153,9 +154,7 @@ impl StoreHandle {
             ("partyflow_redis_up", "Whether the last attempt to talk to Redis worked", u64::from(status.up)),
             ("partyflow_persist_queue_depth", "Snapshots and deletes waiting for the Redis thread", status.queue_depth),
         ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        }
+        write_unlabelled(out, "gauge", &gauges);
         let counters = [
             ("partyflow_persist_writes_total", "Room snapshots written to Redis", s.written.load(Relaxed)),
             ("partyflow_persist_deletes_total", "Room keys deleted from Redis", s.deleted.load(Relaxed)),
@@ -163,9 +162,7 @@ impl StoreHandle {
             ("partyflow_persist_coalesced_total", "Snapshots dropped because a newer one of the same room was queued", s.coalesced.load(Relaxed)),
             ("partyflow_persist_queue_full_total", "Snapshots the queue could not take (retried with the next flush)", s.queue_full.load(Relaxed)),
         ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        }
+        write_unlabelled(out, "counter", &counters);
         let name = "partyflow_persist_write_seconds";
         let _ = writeln!(out, "# HELP {name} Time of one pipelined Redis write batch\n# TYPE {name} summary");
         let _ = writeln!(out, "{name}_sum {}", s.write_us_sum.load(Relaxed) as f64 / 1e6);
