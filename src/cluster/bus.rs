@@ -26,6 +26,7 @@ use super::envelope;
 use super::subscriptions::SubscriptionChange;
 use crate::metrics::write_unlabelled;
 use crate::rooms::RoomId;
+use crate::store::instance_key;
 use crate::ws::DataKind;
 
 /// How the bus connects.
@@ -215,13 +216,13 @@ impl Publisher {
             if now >= next_heartbeat {
                 next_heartbeat = now + HEARTBEAT_EVERY;
                 let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-                pipe.cmd("SET").arg(format!("{}instance:{}", self.config.prefix, self.config.instance_id)).arg(unix_ms).arg("PX").arg(HEARTBEAT_TTL_MS).ignore();
+                pipe.cmd("SET").arg(instance_key(&self.config.prefix, &self.config.instance_id)).arg(unix_ms).arg("PX").arg(HEARTBEAT_TTL_MS).ignore();
             }
             let sent = batch.len() as u64;
             let result = pipe.query::<()>(c).and_then(|()| {
                 if now >= next_list {
                     next_list = now + LIST_EVERY;
-                    let pattern = format!("{}instance:*", self.config.prefix);
+                    let pattern = instance_key(&self.config.prefix, "*");
                     let keys: Vec<String> = redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter(c)?.collect::<Result<_, _>>()?;
                     let mut ids: Vec<String> = keys.into_iter().filter_map(|k| k.strip_prefix(&pattern[..pattern.len() - 1]).map(str::to_string)).collect();
                     ids.sort();

@@ -152,12 +152,14 @@ pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), (Re
         let response = Response::error(Status::ServiceUnavailable, "STORE_UNAVAILABLE", &format!("the room store cannot answer: {why}"));
         (Refusal::Overloaded, response.header("Retry-After", "1"))
     };
-    let answer = store.load(room.as_str());
-    let loaded = match glommio::timer::timeout(RECOVERY_WAIT, async { Ok(answer.recv_async().await) }).await {
-        Ok(Ok(Ok(loaded))) => loaded,
-        Ok(Ok(Err(e))) => return Err(unavailable(e.to_string())),
-        Ok(Err(_)) | Err(_) => return Err(unavailable("no answer in time".into())),
+    let ask = |answer: flume::Receiver<Result<Option<String>, crate::store::StoreError>>| async move {
+        match glommio::timer::timeout(RECOVERY_WAIT, async { Ok(answer.recv_async().await) }).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(_)) | Err(_) => Err("no answer in time".to_string()),
+        }
     };
+    let loaded = ask(store.load(room.as_str())).await.map_err(unavailable)?;
     let Some(text) = loaded else { return Ok(()) };
     let snapshot = match RoomSnapshot::decode(&text) {
         Ok(snapshot) => snapshot,
@@ -167,7 +169,9 @@ pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), (Re
         }
     };
     if let (Some(owner), Some(bus)) = (&snapshot.instance, &shard.shared.bus) {
-        if owner != bus.instance_id() && bus.instances().contains(owner) {
+        // Asked of Redis now, not of the cached instance list, which may not list it yet.
+        let alive = owner != bus.instance_id() && ask(store.instance_heartbeat(owner)).await.map_err(unavailable)?.is_some();
+        if alive {
             let message = format!("room {} lives on instance {owner}", room.as_str());
             let response = Response::error(Status::MisdirectedRequest, "ROOM_ON_ANOTHER_INSTANCE", &message).header("Retry-After", "1");
             return Err((Refusal::NotFound, response));

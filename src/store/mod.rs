@@ -9,5 +9,5 @@ pub mod snapshot;
 mod write_behind;
 
 pub use self::redis::{RedisStore, StoreConfig, StoreError, StoreHandle, StoreStatus};
-pub use snapshot::{RoomSnapshot, SnapshotError, SNAPSHOT_FORMAT};
+pub use snapshot::{instance_key, RoomSnapshot, SnapshotError, SNAPSHOT_FORMAT};
 pub use write_behind::{Flush, WriteBehind};

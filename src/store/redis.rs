@@ -129,8 +129,17 @@ impl StoreHandle {
 
     /// Asks for `room_id`'s snapshot; the answer arrives on the returned channel.
     pub fn load(&self, room_id: &str) -> flume::Receiver<Result<Option<String>, StoreError>> {
+        self.get(RoomSnapshot::key(&self.prefix, room_id))
+    }
+
+    /// Asks whether instance `id`'s heartbeat key is live (`Some` while it is).
+    pub fn instance_heartbeat(&self, id: &str) -> flume::Receiver<Result<Option<String>, StoreError>> {
+        self.get(super::instance_key(&self.prefix, id))
+    }
+
+    fn get(&self, key: String) -> flume::Receiver<Result<Option<String>, StoreError>> {
         let (reply, answer) = flume::bounded(1);
-        if let Err(e) = self.send(Command::Load { key: RoomSnapshot::key(&self.prefix, room_id), reply: reply.clone() }) {
+        if let Err(e) = self.send(Command::Load { key, reply: reply.clone() }) {
             let _ = reply.send(Err(e));
         }
         answer

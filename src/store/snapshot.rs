@@ -51,6 +51,11 @@ pub enum SnapshotError {
     TooNew(u32),
 }
 
+/// The heartbeat key of instance `id`: present while that instance lives.
+pub fn instance_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}instance:{id}")
+}
+
 impl RoomSnapshot {
     /// The Redis key of room `room_id`.
     pub fn key(prefix: &str, room_id: &str) -> String {
