@@ -14,7 +14,16 @@ use partyflow::ws::DataKind;
 
 fn config() -> GameConfig {
     let pack = Arc::new(WordPack::shipped().remove(0));
-    GameConfig { max_players: 10, num_teams: 2, rounds: 3, round_duration: Duration::from_secs(3600), countdown: 0, score_review: Duration::from_secs(1), pack, seed: 1 }
+    GameConfig {
+        max_players: 10,
+        num_teams: 2,
+        rounds: 3,
+        round_duration: Duration::from_secs(3600),
+        countdown: 0,
+        score_review: Duration::from_secs(1),
+        pack,
+        seed: 1,
+    }
 }
 
 /// A game with 10 players whose first round has just started, and its current word.

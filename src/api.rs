@@ -51,9 +51,10 @@ fn bad(code: &str, message: impl AsRef<str>) -> Response {
 fn number_in(value: Option<Value>, field: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, Response> {
     match value {
         None | Some(Value::Null) => Ok(default),
-        Some(v) => v.as_u64().filter(|n| range.contains(n)).ok_or_else(|| {
-            bad("INVALID_MESSAGE", format!("{field} must be an integer from {} to {}", range.start(), range.end()))
-        }),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| bad("INVALID_MESSAGE", format!("{field} must be an integer from {} to {}", range.start(), range.end()))),
     }
 }
 

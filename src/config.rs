@@ -379,10 +379,8 @@ fn serve_matches(matches: &ArgMatches) -> &ArgMatches {
 
 /// Turns the file's settings into flags for every setting not already given by flag or env.
 fn file_args(path: &PathBuf, given: &ArgMatches) -> Result<Vec<OsString>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-    let table: toml::Table =
-        text.parse().map_err(|source| ConfigError::Toml { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml { path: path.clone(), source })?;
     let invalid = |message: String| ConfigError::Invalid { path: path.clone(), message };
     let mut args = Vec::new();
     for (key, value) in table {
@@ -443,7 +441,14 @@ mod tests {
         assert!(err.to_string().contains("--disconnect-grace (20s) must not exceed --disconnect-warning"), "{err}");
         let err = ServeConfig::load(["partyflow", "--redis", "redis://127.0.0.1:6379/0"]).unwrap_err();
         assert!(err.to_string().contains("--redis needs --secret"), "{err}");
-        for (flag, value) in [("--min-round-duration", "301s"), ("--ping-interval", "0s"), ("--token-ttl", "1000years"), ("--client-message-rate", "NaN"), ("--max-message-bytes", "0"), ("--shards", "0")] {
+        for (flag, value) in [
+            ("--min-round-duration", "301s"),
+            ("--ping-interval", "0s"),
+            ("--token-ttl", "1000years"),
+            ("--client-message-rate", "NaN"),
+            ("--max-message-bytes", "0"),
+            ("--shards", "0"),
+        ] {
             let err = ServeConfig::load(["partyflow", flag, value]).unwrap_err();
             assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
         }

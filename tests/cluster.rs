@@ -96,12 +96,8 @@ fn exchange(members: &mut [Client], n: usize, tag: &str) {
 fn a_relay_room_spans_two_instances_exactly_and_in_order() {
     let redis = Redis::start();
     let (a, b) = (instance(&redis, "node-a"), instance(&redis, "node-b"));
-    let mut members: Vec<Client> = vec![
-        connect(&a, "/relay?room=lobby"),
-        connect(&a, "/relay?room=lobby"),
-        connect(&b, "/relay?room=lobby"),
-        connect(&b, "/relay?room=lobby"),
-    ];
+    let mut members: Vec<Client> =
+        vec![connect(&a, "/relay?room=lobby"), connect(&a, "/relay?room=lobby"), connect(&b, "/relay?room=lobby"), connect(&b, "/relay?room=lobby")];
     until_joined(&mut members);
     exchange(&mut members, 50, "m");
     // Each instance published each of its members' messages once and skipped its own.
@@ -124,12 +120,8 @@ fn relay_across_instances_survives_a_redis_restart() {
     let mut redis = Redis::start();
     let port = redis.port;
     let (a, b) = (instance(&redis, "node-a"), instance(&redis, "node-b"));
-    let mut members: Vec<Client> = vec![
-        connect(&a, "/relay?room=r1"),
-        connect(&a, "/relay?room=r1"),
-        connect(&b, "/relay?room=r1"),
-        connect(&b, "/relay?room=r1"),
-    ];
+    let mut members: Vec<Client> =
+        vec![connect(&a, "/relay?room=r1"), connect(&a, "/relay?room=r1"), connect(&b, "/relay?room=r1"), connect(&b, "/relay?room=r1")];
     until_joined(&mut members);
     exchange(&mut members, 10, "before");
     redis.stop();
@@ -175,7 +167,7 @@ fn a_game_room_has_one_live_owner_and_another_instance_takes_over_when_it_dies()
     redis.wait_for(&key, |v| v.is_some_and(|v| v["game"]["stateVersion"].as_u64() >= Some(version)));
     drop(host);
     drop(a); // SIGKILL
-    // Once a's heartbeat has expired, b takes the room over from its last snapshot.
+             // Once a's heartbeat has expired, b takes the room over from its last snapshot.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = get_json(&b, &format!("/rooms/{room}"));

@@ -65,7 +65,19 @@ fn full_game_from_creation_to_final_results() {
     let milestones = |c: &GameClient| -> Vec<String> {
         c.types()
             .into_iter()
-            .filter(|t| !matches!(t.as_str(), "TIMER_TICK" | "COUNTDOWN_TICK" | "WORD_RESULT" | "WORD_REVEALED" | "PLAYER_ASSIGNED_TEAM" | "PLAYER_JOINED" | "CONNECTED" | "TEAMS_UNBALANCED"))
+            .filter(|t| {
+                !matches!(
+                    t.as_str(),
+                    "TIMER_TICK"
+                        | "COUNTDOWN_TICK"
+                        | "WORD_RESULT"
+                        | "WORD_REVEALED"
+                        | "PLAYER_ASSIGNED_TEAM"
+                        | "PLAYER_JOINED"
+                        | "CONNECTED"
+                        | "TEAMS_UNBALANCED"
+                )
+            })
             .collect()
     };
     let turn = ["ROUND_STARTED", "ROUND_ENDED", "SCORE_SUMMARY"];
@@ -277,7 +289,13 @@ fn room_api_validation_seats_and_summary() {
     assert_eq!(room.len(), 6);
     assert!(room.chars().all(|c| "ABCDEFGHJKMNPQRSTUVWXYZ23456789".contains(c)));
     assert!(v["wsUrl"].as_str().unwrap().starts_with("ws://"));
-    for bad in [json!({}), json!({"hostName": ""}), json!({"hostName": "x", "maxPlayers": 0}), json!({"hostName": "x", "numTeams": 5}), json!({"hostName": "x", "wordPackId": "nope"})] {
+    for bad in [
+        json!({}),
+        json!({"hostName": ""}),
+        json!({"hostName": "x", "maxPlayers": 0}),
+        json!({"hostName": "x", "numTeams": 5}),
+        json!({"hostName": "x", "wordPackId": "nope"}),
+    ] {
         assert_eq!(common::game::post(&server, "/rooms", &bad).0, 400, "{bad}");
     }
     join(&server, &room, "A");

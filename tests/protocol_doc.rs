@@ -40,11 +40,7 @@ fn config(words: usize) -> GameConfig {
         round_duration: Duration::from_secs(3),
         countdown: 1,
         score_review: Duration::from_secs(1),
-        pack: Arc::new(WordPack {
-            id: "t".into(),
-            name: "T".into(),
-            words: (0..words).map(|i| Word { text: format!("w{i}"), difficulty: "easy" }).collect(),
-        }),
+        pack: Arc::new(WordPack { id: "t".into(), name: "T".into(), words: (0..words).map(|i| Word { text: format!("w{i}"), difficulty: "easy" }).collect() }),
         seed: 3,
     }
 }
@@ -156,7 +152,9 @@ fn room_layer_messages(mut now: Instant, seen: &mut HashMap<String, (String, Val
     room.connect(now, 2, "p1", "1.0").unwrap();
     room.connect(now, 3, "p2", "1.0").unwrap();
     room.handle_message(now, 1, DataKind::Text, msg("HOST_PAUSE", "{}").as_bytes());
-    for (conn, kind, payload) in [(1, "START_TEAM_SETUP", "{}"), (2, "JOIN_TEAM", r#"{"teamId":"team_1"}"#), (3, "JOIN_TEAM", r#"{"teamId":"team_2"}"#), (1, "HOST_CONFIRM_START", "{}")] {
+    for (conn, kind, payload) in
+        [(1, "START_TEAM_SETUP", "{}"), (2, "JOIN_TEAM", r#"{"teamId":"team_1"}"#), (3, "JOIN_TEAM", r#"{"teamId":"team_2"}"#), (1, "HOST_CONFIRM_START", "{}")]
+    {
         room.handle_message(now, conn, DataKind::Text, msg(kind, payload).as_bytes());
     }
     // Nobody acknowledges ROUND_STARTED: resends, then CONNECTION_WARNING.
@@ -253,12 +251,7 @@ fn the_documented_checksum_example_is_what_the_server_computes() {
     let expected = rest.split('`').next().unwrap();
     let mut fields = text.split('|');
     let (state, version, host) = (fields.next().unwrap(), fields.next().unwrap().parse().unwrap(), fields.next().unwrap());
-    let scores: Vec<(String, i64)> = fields
-        .next()
-        .unwrap()
-        .split(',')
-        .map(|t| t.split_once(':').unwrap())
-        .map(|(team, score)| (team.to_string(), score.parse().unwrap()))
-        .collect();
+    let scores: Vec<(String, i64)> =
+        fields.next().unwrap().split(',').map(|t| t.split_once(':').unwrap()).map(|(team, score)| (team.to_string(), score.parse().unwrap())).collect();
     assert_eq!(partyflow::session::state_checksum(state, version, host, &scores), expected);
 }

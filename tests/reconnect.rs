@@ -131,12 +131,25 @@ fn the_host_misses_a_word_while_away_and_gets_it_back() {
 
 #[test]
 fn backfill_snapshot_and_expiry_on_either_side_of_each_window() {
-    let server = server(&["--reconnect-backfill-window", "2s", "--reconnect-snapshot-window", "5s", "--disconnect-grace", "2s", "--disconnect-warning", "5s", "--disconnect-remove", "60s"]);
+    let server = server(&[
+        "--reconnect-backfill-window",
+        "2s",
+        "--reconnect-snapshot-window",
+        "5s",
+        "--disconnect-grace",
+        "2s",
+        "--disconnect-warning",
+        "5s",
+        "--disconnect-remove",
+        "60s",
+    ]);
     let (room, (_host, _), mut players) = started_game(&server, 2, json!({}));
     let (c, token) = players.remove(0);
     let actor = c.actor.clone();
     let mut c = c;
-    for (away, expect, missed_is_array) in [(Duration::ZERO, "RECONNECTED", true), (Duration::from_secs(3), "RECONNECTED", false), (Duration::from_millis(6_500), "RECONNECT_FAILED", false)] {
+    for (away, expect, missed_is_array) in
+        [(Duration::ZERO, "RECONNECTED", true), (Duration::from_secs(3), "RECONNECTED", false), (Duration::from_millis(6_500), "RECONNECT_FAILED", false)]
+    {
         c.fence();
         let last = c.last_seq();
         drop(c);

@@ -94,10 +94,12 @@ fn same_event(a: &[u8], b: &[u8]) -> bool {
     if a == b {
         return true;
     }
-    let parse = |f: &[u8]| serde_json::from_slice::<Value>(frame_payload(f)).ok().map(|mut v| {
-        v["version"] = Value::Null;
-        v
-    });
+    let parse = |f: &[u8]| {
+        serde_json::from_slice::<Value>(frame_payload(f)).ok().map(|mut v| {
+            v["version"] = Value::Null;
+            v
+        })
+    };
     parse(a).is_some_and(|a| Some(a) == parse(b))
 }
 
@@ -262,7 +264,8 @@ impl Sim {
                 let mut got = Vec::new();
                 for m in missed {
                     let seq = m["sequenceId"].as_u64().ok_or("a missed event without sequenceId")?;
-                    let logged: Value = serde_json::from_slice(frame_payload(&self.stream.get(&seq).ok_or("backfill of an unknown event")?.1)).map_err(|e| e.to_string())?;
+                    let logged: Value =
+                        serde_json::from_slice(frame_payload(&self.stream.get(&seq).ok_or("backfill of an unknown event")?.1)).map_err(|e| e.to_string())?;
                     let mut m = m.clone();
                     m["version"] = logged["version"].clone();
                     if m != logged {
@@ -271,8 +274,7 @@ impl Sim {
                     got.push(seq);
                 }
                 let window = if after < upto { self.stream.range(after + 1..=upto) } else { self.stream.range(0..0) };
-                let want: Vec<u64> =
-                    window.filter(|(_, (scope, _))| entitled(role, scope, &self.clients[who].actor)).map(|(seq, _)| *seq).collect();
+                let want: Vec<u64> = window.filter(|(_, (scope, _))| entitled(role, scope, &self.clients[who].actor)).map(|(seq, _)| *seq).collect();
                 if got != want {
                     return Err(format!("{}: backfill {got:?}, entitled {want:?} (after {after}, upto {upto})", self.clients[who].actor));
                 }
@@ -333,17 +335,14 @@ impl Sim {
             if game.role_of(explainer) != Some(Role::Player) || game.team_of(explainer).as_deref() != Some(team.as_str()) {
                 return Err(format!("explainer {explainer} is not a player of {team}"));
             }
-            let gone_past_grace = self
-                .clients
-                .iter()
-                .find(|c| c.actor == explainer)
-                .and_then(|c| c.dropped_at)
-                .is_some_and(|t| self.now >= t + self.grace);
+            let gone_past_grace = self.clients.iter().find(|c| c.actor == explainer).and_then(|c| c.dropped_at).is_some_and(|t| self.now >= t + self.grace);
             if gone_past_grace {
                 let since = self.clients.iter().find(|c| c.actor == explainer).and_then(|c| c.dropped_at).map(|t| self.now - t);
                 return Err(format!(
                     "explainer {explainer} has been gone past the grace ({since:?}; state {:?}, host {}, present {})",
-                    game.state(), game.host_id(), game.is_present(explainer)
+                    game.state(),
+                    game.host_id(),
+                    game.is_present(explainer)
                 ));
             }
         }
@@ -387,7 +386,8 @@ impl Sim {
             32..=61 => self.host_action(state),
             62..=71 => {
                 // Mostly players still without a team; sometimes a switch.
-                let unplaced = (0..n).find(|&i| self.room.game().team_of(&self.clients[i].actor).is_none() && self.room.role_of(&self.clients[i].actor) == Some(Role::Player));
+                let unplaced = (0..n)
+                    .find(|&i| self.room.game().team_of(&self.clients[i].actor).is_none() && self.room.role_of(&self.clients[i].actor) == Some(Role::Player));
                 let who = unplaced.filter(|_| self.rng.random_bool(0.8)).unwrap_or(who);
                 let team = format!("team_{}", self.rng.random_range(1..=2));
                 self.send(who, "JOIN_TEAM", json!({"teamId": team}))
@@ -396,7 +396,8 @@ impl Sim {
             73..=75 => {
                 let game = self.room.game();
                 let (version, sum) = (game.state_version(), game.checksum());
-                let payload = if self.rng.random_bool(0.5) { json!({"stateVersion": version, "stateChecksum": sum}) } else { json!({"stateChecksum": "00000000"}) };
+                let payload =
+                    if self.rng.random_bool(0.5) { json!({"stateVersion": version, "stateChecksum": sum}) } else { json!({"stateChecksum": "00000000"}) };
                 self.send(who, "HEARTBEAT", payload)
             }
             76..=91 => {
@@ -514,7 +515,20 @@ fn room_lifetimes_keep_every_invariant() {
     }
     println!("{} room lifetimes in {:.1} s; messages seen: {seen:?}", seeds.len(), started.elapsed().as_secs_f64());
     if seeds.len() >= 1000 {
-        for kind in ["(crash recovery)", "RECONNECTED (backfill)", "RECONNECTED (snapshot)", "RECONNECT_FAILED", "HOST_PROMOTED", "EXPLAINER_CHANGED", "PLAYER_LEFT", "WORD_RESULT", "GAME_ENDED", "GAME_PAUSED", "CONNECTION_WARNING", "STATE_SNAPSHOT"] {
+        for kind in [
+            "(crash recovery)",
+            "RECONNECTED (backfill)",
+            "RECONNECTED (snapshot)",
+            "RECONNECT_FAILED",
+            "HOST_PROMOTED",
+            "EXPLAINER_CHANGED",
+            "PLAYER_LEFT",
+            "WORD_RESULT",
+            "GAME_ENDED",
+            "GAME_PAUSED",
+            "CONNECTION_WARNING",
+            "STATE_SNAPSHOT",
+        ] {
             assert!(seen.get(kind).copied().unwrap_or(0) > 0, "no lifetime produced {kind}: the simulation does not cover it");
         }
     }

@@ -52,7 +52,10 @@ fn nginx(upstreams: &[SocketAddr]) -> Nginx {
 
 fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let raw = http_raw(addr, &format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    let raw = http_raw(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+    );
     let (status, text) = parse_response(&raw);
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }

@@ -50,7 +50,13 @@ pub fn timeline(seconds: &[Second]) -> String {
         let root = SVGBackend::with_string(&mut svg, (900, 520)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let (top, bottom) = root.split_vertically(300);
-        if let Ok(mut chart) = ChartBuilder::on(&top).margin(10).x_label_area_size(30).y_label_area_size(60).caption("latency per second (ms)", ("sans-serif", 16)).build_cartesian_2d(0f64..end, 0f64..max_ms * 1.1) {
+        if let Ok(mut chart) = ChartBuilder::on(&top)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .caption("latency per second (ms)", ("sans-serif", 16))
+            .build_cartesian_2d(0f64..end, 0f64..max_ms * 1.1)
+        {
             let _ = chart.configure_mesh().draw();
             for (name, color, pick) in [("p50", GREEN, 0usize), ("p95", BLUE, 1), ("p99", RED, 2)] {
                 let points = seconds.iter().map(|s| (s.at, [s.p50_ms, s.p95_ms, s.p99_ms][pick]));
@@ -60,7 +66,13 @@ pub fn timeline(seconds: &[Second]) -> String {
             }
             let _ = chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw();
         }
-        if let Ok(mut chart) = ChartBuilder::on(&bottom).margin(10).x_label_area_size(30).y_label_area_size(60).caption("deliveries per second", ("sans-serif", 16)).build_cartesian_2d(0f64..end, 0f64..max_rate * 1.1) {
+        if let Ok(mut chart) = ChartBuilder::on(&bottom)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .caption("deliveries per second", ("sans-serif", 16))
+            .build_cartesian_2d(0f64..end, 0f64..max_rate * 1.1)
+        {
             let _ = chart.configure_mesh().x_desc("seconds").draw();
             let _ = chart.draw_series(LineSeries::new(seconds.iter().map(|s| (s.at, s.delivered as f64)), BLACK.stroke_width(2)));
         }

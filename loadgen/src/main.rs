@@ -189,7 +189,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 /// Samples the server (from /proc with `--server-pid`, else its /metrics) and this process when
 /// measuring starts and when it ends; returns the measured window, the server's usage and the
 /// load generator's CPU share.
-async fn watch_resources(stats: Rc<RefCell<Stats>>, phase: Rc<RefCell<String>>, server_pid: Option<String>, target: Rc<net::Target>) -> (Duration, ServerUsage, f64) {
+async fn watch_resources(
+    stats: Rc<RefCell<Stats>>,
+    phase: Rc<RefCell<String>>,
+    server_pid: Option<String>,
+    target: Rc<net::Target>,
+) -> (Duration, ServerUsage, f64) {
     while !stats.borrow().is_measuring() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

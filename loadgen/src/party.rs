@@ -107,9 +107,7 @@ pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64
         rooms.push(room.clone());
         let (ctx, args) = (ctx.clone(), args.clone());
         let (stop_rx, storm_rx) = (stop_rx.clone(), storm_rx.clone());
-        setups.push(tokio::task::spawn_local(async move {
-            setup_room(r, &ctx, &args, room, stop_rx, storm_rx, drop_fraction.unwrap_or(0.0)).await
-        }));
+        setups.push(tokio::task::spawn_local(async move { setup_room(r, &ctx, &args, room, stop_rx, storm_rx, drop_fraction.unwrap_or(0.0)).await }));
     }
     for setup in setups {
         setup.await?.context("setting up a room")?;
@@ -172,7 +170,8 @@ async fn setup_room(
         bail!("POST /rooms answered {status}: {created}");
     }
     let room_id = created["roomId"].as_str().unwrap_or_default().to_string();
-    let mut members = vec![(Role::Host, created["hostId"].as_str().unwrap_or_default().to_string(), created["hostToken"].as_str().unwrap_or_default().to_string())];
+    let mut members =
+        vec![(Role::Host, created["hostId"].as_str().unwrap_or_default().to_string(), created["hostToken"].as_str().unwrap_or_default().to_string())];
     for p in 0..args.players {
         pacer.wait().await;
         let (status, joined) = target.post(base + p + 1, &format!("/rooms/{room_id}/players"), &json!({"playerName": format!("P{p}")})).await?;
@@ -370,7 +369,13 @@ impl Client {
     }
 
     /// Records what `v` says and returns the messages to send in reply.
-    fn on_message(&self, v: &Value, window: &mut SeqTracker, next_swipe: &mut Option<(tokio::time::Instant, Pending)>, last_tick: &mut Option<(Instant, u64)>) -> Vec<Value> {
+    fn on_message(
+        &self,
+        v: &Value,
+        window: &mut SeqTracker,
+        next_swipe: &mut Option<(tokio::time::Instant, Pending)>,
+        last_tick: &mut Option<(Instant, u64)>,
+    ) -> Vec<Value> {
         let now = Instant::now();
         let kind = v["type"].as_str().unwrap_or_default();
         let payload = &v["payload"];

@@ -100,8 +100,19 @@ impl Report {
         let s = &self.stats;
         let mut out = String::new();
         let _ = writeln!(out, "\nscenario {}  connections {}  measured {:.1} s", self.scenario, s.connections, self.measured.as_secs_f64());
-        let _ = writeln!(out, "sent {}  delivered {} ({:.0}/s)  lost {}  duplicated {}  out-of-order {}  resent {}  acks {}  late swipes {}",
-            s.sent, s.delivered, self.delivered_per_sec(), s.lost, s.duplicated, s.out_of_order, s.resent, s.acks_sent, s.late_swipes);
+        let _ = writeln!(
+            out,
+            "sent {}  delivered {} ({:.0}/s)  lost {}  duplicated {}  out-of-order {}  resent {}  acks {}  late swipes {}",
+            s.sent,
+            s.delivered,
+            self.delivered_per_sec(),
+            s.lost,
+            s.duplicated,
+            s.out_of_order,
+            s.resent,
+            s.acks_sent,
+            s.late_swipes
+        );
         let errors: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "errors {} {}", s.error_count(), errors.join(" "));
         let mut head = format!("{:22}", "latency ms");
@@ -117,8 +128,16 @@ impl Report {
         let r = &s.reconnects;
         if !r.latency.is_empty() {
             let _ = writeln!(out, "{}", percentile_row("reconnect", &r.latency));
-            let _ = writeln!(out, "reconnects {}: backfill {}  snapshot {}  expired {}  backfilled events {}  gaps after backfill {}",
-                r.latency.len(), r.backfill, r.snapshot, r.expired, r.backfilled_events, r.gaps_after_backfill);
+            let _ = writeln!(
+                out,
+                "reconnects {}: backfill {}  snapshot {}  expired {}  backfilled events {}  gaps after backfill {}",
+                r.latency.len(),
+                r.backfill,
+                r.snapshot,
+                r.expired,
+                r.backfilled_events,
+                r.gaps_after_backfill
+            );
         }
         if !s.tick_jitter.is_empty() {
             let _ = writeln!(out, "{}", percentile_row("timer tick jitter", &s.tick_jitter));
@@ -135,15 +154,20 @@ impl Report {
                 let _ = writeln!(out, "server /metrics: {rate:.0} messages queued per second");
             }
         }
-        let _ = writeln!(out, "loadgen: CPU {:.1} % of a core{}", self.loadgen_cpu_share * 100.0,
-            if self.loadgen_cpu_share > 0.9 { "  (saturated: latencies include the client's own queueing)" } else { "" });
+        let _ = writeln!(
+            out,
+            "loadgen: CPU {:.1} % of a core{}",
+            self.loadgen_cpu_share * 100.0,
+            if self.loadgen_cpu_share > 0.9 { "  (saturated: latencies include the client's own queueing)" } else { "" }
+        );
         out
     }
 
     pub fn json(&self) -> Value {
         let s = &self.stats;
         let by_type: serde_json::Map<String, Value> = s.by_type.iter().map(|(k, h)| (k.clone(), percentiles_json(h))).collect();
-        let timeline: Vec<Value> = s.timeline.iter().map(|t| json!({"at": t.at, "delivered": t.delivered, "p50Ms": t.p50_ms, "p95Ms": t.p95_ms, "p99Ms": t.p99_ms})).collect();
+        let timeline: Vec<Value> =
+            s.timeline.iter().map(|t| json!({"at": t.at, "delivered": t.delivered, "p50Ms": t.p50_ms, "p95Ms": t.p95_ms, "p99Ms": t.p99_ms})).collect();
         json!({
             "scenario": self.scenario,
             "command": self.command,

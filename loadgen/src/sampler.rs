@@ -13,7 +13,11 @@ pub struct ProcSample {
 fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
 }
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status` (`pid` "self" for this process).
@@ -23,9 +27,7 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |key: &str| {
-        status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
+    let kib = |key: &str| status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
     Some(ProcSample { cpu_secs: ticks / ticks_per_sec(), rss_kib: kib("VmRSS:"), peak_rss_kib: kib("VmHWM:") })
 }
 
@@ -37,11 +39,8 @@ pub fn cpu_share(from: (Instant, ProcSample), to: (Instant, ProcSample)) -> f64 
 
 /// Sums the samples of a Prometheus metric family from `/metrics` text.
 pub fn metric_total(text: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-        .collect();
+    let values: Vec<f64> =
+        text.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])).filter_map(|l| l.rsplit_once(' ')?.1.parse().ok()).collect();
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
@@ -57,7 +56,8 @@ mod tests {
 
     #[test]
     fn sums_metric_series() {
-        let text = "# TYPE partyflow_connections gauge\npartyflow_connections{shard=\"0\"} 3\npartyflow_connections{shard=\"1\"} 4\npartyflow_connections_total 9\n";
+        let text =
+            "# TYPE partyflow_connections gauge\npartyflow_connections{shard=\"0\"} 3\npartyflow_connections{shard=\"1\"} 4\npartyflow_connections_total 9\n";
         assert_eq!(metric_total(text, "partyflow_connections"), Some(7.0));
         assert_eq!(metric_total(text, "nope"), None);
     }

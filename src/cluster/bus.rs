@@ -223,7 +223,8 @@ impl Publisher {
                 if now >= next_list {
                     next_list = now + LIST_EVERY;
                     let pattern = instance_key(&self.config.prefix, "*");
-                    let keys: Vec<String> = redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter(c)?.collect::<Result<_, _>>()?;
+                    let keys: Vec<String> =
+                        redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter(c)?.collect::<Result<_, _>>()?;
                     let mut ids: Vec<String> = keys.into_iter().filter_map(|k| k.strip_prefix(&pattern[..pattern.len() - 1]).map(str::to_string)).collect();
                     ids.sort();
                     if let Ok(mut list) = self.stats.instances.lock() {

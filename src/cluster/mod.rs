@@ -11,4 +11,4 @@ pub mod envelope;
 mod subscriptions;
 
 pub use bus::{BusConfig, BusHandle, Incoming};
-pub use subscriptions::{Subscriptions, SubscriptionChange};
+pub use subscriptions::{SubscriptionChange, Subscriptions};

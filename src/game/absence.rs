@@ -172,9 +172,12 @@ impl Game {
                     r.explainer = next.clone();
                     r.turn
                 });
-                self.emit_all("EXPLAINER_CHANGED", json!({
-                    "turnNumber": turn, "teamId": team_id(team), "explainerPlayerId": next, "previousExplainerId": previous,
-                }));
+                self.emit_all(
+                    "EXPLAINER_CHANGED",
+                    json!({
+                        "turnNumber": turn, "teamId": team_id(team), "explainerPlayerId": next, "previousExplainerId": previous,
+                    }),
+                );
             }
             None => self.end_round(now, "team_disconnected"),
         }

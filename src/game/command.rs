@@ -80,9 +80,10 @@ impl Command {
             "START_TEAM_SETUP" => Command::StartTeamSetup {
                 num_teams: match payload.get("numTeams") {
                     None | Some(Value::Null) => None,
-                    Some(v) => Some(v.as_u64().filter(|n| (2..=4).contains(n)).ok_or_else(|| {
-                        Rejection::new(ErrorCode::InvalidMessage, "numTeams must be 2, 3 or 4")
-                    })? as usize),
+                    Some(v) => Some(
+                        v.as_u64().filter(|n| (2..=4).contains(n)).ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "numTeams must be 2, 3 or 4"))?
+                            as usize,
+                    ),
                 },
             },
             "JOIN_TEAM" => Command::JoinTeam { team_id: string_field(payload, "teamId")? },

@@ -31,20 +31,40 @@ use crate::protocol::{ErrorCode, Rejection, Scope};
 
 /// Every event type the game emits (the room layer adds `CONNECTED` and `ERROR`).
 pub const EVENT_TYPES: [&str; 28] = [
-    "ROOM_CREATED", "PLAYER_JOINED", "PLAYER_LEFT", "TEAM_SETUP_STARTED", "PLAYER_ASSIGNED_TEAM",
-    "TEAMS_BALANCED", "TEAMS_UNBALANCED", "SETUP_CANCELLED", "COUNTDOWN_TICK", "ROUND_STARTED",
-    "WORD_REVEALED", "WORD_RESULT", "TIMER_TICK", "GAME_PAUSED", "GAME_RESUMED", "PACK_EXHAUSTED",
-    "ROUND_ENDED", "SCORE_SUMMARY", "NEXT_ROUND_READY", "GAME_ENDED", "FINAL_RESULTS",
-    "GAME_RESTARTED", "ROOM_CLOSED", "PLAYER_CONNECTION_LOST", "PLAYER_RECONNECTED", "HOST_PROMOTED",
-    "EXPLAINER_CHANGED", "TURN_SKIPPED",
+    "ROOM_CREATED",
+    "PLAYER_JOINED",
+    "PLAYER_LEFT",
+    "TEAM_SETUP_STARTED",
+    "PLAYER_ASSIGNED_TEAM",
+    "TEAMS_BALANCED",
+    "TEAMS_UNBALANCED",
+    "SETUP_CANCELLED",
+    "COUNTDOWN_TICK",
+    "ROUND_STARTED",
+    "WORD_REVEALED",
+    "WORD_RESULT",
+    "TIMER_TICK",
+    "GAME_PAUSED",
+    "GAME_RESUMED",
+    "PACK_EXHAUSTED",
+    "ROUND_ENDED",
+    "SCORE_SUMMARY",
+    "NEXT_ROUND_READY",
+    "GAME_ENDED",
+    "FINAL_RESULTS",
+    "GAME_RESTARTED",
+    "ROOM_CLOSED",
+    "PLAYER_CONNECTION_LOST",
+    "PLAYER_RECONNECTED",
+    "HOST_PROMOTED",
+    "EXPLAINER_CHANGED",
+    "TURN_SKIPPED",
 ];
 
 /// Spectator seats beyond the player limit.
 pub const MAX_SPECTATORS: usize = 10;
-const TEAM_STYLES: [(&str, &str); 4] =
-    [("Team Red", "#FF0000"), ("Team Blue", "#0000FF"), ("Team Green", "#00AA00"), ("Team Yellow", "#FFCC00")];
-const AVATAR_COLORS: [&str; 10] =
-    ["#FF5733", "#33A1FF", "#8E44AD", "#27AE60", "#F1C40F", "#E67E22", "#1ABC9C", "#E84393", "#2C3E50", "#7F8C8D"];
+const TEAM_STYLES: [(&str, &str); 4] = [("Team Red", "#FF0000"), ("Team Blue", "#0000FF"), ("Team Green", "#00AA00"), ("Team Yellow", "#FFCC00")];
+const AVATAR_COLORS: [&str; 10] = ["#FF5733", "#33A1FF", "#8E44AD", "#27AE60", "#F1C40F", "#E67E22", "#1ABC9C", "#E84393", "#2C3E50", "#7F8C8D"];
 const SECOND: Duration = Duration::from_secs(1);
 
 /// Settings of one room's game.
@@ -328,14 +348,7 @@ impl Game {
             return Err(reject(ErrorCode::RoomFull, "no seat left in this room"));
         };
         let avatar = AVATAR_COLORS[self.participants.len() % AVATAR_COLORS.len()];
-        self.participants.push(Participant {
-            id: id.to_string(),
-            name: name.to_string(),
-            role,
-            team: None,
-            avatar,
-            words_explained: 0,
-        });
+        self.participants.push(Participant { id: id.to_string(), name: name.to_string(), role, team: None, avatar, words_explained: 0 });
         if self.state == State::RoomCreated {
             self.transition(State::Lobby);
         }
@@ -465,9 +478,7 @@ impl Game {
         if !matches!(self.state, State::TeamSetup | State::ReadyToStart) {
             return Err(invalid(format!("teams cannot change in {}", self.state.as_str())));
         }
-        let index = (0..self.teams.len())
-            .find(|&i| team_id(i) == team)
-            .ok_or_else(|| reject(ErrorCode::InvalidMessage, format!("no team {team}")))?;
+        let index = (0..self.teams.len()).find(|&i| team_id(i) == team).ok_or_else(|| reject(ErrorCode::InvalidMessage, format!("no team {team}")))?;
         let previous = self.participant(actor).and_then(|p| p.team);
         if previous == Some(index) {
             return Err(invalid(format!("already in {team}")));
@@ -687,10 +698,13 @@ impl Game {
             "host_disconnected" => "Waiting for the host to reconnect",
             _ => "Paused by the host",
         };
-        self.emit_all("GAME_PAUSED", json!({
-            "reason": reason, "message": message, "remainingMs": remaining.as_millis() as u64,
-            "remainingSeconds": ceil_secs(remaining),
-        }));
+        self.emit_all(
+            "GAME_PAUSED",
+            json!({
+                "reason": reason, "message": message, "remainingMs": remaining.as_millis() as u64,
+                "remainingSeconds": ceil_secs(remaining),
+            }),
+        );
         Ok(())
     }
 
@@ -702,9 +716,12 @@ impl Game {
         let Clock::Paused { remaining } = r.clock else { return Err(invalid("not paused")) };
         r.clock = Clock::Running { ends_at: now + remaining };
         self.transition(State::RoundActive);
-        self.emit_all("GAME_RESUMED", json!({
-            "remainingMs": remaining.as_millis() as u64, "remainingSeconds": ceil_secs(remaining),
-        }));
+        self.emit_all(
+            "GAME_RESUMED",
+            json!({
+                "remainingMs": remaining.as_millis() as u64, "remainingSeconds": ceil_secs(remaining),
+            }),
+        );
         self.schedule_clock(now);
         Ok(())
     }
@@ -736,16 +753,19 @@ impl Game {
         let elapsed = now.saturating_duration_since(r.started_at).as_secs_f64();
         let average = if swiped > 0 { (elapsed / swiped as f64 * 10.0).round() / 10.0 } else { 0.0 };
         self.transition(State::RoundEnded);
-        self.emit_acked("ROUND_ENDED", json!({
-            "reason": reason,
-            "roundNumber": self.round_number(r.turn),
-            "turnNumber": r.turn,
-            "teamId": team_id(r.team),
-            "wordsGuessed": r.guessed,
-            "wordsSkipped": r.skipped,
-            "pointsEarned": r.points,
-            "averageTimePerWord": average,
-        }));
+        self.emit_acked(
+            "ROUND_ENDED",
+            json!({
+                "reason": reason,
+                "roundNumber": self.round_number(r.turn),
+                "turnNumber": r.turn,
+                "teamId": team_id(r.team),
+                "wordsGuessed": r.guessed,
+                "wordsSkipped": r.skipped,
+                "pointsEarned": r.points,
+                "averageTimePerWord": average,
+            }),
+        );
         let last = reason == "pack_exhausted" || self.turns_played >= self.config.rounds * self.num_teams as u32;
         let next_in = (!last).then_some(self.config.score_review.as_secs());
         self.transition(State::ScoreReview);
@@ -761,11 +781,14 @@ impl Game {
         }
         self.transition(State::ReadyForNext);
         let next_team = (self.turns_played as usize) % self.num_teams;
-        self.emit_all("NEXT_ROUND_READY", json!({
-            "turnNumber": self.turns_played + 1,
-            "roundNumber": self.round_number(self.turns_played + 1),
-            "activeTeamId": team_id(next_team),
-        }));
+        self.emit_all(
+            "NEXT_ROUND_READY",
+            json!({
+                "turnNumber": self.turns_played + 1,
+                "roundNumber": self.round_number(self.turns_played + 1),
+                "activeTeamId": team_id(next_team),
+            }),
+        );
         self.begin_turn(now);
     }
 
@@ -774,22 +797,20 @@ impl Game {
         let top = self.teams.iter().map(|t| t.score).max().unwrap_or(0);
         let leaders: Vec<usize> = (0..self.teams.len()).filter(|&i| self.teams[i].score == top).collect();
         let winner = (leaders.len() == 1).then(|| team_id(leaders[0]));
-        let mvp = self
-            .participants
-            .iter()
-            .filter(|p| p.words_explained > 0)
-            .max_by_key(|p| p.words_explained)
-            .map(|p| p.id.clone());
+        let mvp = self.participants.iter().filter(|p| p.words_explained > 0).max_by_key(|p| p.words_explained).map(|p| p.id.clone());
         let duration = self.game_started_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.transition(State::GameEnded);
-        self.emit_acked("GAME_ENDED", json!({
-            "winnerTeamId": winner,
-            "finalScores": self.teams.iter().enumerate().map(|(i, t)| json!({"teamId": team_id(i), "score": t.score})).collect::<Vec<_>>(),
-            "gameDurationMin": duration.as_secs() / 60,
-            "gameDurationSec": duration.as_secs(),
-            "totalWordsPlayed": self.words_played,
-            "mvpPlayerId": mvp,
-        }));
+        self.emit_acked(
+            "GAME_ENDED",
+            json!({
+                "winnerTeamId": winner,
+                "finalScores": self.teams.iter().enumerate().map(|(i, t)| json!({"teamId": team_id(i), "score": t.score})).collect::<Vec<_>>(),
+                "gameDurationMin": duration.as_secs() / 60,
+                "gameDurationSec": duration.as_secs(),
+                "totalWordsPlayed": self.words_played,
+                "mvpPlayerId": mvp,
+            }),
+        );
         self.transition(State::FinalResults);
         let players: Vec<Value> = self
             .participants
@@ -820,8 +841,7 @@ impl Game {
             }
         }
         self.transition(State::Lobby);
-        let participants: Vec<Value> =
-            self.participants.iter().map(|p| json!({"id": p.id, "role": p.role.as_str()})).collect();
+        let participants: Vec<Value> = self.participants.iter().map(|p| json!({"id": p.id, "role": p.role.as_str()})).collect();
         self.emit_all("GAME_RESTARTED", json!({"participants": participants}));
         Ok(())
     }
@@ -904,11 +924,7 @@ impl Game {
     }
 
     fn due(&self, now: Instant) -> Option<(Timer, Instant)> {
-        TIMERS
-            .iter()
-            .zip(self.timers.iter())
-            .filter_map(|(t, at)| at.filter(|at| *at <= now).map(|at| (*t, at)))
-            .min_by_key(|(_, at)| *at)
+        TIMERS.iter().zip(self.timers.iter()).filter_map(|(t, at)| at.filter(|at| *at <= now).map(|at| (*t, at))).min_by_key(|(_, at)| *at)
     }
 }
 

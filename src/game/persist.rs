@@ -186,11 +186,7 @@ impl Game {
                     words_explained: p.words_explained,
                 })
                 .collect(),
-            teams: self
-                .teams
-                .iter()
-                .map(|t| SavedTeam { players: t.players.clone(), score: t.score, explainer_turns: t.explainer_turns })
-                .collect(),
+            teams: self.teams.iter().map(|t| SavedTeam { players: t.players.clone(), score: t.score, explainer_turns: t.explainer_turns }).collect(),
             games_started: self.games_started,
             deck_dealt: self.deck.dealt(),
             turns_played: self.turns_played,

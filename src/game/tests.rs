@@ -11,11 +11,7 @@ struct Sim {
 }
 
 fn pack(words: usize) -> Arc<WordPack> {
-    Arc::new(WordPack {
-        id: "test".into(),
-        name: "Test".into(),
-        words: (0..words).map(|i| Word { text: format!("secret{i}"), difficulty: "easy" }).collect(),
-    })
+    Arc::new(WordPack { id: "test".into(), name: "Test".into(), words: (0..words).map(|i| Word { text: format!("secret{i}"), difficulty: "easy" }).collect() })
 }
 
 fn config(words: usize) -> GameConfig {
@@ -143,12 +139,8 @@ fn full_game_event_sequence_scopes_and_times() {
             (s(13), "SCORE_SUMMARY"),
         ]
     );
-    let ticks: Vec<u64> = sim.log[mark..]
-        .iter()
-        .filter(|(_, e)| e.kind == "TIMER_TICK")
-        .take(9)
-        .map(|(_, e)| e.payload["remainingSeconds"].as_u64().unwrap())
-        .collect();
+    let ticks: Vec<u64> =
+        sim.log[mark..].iter().filter(|(_, e)| e.kind == "TIMER_TICK").take(9).map(|(_, e)| e.payload["remainingSeconds"].as_u64().unwrap()).collect();
     assert_eq!(ticks, vec![9, 8, 7, 6, 5, 4, 3, 2, 1]);
 
     let rest = sim.kinds_since(mark);

@@ -50,10 +50,7 @@ impl WordPack {
     pub fn from_json(text: &str) -> Result<WordPack, serde_json::Error> {
         let file: PackFile = serde_json::from_str(text)?;
         let tag = |list: Vec<String>, difficulty| list.into_iter().map(move |text| Word { text, difficulty });
-        let words = tag(file.words.easy, "easy")
-            .chain(tag(file.words.medium, "medium"))
-            .chain(tag(file.words.hard, "hard"))
-            .collect();
+        let words = tag(file.words.easy, "easy").chain(tag(file.words.medium, "medium")).chain(tag(file.words.hard, "hard")).collect();
         Ok(WordPack { id: file.id, name: file.name, words })
     }
 
@@ -126,8 +123,14 @@ mod tests {
         assert_eq!(deck.remaining(), 0);
         dealt.sort();
         assert_eq!(dealt, vec![0, 1, 2, 3, 4]);
-        let a: Vec<usize> = { let mut d = Deck::shuffled(50, 1); std::iter::from_fn(|| d.deal()).collect() };
-        let b: Vec<usize> = { let mut d = Deck::shuffled(50, 1); std::iter::from_fn(|| d.deal()).collect() };
+        let a: Vec<usize> = {
+            let mut d = Deck::shuffled(50, 1);
+            std::iter::from_fn(|| d.deal()).collect()
+        };
+        let b: Vec<usize> = {
+            let mut d = Deck::shuffled(50, 1);
+            std::iter::from_fn(|| d.deal()).collect()
+        };
         assert_eq!(a, b, "same seed, same order");
     }
 }

@@ -28,11 +28,7 @@ pub struct Request {
 impl Request {
     /// The first header named `name` (case-insensitive) as text, if it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .map(str::trim)
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok()).map(str::trim)
     }
 
     /// Whether the comma-separated header `name` contains `token` (case-insensitive).
@@ -117,10 +113,7 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request, 
         return Err(HeadError::Malformed("incomplete request line"));
     };
     let headers = req.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect();
-    Ok(Some((
-        Request { method: method.to_string(), target: target.to_string(), minor_version, headers },
-        head_len,
-    )))
+    Ok(Some((Request { method: method.to_string(), target: target.to_string(), minor_version, headers }, head_len)))
 }
 
 fn malformed_reason(e: httparse::Error) -> &'static str {

@@ -130,10 +130,7 @@ mod tests {
         assert_eq!(Route::parse("/rooms/ABC234/players").unwrap(), Route::RoomPlayers(room.clone()));
         assert!(matches!(Route::parse("/rooms/ABC234/x"), Err(RouteError::NotFound(_))));
         assert!(matches!(Route::parse("/rooms/a.b"), Err(RouteError::NotFound(_))));
-        assert_eq!(
-            Route::parse("/ws?roomId=ABC234&token=t.k").unwrap(),
-            Route::Game { room, token: "t.k".into(), version: "1.0".into() }
-        );
+        assert_eq!(Route::parse("/ws?roomId=ABC234&token=t.k").unwrap(), Route::Game { room, token: "t.k".into(), version: "1.0".into() });
         assert!(matches!(Route::parse("/ws?token=x"), Err(RouteError::BadParameter(_))));
     }
 }

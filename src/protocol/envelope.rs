@@ -43,8 +43,7 @@ impl Rejection {
 pub fn parse_client(text: &[u8]) -> Result<ClientMsg, Rejection> {
     // simd-json parses in place, so it needs its own mutable copy of the (small) message.
     let mut bytes = text.to_vec();
-    let value: Value = simd_json::serde::from_slice(&mut bytes)
-        .map_err(|_| Rejection::new(ErrorCode::InvalidMessage, "message is not valid JSON"))?;
+    let value: Value = simd_json::serde::from_slice(&mut bytes).map_err(|_| Rejection::new(ErrorCode::InvalidMessage, "message is not valid JSON"))?;
     let Value::Object(mut obj) = value else {
         return Err(Rejection::new(ErrorCode::InvalidMessage, "message must be a JSON object"));
     };

@@ -8,17 +8,11 @@ use ahash::{AHashMap, RandomState};
 mod game_room;
 
 pub use game_room::{
-    GameRoom, ReconnectWindows, RoomCount, RoomOutput, RoomPolicy, CLOSE_REPLACED, CLOSE_UPGRADE_REQUIRED, MAX_GAME_MESSAGE_BYTES,
-    SEQUENCE_GAP,
+    GameRoom, ReconnectWindows, RoomCount, RoomOutput, RoomPolicy, CLOSE_REPLACED, CLOSE_UPGRADE_REQUIRED, MAX_GAME_MESSAGE_BYTES, SEQUENCE_GAP,
 };
 
 /// Fixed hash keys: every shard (and every process, for sticky routing) must agree on owners.
-const OWNER_HASH: RandomState = RandomState::with_seeds(
-    0x7061_7274_7966_6c6f,
-    0x7772_6f6f_6d73_6861,
-    0x7264_6f77_6e65_7273,
-    0x6869_7021_2121_2121,
-);
+const OWNER_HASH: RandomState = RandomState::with_seeds(0x7061_7274_7966_6c6f, 0x7772_6f6f_6d73_6861, 0x7264_6f77_6e65_7273, 0x6869_7021_2121_2121);
 
 /// A room id: 1-64 characters of `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,8 +24,7 @@ impl RoomId {
 
     /// Validates `id`; `None` if it is empty, too long or has other characters.
     pub fn parse(id: &str) -> Option<RoomId> {
-        let valid = (1..=Self::MAX_LEN).contains(&id.len())
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let valid = (1..=Self::MAX_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         valid.then(|| RoomId(id.to_string()))
     }
 

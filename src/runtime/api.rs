@@ -9,14 +9,14 @@ use serde_json::json;
 use super::shard::Shard;
 use crate::api::{parse_join, CreateRoom};
 use crate::auth::Claims;
+use crate::config::ServeConfig;
 use crate::game::{GameConfig, Role};
 use crate::http::{Request, Response, Status};
 use crate::metrics::Refusal;
 use crate::protocol::ErrorCode;
-use crate::config::ServeConfig;
 use crate::rooms::{GameRoom, ReconnectWindows, RoomId, RoomPolicy};
-use crate::store::RoomSnapshot;
 use crate::session::{AckPolicy, EventLogConfig, PresenceConfig};
+use crate::store::RoomSnapshot;
 
 /// Room ids: 6 characters without look-alikes (no I, L, O, 0, 1).
 const ROOM_ID_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -32,11 +32,7 @@ fn not_found() -> Response {
 
 /// `GET /word-packs`.
 pub(crate) fn word_packs(shard: &Shard) -> Response {
-    let packs: Vec<_> = shard
-        .shared.packs
-        .iter()
-        .map(|p| json!({"id": p.id, "name": p.name, "wordCount": p.words.len()}))
-        .collect();
+    let packs: Vec<_> = shard.shared.packs.iter().map(|p| json!({"id": p.id, "name": p.name, "wordCount": p.words.len()})).collect();
     Response::json(Status::Ok, &json!({ "wordPacks": packs }))
 }
 
@@ -110,9 +106,12 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, chosen: Option<&Room
     shard.state.borrow_mut().create_game(shard.metrics(), now, room);
     let token = sign(shard, &room_id, &host_id, Role::Host);
     let (ws_url, join_url) = urls(shard, request, &room_id, &token);
-    Response::json(Status::Created, &json!({
-        "roomId": room_id.as_str(), "hostId": host_id, "hostToken": token, "wsUrl": ws_url, "joinUrl": join_url,
-    }))
+    Response::json(
+        Status::Created,
+        &json!({
+            "roomId": room_id.as_str(), "hostId": host_id, "hostToken": token, "wsUrl": ws_url, "joinUrl": join_url,
+        }),
+    )
 }
 
 /// `/health`: the server's summary and the store's state (`redis`: `up`, `down` or `disabled`).

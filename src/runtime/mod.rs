@@ -68,12 +68,8 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     let store = match &config.redis {
         None => None,
         Some(url) => {
-            let store = RedisStore::start(StoreConfig {
-                url: url.clone(),
-                prefix: config.redis_prefix.clone(),
-                ttl: config.persist_ttl,
-                queue: config.persist_queue,
-            })?;
+            let store =
+                RedisStore::start(StoreConfig { url: url.clone(), prefix: config.redis_prefix.clone(), ttl: config.persist_ttl, queue: config.persist_queue })?;
             info!(prefix = config.redis_prefix.as_str(), "persisting game rooms to redis (write-behind)");
             Some(store)
         }

@@ -27,11 +27,11 @@ use super::handoff::Handoff;
 use super::state::{ConnSettings, Endpoint, Persist, ShardState};
 use crate::admission::{Admission, ApiLimiter, CapReached, Permit};
 use crate::auth::{Claims, TokenKey};
+use crate::cluster::{BusHandle, Incoming};
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
 use crate::http::{self, FramingError, HeadError, Request, Response, Route, RouteError, Status};
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
-use crate::cluster::{BusHandle, Incoming};
 use crate::store::StoreHandle;
 use crate::ws;
 
@@ -291,10 +291,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
 /// A valid, unexpired token for `room`, or the 401 to answer with.
 fn verify_token(shard: &Shard, room: &str, token: &str) -> Result<Claims, Response> {
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let claims = shard
-        .shared.tokens
-        .verify(token, unix)
-        .map_err(|e| Response::error(Status::Unauthorized, "UNAUTHORIZED", &e.to_string()))?;
+    let claims = shard.shared.tokens.verify(token, unix).map_err(|e| Response::error(Status::Unauthorized, "UNAUTHORIZED", &e.to_string()))?;
     if claims.room_id != room {
         return Err(Response::error(Status::Unauthorized, "UNAUTHORIZED", "token is for another room"));
     }
@@ -302,11 +299,7 @@ fn verify_token(shard: &Shard, room: &str, token: &str) -> Result<Claims, Respon
 }
 
 /// Reads until a complete request head is in the buffer, within the size limit and deadline.
-async fn read_head(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    mut buf: Vec<u8>,
-) -> Result<(Request, Vec<u8>, usize), (Refusal, Response)> {
+async fn read_head(shard: &Shard, stream: &mut TcpStream, mut buf: Vec<u8>) -> Result<(Request, Vec<u8>, usize), (Refusal, Response)> {
     let limit = shard.shared.config.max_request_head_bytes;
     let reading = async {
         loop {
@@ -335,10 +328,7 @@ async fn read_head(
     match timed {
         Ok(Ok((request, head_len))) => Ok((request, buf, head_len)),
         Ok(Err(refused)) => Err(refused),
-        Err(_) => Err((
-            Refusal::Timeout,
-            Response::error(Status::RequestTimeout, "REQUEST_TIMEOUT", "request head not received in time"),
-        )),
+        Err(_) => Err((Refusal::Timeout, Response::error(Status::RequestTimeout, "REQUEST_TIMEOUT", "request head not received in time"))),
     }
 }
 
@@ -358,8 +348,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
         _ => "GET",
     };
     if method != allowed {
-        let response = Response::error(Status::MethodNotAllowed, "METHOD_NOT_ALLOWED", &format!("use {allowed}"))
-            .header("Allow", allowed);
+        let response = Response::error(Status::MethodNotAllowed, "METHOD_NOT_ALLOWED", &format!("use {allowed}")).header("Allow", allowed);
         return refuse(shard, stream, Refusal::MethodNotAllowed, response).await;
     }
     if matches!(route, Route::Rooms(_) | Route::RoomPlayers(_)) {

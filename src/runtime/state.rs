@@ -13,11 +13,11 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::admission::Permit;
+use crate::cluster::{BusHandle, Subscriptions};
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput, Rooms};
 use crate::session::{Heartbeat, HeartbeatAction, TokenBucket};
-use crate::cluster::{BusHandle, Subscriptions};
 use crate::store::{StoreHandle, WriteBehind};
 use crate::ws::{self, close_code, DataKind};
 
@@ -178,14 +178,7 @@ impl ShardState {
     }
 
     /// Adds an upgraded connection and joins its room.
-    pub(crate) fn register(
-        &mut self,
-        m: &ShardMetrics,
-        now: Instant,
-        endpoint: Endpoint,
-        permit: Permit,
-        settings: ConnSettings,
-    ) -> ConnId {
+    pub(crate) fn register(&mut self, m: &ShardMetrics, now: Instant, endpoint: Endpoint, permit: Permit, settings: ConnSettings) -> ConnId {
         let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, pings_per_sec } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
@@ -537,7 +530,10 @@ impl ShardState {
         if refused != crate::store::Flush::default() {
             if p.last_warned.is_none_or(|t| now >= t + QUEUE_FULL_LOG_EVERY) {
                 p.last_warned = Some(now);
-                tracing::warn!(rooms = refused.writes.len() + refused.deletes.len(), "persistence queue full; retrying with the next flush (gameplay is unaffected)");
+                tracing::warn!(
+                    rooms = refused.writes.len() + refused.deletes.len(),
+                    "persistence queue full; retrying with the next flush (gameplay is unaffected)"
+                );
             }
             let games = &self.games;
             p.write_behind.hand_back(now, refused, |id| !games.contains_key(id));

@@ -108,9 +108,7 @@ impl Presence {
         };
         match record.away.take() {
             None => Arrival { gap: Some(Duration::ZERO), was_absent: false },
-            Some((since, stage)) => {
-                Arrival { gap: Some(now.saturating_duration_since(since)), was_absent: stage >= Stage::Absent }
-            }
+            Some((since, stage)) => Arrival { gap: Some(now.saturating_duration_since(since)), was_absent: stage >= Stage::Absent },
         }
     }
 

@@ -231,7 +231,11 @@ impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
         self.connect();
         loop {
-            let wait = if self.pending.is_empty() { Duration::from_secs(1) } else { self.next_attempt.saturating_duration_since(Instant::now()).max(Duration::from_millis(10)) };
+            let wait = if self.pending.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                self.next_attempt.saturating_duration_since(Instant::now()).max(Duration::from_millis(10))
+            };
             match rx.recv_timeout(wait) {
                 Ok(command) => self.accept(command),
                 Err(RecvTimeoutError::Timeout) => {}

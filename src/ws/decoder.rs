@@ -157,11 +157,7 @@ impl Decoder {
                     let mut chunk = buf.split_to(take);
                     unmask(&mut chunk, mask, offset);
                     let remaining = remaining - take;
-                    self.state = if remaining == 0 {
-                        State::Header
-                    } else {
-                        State::Data { mask, offset: offset + take, remaining, fin }
-                    };
+                    self.state = if remaining == 0 { State::Header } else { State::Data { mask, offset: offset + take, remaining, fin } };
                     let partial = self.partial.as_mut().ok_or(ProtocolError::UnexpectedContinuation)?;
                     if partial.data.is_empty() && remaining == 0 && fin {
                         // The whole message is this one chunk: hand it on without copying.
@@ -223,8 +219,7 @@ impl Decoder {
                 if let Some(text) = text {
                     self.partial = Some(Partial { text, data: BytesMut::new(), utf8_valid: 0 });
                 }
-                self.state =
-                    State::Data { mask, offset: 0, remaining: len as usize, fin: header.is_final };
+                self.state = State::Data { mask, offset: 0, remaining: len as usize, fin: header.is_final };
             }
         }
         buf.advance(header_len);

@@ -38,16 +38,14 @@ impl HandshakeError {
             HandshakeError::UpgradeRequired => (Status::UpgradeRequired, "UPGRADE_REQUIRED"),
             HandshakeError::UnsupportedVersion => (Status::UpgradeRequired, "UNSUPPORTED_VERSION"),
             HandshakeError::OriginNotAllowed => (Status::Forbidden, "ORIGIN_NOT_ALLOWED"),
-            HandshakeError::BadRequest
-            | HandshakeError::MissingConnectionUpgrade
-            | HandshakeError::BadKey => (Status::BadRequest, "BAD_HANDSHAKE"),
+            HandshakeError::BadRequest | HandshakeError::MissingConnectionUpgrade | HandshakeError::BadKey => (Status::BadRequest, "BAD_HANDSHAKE"),
         };
         let response = Response::error(status, code, &self.to_string());
         match self {
             HandshakeError::MethodNotAllowed => response.header("Allow", "GET"),
-            HandshakeError::UpgradeRequired | HandshakeError::UnsupportedVersion => response
-                .header("Upgrade", "websocket")
-                .header("Sec-WebSocket-Version", "13"),
+            HandshakeError::UpgradeRequired | HandshakeError::UnsupportedVersion => {
+                response.header("Upgrade", "websocket").header("Sec-WebSocket-Version", "13")
+            }
             _ => response,
         }
     }
@@ -87,18 +85,13 @@ pub fn validate_upgrade(req: &Request, allowed_origins: &[String]) -> Result<Str
 
 /// The 101 response completing the handshake. No extension is negotiated.
 pub fn accept_response(accept_key: &str) -> Response {
-    Response::new(Status::SwitchingProtocols)
-        .header("Upgrade", "websocket")
-        .header("Connection", "Upgrade")
-        .header("Sec-WebSocket-Accept", accept_key)
+    Response::new(Status::SwitchingProtocols).header("Upgrade", "websocket").header("Connection", "Upgrade").header("Sec-WebSocket-Accept", accept_key)
 }
 
 /// 16 bytes in base64 are 22 significant characters followed by `==`.
 fn is_base64_of_16_bytes(key: &str) -> bool {
     let bytes = key.as_bytes();
-    bytes.len() == 24
-        && key.ends_with("==")
-        && bytes.iter().take(22).all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+    bytes.len() == 24 && key.ends_with("==") && bytes.iter().take(22).all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 #[cfg(test)]

@@ -87,9 +87,7 @@ impl Server {
         body.lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.rsplit_once(' '))
-            .filter(|(series, _)| {
-                series.split('{').next() == Some(name) && labels.split(',').filter(|s| !s.is_empty()).all(|lab| series.contains(lab))
-            })
+            .filter(|(series, _)| series.split('{').next() == Some(name) && labels.split(',').filter(|s| !s.is_empty()).all(|lab| series.contains(lab)))
             .map(|(_, v)| v.parse::<f64>().unwrap())
             .sum()
     }
@@ -142,8 +140,7 @@ pub fn connect(server: &Server, path: &str) -> Client {
 pub fn connect_with(server: &Server, path: &str, config: WebSocketConfig) -> Client {
     let stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (ws, response) = tungstenite::client::client_with_config(server.url(path), MaybeTlsStream::Plain(stream), Some(config))
-        .expect("handshake");
+    let (ws, response) = tungstenite::client::client_with_config(server.url(path), MaybeTlsStream::Plain(stream), Some(config)).expect("handshake");
     assert_eq!(response.status(), 101);
     ws
 }

@@ -26,9 +26,7 @@ use serde_json::{json, Value};
 use super::RoomId;
 use crate::game::{Command, Event, Game, GameConfig, Role};
 use crate::protocol::{self, ErrorCode, Rejection, Scope, ServerMsg, Version, SERVER_VERSION};
-use crate::session::{
-    AckAction, AckPolicy, AckTracker, EventLog, EventLogConfig, LoggedEvent, Presence, PresenceConfig, PresenceEvent, TokenBucket,
-};
+use crate::session::{AckAction, AckPolicy, AckTracker, EventLog, EventLogConfig, LoggedEvent, Presence, PresenceConfig, PresenceEvent, TokenBucket};
 use crate::ws::{self, DataKind};
 
 pub use reconnect::ReconnectWindows;
@@ -340,14 +338,20 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         }
         if let Some(version) = &msg.version {
             if let Err(e) = Version::parse(version).and_then(Version::negotiate) {
-                self.reject_and_close(now, conn, &SERVER_VERSION.to_string(), Rejection::new(ErrorCode::UpgradeRequired, e.to_string()), CLOSE_UPGRADE_REQUIRED);
+                self.reject_and_close(
+                    now,
+                    conn,
+                    &SERVER_VERSION.to_string(),
+                    Rejection::new(ErrorCode::UpgradeRequired, e.to_string()),
+                    CLOSE_UPGRADE_REQUIRED,
+                );
                 return Ok(false);
             }
         }
         match msg.kind.as_str() {
             "ACK" => {
-                let ack_id = msg.payload.get("ackId").and_then(Value::as_str)
-                    .ok_or_else(|| Rejection::new(ErrorCode::MissingField, "payload.ackId is required"))?;
+                let ack_id =
+                    msg.payload.get("ackId").and_then(Value::as_str).ok_or_else(|| Rejection::new(ErrorCode::MissingField, "payload.ackId is required"))?;
                 let matched = self.members.iter_mut().find(|m| m.conn == conn).is_some_and(|m| m.acks.on_ack(ack_id));
                 if !matched {
                     self.outputs.push_back(RoomOutput::Count(RoomCount::UnmatchedAck));
@@ -431,8 +435,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     /// The new host gets a `STATE_SNAPSHOT` with the host's view, current word included.
     fn try_promote(&mut self, now: Instant) {
         let explainer = self.game.explainer().map(|(id, _)| id.to_string());
-        let connected: Vec<String> =
-            self.game.players_in_seat_order().filter(|p| self.presence.is_connected(p)).map(str::to_string).collect();
+        let connected: Vec<String> = self.game.players_in_seat_order().filter(|p| self.presence.is_connected(p)).map(str::to_string).collect();
         let candidate = connected.iter().find(|p| Some(p.as_str()) != explainer.as_deref()).or(connected.first()).cloned();
         let Some(new_host) = candidate else { return };
         if !self.game.promote_host(now, &new_host) {
@@ -502,7 +505,16 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn frame<P: Serialize + ?Sized>(&self, kind: &str, scope: &Scope, payload: &P, version: &str, sequence_id: Option<u64>, ack_id: Option<&str>, now: Instant) -> Bytes {
+    fn frame<P: Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        scope: &Scope,
+        payload: &P,
+        version: &str,
+        sequence_id: Option<u64>,
+        ack_id: Option<&str>,
+        now: Instant,
+    ) -> Bytes {
         let timestamp = self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_millis() as i64;
         let msg = ServerMsg {
             kind,

@@ -34,11 +34,7 @@ pub struct ReconnectWindows {
 
 impl Default for ReconnectWindows {
     fn default() -> Self {
-        ReconnectWindows {
-            player_backfill: Duration::from_secs(5),
-            host_backfill: Duration::from_secs(30),
-            snapshot: Duration::from_secs(30),
-        }
+        ReconnectWindows { player_backfill: Duration::from_secs(5), host_backfill: Duration::from_secs(30), snapshot: Duration::from_secs(30) }
     }
 }
 
@@ -112,7 +108,9 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     pub(super) fn on_heartbeat(&mut self, now: Instant, conn: C, actor: &str, payload: &Value) -> Result<(), Rejection> {
         let version_differs = match payload.get("stateVersion") {
             None | Some(Value::Null) => false,
-            Some(v) => v.as_u64().ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "payload.stateVersion must be an integer"))? != self.game.state_version(),
+            Some(v) => {
+                v.as_u64().ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "payload.stateVersion must be an integer"))? != self.game.state_version()
+            }
         };
         let checksum_differs = match payload.get("stateChecksum") {
             None | Some(Value::Null) => false,
@@ -149,7 +147,16 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn send_recovery(&mut self, now: Instant, conn: C, actor: &str, version: &str, kind: &str, missed_events: Option<Option<Vec<Box<RawValue>>>>, message: Option<String>) {
+    fn send_recovery(
+        &mut self,
+        now: Instant,
+        conn: C,
+        actor: &str,
+        version: &str,
+        kind: &str,
+        missed_events: Option<Option<Vec<Box<RawValue>>>>,
+        message: Option<String>,
+    ) {
         let role = self.game.role_of(actor).unwrap_or(Role::Spectator);
         let payload = Recovery {
             current_state: self.game.state().as_str(),

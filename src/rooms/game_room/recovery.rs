@@ -35,13 +35,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     }
 
     /// Rebuilds a room from `snapshot` at `now`; a running turn comes back paused.
-    pub fn recover(
-        snapshot: &RoomSnapshot,
-        packs: &[Arc<WordPack>],
-        policy: RoomPolicy,
-        now: Instant,
-        unix_ms: i64,
-    ) -> Result<GameRoom<C>, RestoreError> {
+    pub fn recover(snapshot: &RoomSnapshot, packs: &[Arc<WordPack>], policy: RoomPolicy, now: Instant, unix_ms: i64) -> Result<GameRoom<C>, RestoreError> {
         let id = RoomId::parse(&snapshot.room_id).ok_or_else(|| RestoreError::State(format!("bad room id {}", snapshot.room_id)))?;
         let game = Game::restore(&snapshot.game, packs, now)?;
         let resume_at = snapshot.sequence.saturating_add(SEQUENCE_GAP);

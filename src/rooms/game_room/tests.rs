@@ -67,7 +67,13 @@ fn connected_then_scoped_fan_out_with_one_buffer_per_scope() {
     assert!(hello[0].1.get("sequenceId").is_none());
     r.handle_message(t0, 0, DataKind::Text, &msg("START_TEAM_SETUP", json!({})));
     let out: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
-    let frames: Vec<&Bytes> = out.iter().map(|o| match o { RoomOutput::Send(_, f) => f, _ => panic!() }).collect();
+    let frames: Vec<&Bytes> = out
+        .iter()
+        .map(|o| match o {
+            RoomOutput::Send(_, f) => f,
+            _ => panic!(),
+        })
+        .collect();
     assert_eq!(frames.len(), 3);
     assert_eq!(frames[0].as_ptr(), frames[1].as_ptr(), "same version: one shared buffer");
     assert_ne!(frames[0].as_ptr(), frames[2].as_ptr(), "other minor version: its own encoding");
@@ -242,11 +248,7 @@ fn backfill_just_inside_the_window_equals_what_a_connected_peer_got() {
     assert_eq!(reply.len(), 1);
     assert_eq!(reply[0]["type"], "RECONNECTED");
     let missed = reply[0]["payload"]["missedEvents"].as_array().unwrap().clone();
-    let expected: Vec<Value> = p2_live
-        .iter()
-        .filter(|v| v["sequenceId"].as_u64().is_some_and(|s| s > last_seen && s <= upto))
-        .cloned()
-        .collect();
+    let expected: Vec<Value> = p2_live.iter().filter(|v| v["sequenceId"].as_u64().is_some_and(|s| s > last_seen && s <= upto)).cloned().collect();
     assert!(!expected.is_empty());
     assert_eq!(missed, expected, "exactly what a connected player received, nothing host-only");
     assert!(missed.iter().all(|v| v["type"] != "WORD_REVEALED"));
