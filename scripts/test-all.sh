@@ -6,6 +6,7 @@
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm) with the SLO gates
 #      on, and a build of the criterion benches.
+#   0. cargo fmt --check and cargo clippy -D warnings over the workspace.
 # Installs what is missing (Debian packages) and uses only free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,18 @@ stop_server() {
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true' EXIT
 
 stages_passed=0
+log "format and lints"
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all --check
+else
+    echo "rustfmt is not installed (rustup component add rustfmt); format check skipped"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --release --workspace --all-targets --locked -- -D warnings
+else
+    echo "clippy is not installed (rustup component add clippy); lint check skipped"
+fi
+
 log "build (release)"
 cargo build --release --workspace --bins --locked
 
