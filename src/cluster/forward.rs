@@ -1,0 +1,354 @@
+//! What instances say to each other about a game room one of them owns and a client reached
+//! through the other (the *edge*): the client's connection, its messages, the owner's frames
+//! back, and the room API calls (join, summary, membership check) the edge cannot answer.
+//!
+//! Each message goes to the receiving instance's inbox channel (`{prefix}inst:{id}`), one
+//! `PUBLISH` per message, through the sender's one publisher connection, so each connection's
+//! messages arrive in order. The format is binary and length-prefixed:
+//! `[tag][from: u8 len + bytes][id: u64 BE][fields…]`; `id` is the edge's link (a forwarded
+//! connection) or request id, which carries the edge shard in its top 16 bits so the receiving
+//! instance knows where to deliver without a lookup.
+
+use crate::rooms::RoomId;
+use crate::ws::DataKind;
+
+/// A room API call forwarded to the owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// May `actor` open a game connection? (before the edge upgrades)
+    Member {
+        /// The token's actor id.
+        actor: String,
+    },
+    /// `POST /rooms/{id}/players` with this body; `host` is the Host header for the URLs.
+    Join {
+        /// The request's Host header.
+        host: String,
+        /// The request body.
+        body: Vec<u8>,
+    },
+    /// `GET /rooms/{id}`.
+    Summary,
+}
+
+/// One message between instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forward {
+    /// Edge → owner: a client connected for `actor` with protocol `version`.
+    Attach {
+        /// The room.
+        room: RoomId,
+        /// The edge's link id.
+        link: u64,
+        /// Who (from the token the edge verified).
+        actor: String,
+        /// Requested protocol version.
+        version: String,
+    },
+    /// Edge → owner: a message from the client.
+    FromClient {
+        /// The room.
+        room: RoomId,
+        /// The edge's link id.
+        link: u64,
+        /// Text or binary.
+        kind: DataKind,
+        /// The message.
+        payload: Vec<u8>,
+    },
+    /// Edge → owner: the client is gone.
+    Detach {
+        /// The room.
+        room: RoomId,
+        /// The edge's link id.
+        link: u64,
+    },
+    /// Owner → edge: a complete WebSocket frame for the client.
+    ToClient {
+        /// The edge's link id.
+        link: u64,
+        /// The frame, as the owner encoded it.
+        frame: Vec<u8>,
+    },
+    /// Owner → edge: close the client with `code`.
+    Close {
+        /// The edge's link id.
+        link: u64,
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Edge → owner: a room API call.
+    Request {
+        /// The room.
+        room: RoomId,
+        /// The edge's request id.
+        id: u64,
+        /// What is asked.
+        call: Call,
+    },
+    /// Owner → edge: the HTTP status and JSON body answering request `id`.
+    Response {
+        /// The edge's request id.
+        id: u64,
+        /// HTTP status.
+        status: u16,
+        /// JSON body.
+        body: Vec<u8>,
+    },
+}
+
+/// A message and the instance that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sending instance's id.
+    pub from: String,
+    /// The message.
+    pub message: Forward,
+}
+
+/// The shard a link or request id belongs to on its edge instance.
+pub fn shard_of(id: u64) -> usize {
+    (id >> 48) as usize
+}
+
+/// A link or request id for `shard` (its `counter`-th).
+pub fn make_id(shard: usize, counter: u64) -> u64 {
+    ((shard as u64 & 0xffff) << 48) | (counter & 0xffff_ffff_ffff)
+}
+
+impl Forward {
+    /// The room the owner must route this to (messages for the edge have none).
+    pub fn room(&self) -> Option<&RoomId> {
+        match self {
+            Forward::Attach { room, .. } | Forward::FromClient { room, .. } | Forward::Detach { room, .. } | Forward::Request { room, .. } => Some(room),
+            Forward::ToClient { .. } | Forward::Close { .. } | Forward::Response { .. } => None,
+        }
+    }
+
+    /// The edge's link or request id.
+    pub fn id(&self) -> u64 {
+        match self {
+            Forward::Attach { link, .. }
+            | Forward::FromClient { link, .. }
+            | Forward::Detach { link, .. }
+            | Forward::ToClient { link, .. }
+            | Forward::Close { link, .. } => *link,
+            Forward::Request { id, .. } | Forward::Response { id, .. } => *id,
+        }
+    }
+}
+
+const ATTACH: u8 = 1;
+const FROM_CLIENT: u8 = 2;
+const DETACH: u8 = 3;
+const TO_CLIENT: u8 = 4;
+const CLOSE: u8 = 5;
+const REQUEST: u8 = 6;
+const RESPONSE: u8 = 7;
+
+const CALL_MEMBER: u8 = b'M';
+const CALL_JOIN: u8 = b'J';
+const CALL_SUMMARY: u8 = b'S';
+
+fn short(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let bytes = bytes.get(..bytes.len().min(255)).unwrap_or_default();
+    out.push(bytes.len() as u8);
+    out.extend_from_slice(bytes);
+}
+
+fn kind_byte(kind: DataKind) -> u8 {
+    if kind == DataKind::Text {
+        b'T'
+    } else {
+        b'B'
+    }
+}
+
+/// Encodes `message` from instance `from` (ids and names longer than 255 bytes are cut; room
+/// ids, actor ids and versions are far shorter).
+pub fn encode(from: &str, message: &Forward) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let tag = match message {
+        Forward::Attach { .. } => ATTACH,
+        Forward::FromClient { .. } => FROM_CLIENT,
+        Forward::Detach { .. } => DETACH,
+        Forward::ToClient { .. } => TO_CLIENT,
+        Forward::Close { .. } => CLOSE,
+        Forward::Request { .. } => REQUEST,
+        Forward::Response { .. } => RESPONSE,
+    };
+    out.push(tag);
+    short(&mut out, from);
+    out.extend_from_slice(&message.id().to_be_bytes());
+    if let Some(room) = message.room() {
+        short(&mut out, room.as_str());
+    }
+    match message {
+        Forward::Attach { actor, version, .. } => {
+            short(&mut out, actor);
+            short(&mut out, version);
+        }
+        Forward::FromClient { kind, payload, .. } => {
+            out.push(kind_byte(*kind));
+            out.extend_from_slice(payload);
+        }
+        Forward::Detach { .. } => {}
+        Forward::ToClient { frame, .. } => out.extend_from_slice(frame),
+        Forward::Close { code, reason, .. } => {
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(reason.as_bytes());
+        }
+        Forward::Request { call, .. } => match call {
+            Call::Member { actor } => {
+                out.push(CALL_MEMBER);
+                short(&mut out, actor);
+            }
+            Call::Join { host, body } => {
+                out.push(CALL_JOIN);
+                short(&mut out, host);
+                out.extend_from_slice(body);
+            }
+            Call::Summary => out.push(CALL_SUMMARY),
+        },
+        Forward::Response { status, body, .. } => {
+            out.extend_from_slice(&status.to_be_bytes());
+            out.extend_from_slice(body);
+        }
+    }
+    out
+}
+
+/// Reads the fields of an encoded message front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let taken = self.0.get(..n)?;
+        self.0 = self.0.get(n..)?;
+        Some(taken)
+    }
+
+    fn short(&mut self) -> Option<&'a str> {
+        let len = self.byte()?;
+        std::str::from_utf8(self.take(usize::from(len))?).ok()
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn rest(self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
+/// Decodes a message; `None` for anything malformed.
+pub fn decode(bytes: &[u8]) -> Option<Envelope> {
+    let mut r = Reader(bytes);
+    let tag = r.byte()?;
+    let from = r.short()?.to_string();
+    let id = r.u64()?;
+    let room = |r: &mut Reader<'_>| r.short().and_then(RoomId::parse);
+    let message = match tag {
+        ATTACH => {
+            let room = room(&mut r)?;
+            let actor = r.short()?.to_string();
+            let version = r.short()?.to_string();
+            Forward::Attach { room, link: id, actor, version }
+        }
+        FROM_CLIENT => {
+            let room = room(&mut r)?;
+            let kind = match r.byte()? {
+                b'T' => DataKind::Text,
+                b'B' => DataKind::Binary,
+                _ => return None,
+            };
+            Forward::FromClient { room, link: id, kind, payload: r.rest() }
+        }
+        DETACH => Forward::Detach { room: room(&mut r)?, link: id },
+        TO_CLIENT => Forward::ToClient { link: id, frame: r.rest() },
+        CLOSE => {
+            let code = r.u16()?;
+            let reason = String::from_utf8(r.rest()).ok()?;
+            Forward::Close { link: id, code, reason }
+        }
+        REQUEST => {
+            let room = room(&mut r)?;
+            let call = match r.byte()? {
+                CALL_MEMBER => Call::Member { actor: r.short()?.to_string() },
+                CALL_JOIN => {
+                    let host = r.short()?.to_string();
+                    Call::Join { host, body: r.rest() }
+                }
+                CALL_SUMMARY => Call::Summary,
+                _ => return None,
+            };
+            Forward::Request { room, id, call }
+        }
+        RESPONSE => {
+            let status = r.u16()?;
+            Forward::Response { id, status, body: r.rest() }
+        }
+        _ => return None,
+    };
+    Some(Envelope { from, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> RoomId {
+        RoomId::parse("ROOM42").unwrap()
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let id = make_id(3, 77);
+        assert_eq!(shard_of(id), 3);
+        let messages = [
+            Forward::Attach { room: room(), link: id, actor: "player_1".into(), version: "1.0".into() },
+            Forward::FromClient { room: room(), link: id, kind: DataKind::Text, payload: b"{\"type\":\"ACK\"}".to_vec() },
+            Forward::FromClient { room: room(), link: id, kind: DataKind::Binary, payload: vec![] },
+            Forward::Detach { room: room(), link: id },
+            Forward::ToClient { link: id, frame: vec![0x81, 2, b'h', b'i'] },
+            Forward::Close { link: id, code: 1012, reason: "moved".into() },
+            Forward::Request { room: room(), id, call: Call::Member { actor: "host_x".into() } },
+            Forward::Request { room: room(), id, call: Call::Join { host: "edge:8080".into(), body: b"{\"name\":\"A\"}".to_vec() } },
+            Forward::Request { room: room(), id, call: Call::Summary },
+            Forward::Response { id, status: 201, body: b"{}".to_vec() },
+        ];
+        for message in messages {
+            let bytes = encode("node-b", &message);
+            assert_eq!(decode(&bytes), Some(Envelope { from: "node-b".into(), message: message.clone() }), "{message:?}");
+            // Every strict prefix that cuts a fixed field is refused, never misread as another message.
+            for cut in 0..10.min(bytes.len()) {
+                assert_eq!(decode(bytes.get(..cut).unwrap()), None, "{message:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let mut bad_room = encode("a", &Forward::Detach { room: room(), link: 1 });
+        if let Some(last) = bad_room.last_mut() {
+            *last = b' ';
+        }
+        for bad in [&b""[..], &[9, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 1], &[1, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 1], &bad_room] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+    }
+}
