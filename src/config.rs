@@ -180,6 +180,12 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_PERSIST_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub persist_interval: Duration,
 
+    /// TTL of a game room's ownership lease in Redis (renewed every third of it). An instance
+    /// that cannot renew it for this long stops serving the room; after an instance dies,
+    /// another takes its rooms over this long after its last renewal.
+    #[arg(long, env = "PARTYFLOW_ROOM_LEASE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub room_lease_ttl: Duration,
+
     /// TTL of a room's key in Redis, refreshed on every write.
     #[arg(long, env = "PARTYFLOW_PERSIST_TTL", default_value = "2h", value_parser = humantime::parse_duration)]
     pub persist_ttl: Duration,
@@ -343,6 +349,9 @@ impl ServeConfig {
         }
         if self.persist_interval.is_zero() || self.persist_interval > Duration::from_secs(60) {
             return Err(format!("--persist-interval must be between 1ms and 60s (got {})", humantime::format_duration(self.persist_interval)));
+        }
+        if self.room_lease_ttl < Duration::from_secs(1) || self.room_lease_ttl > Duration::from_secs(600) {
+            return Err(format!("--room-lease-ttl must be between 1s and 10m (got {})", humantime::format_duration(self.room_lease_ttl)));
         }
         if self.persist_ttl < Duration::from_secs(1) || self.persist_ttl > Duration::from_secs(30 * 24 * 3600) {
             return Err(format!("--persist-ttl must be between 1s and 30 days (got {})", humantime::format_duration(self.persist_ttl)));

@@ -134,53 +134,99 @@ fn relay_across_instances_survives_a_redis_restart() {
     assert!(get_json(&a, "/health").0 == 200 && get_json(&b, "/health").0 == 200);
 }
 
+/// An instance for game rooms, with short game timings and a 2 s lease.
+fn game_instance(redis: &Redis, id: &str) -> Server {
+    let url = redis.url();
+    let fast = ["--countdown", "1", "--score-review", "300ms", "--min-round-duration", "1s", "--room-lease-ttl", "2s"];
+    Server::start(&[&["--shards", "2", "--secret", "s", "--redis", url.as_str(), "--instance-id", id][..], &fast[..]].concat())
+}
+
+fn lease_holder(redis: &Redis, room: &str) -> Option<String> {
+    redis.get(&format!("partyflow:lease:{room}"))
+}
+
 #[test]
-fn a_game_room_has_one_live_owner_and_another_instance_takes_over_when_it_dies() {
-    use common::game::{started_game, GameClient};
+fn a_game_is_played_with_the_host_on_one_instance_and_players_on_another() {
+    use common::game::{started_game_at, Where};
     use serde_json::json;
     let redis = Redis::start();
-    let fast = ["--countdown", "1", "--score-review", "300ms", "--min-round-duration", "1s"];
-    let url = redis.url();
-    let start = |id: &str| Server::start(&[&["--shards", "2", "--secret", "s", "--redis", url.as_str(), "--instance-id", id][..], &fast[..]].concat());
-    let a = start("node-a");
-    let b = start("node-b");
-    let (room, (mut host, host_token), _players) = started_game(&a, 2, json!({"rounds": 1, "roundDurationSec": 3}));
-    let key = format!("partyflow:room:{room}");
-    redis.wait_for(&key, |v| v.is_some_and(|v| v["instance"] == "node-a"));
-    // While its owner lives, another instance refuses the room instead of forking it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = get_json(&b, &format!("/rooms/{room}"));
-        if status == 421 {
-            assert_eq!(body["error"]["code"], "ROOM_ON_ANOTHER_INSTANCE");
-            break;
-        }
-        // a writes its heartbeat key within a second of starting; until then b would recover.
-        assert!(Instant::now() < deadline, "b never saw a: {status} {body}");
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(get_json(&b, "/health").1["instances"].as_array().is_some_and(|l| l.len() <= 2));
+    let (a, b) = (game_instance(&redis, "node-a"), game_instance(&redis, "node-b"));
+    // The room lives on a; the players join and play through b, which forwards to a.
+    let at = Where { create: &a, host: &a, players: &b };
+    let (room, (mut host, _), mut players) = started_game_at(at, 2, json!({"rounds": 1, "roundDurationSec": 2}));
+    assert_eq!(lease_holder(&redis, &room).as_deref(), Some("node-a"));
+    let (status, summary) = get_json(&b, &format!("/rooms/{room}"));
+    assert_eq!((status, summary["connectedCount"].as_u64()), (200, Some(3)), "b answers for a: {summary}");
+    // A full turn: the host swipes twice, the timer ends the turn, everyone sees the summary.
+    for _ in 0..2 {
+        let word = host.seen.iter().rev().find(|v| v["type"] == "WORD_REVEALED").unwrap()["payload"]["wordId"].clone();
+        host.send("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
+        host.recv_until("WORD_RESULT");
+        host.recv_until("WORD_REVEALED");
     }
-    let host_id = host.actor.clone();
-    // Let the write-behind catch up with what the host has seen, then kill the owner.
+    host.recv_until("SCORE_SUMMARY");
+    let host_events = host.events();
+    for (p, _) in players.iter_mut() {
+        p.recv_until("SCORE_SUMMARY");
+        let events = p.events();
+        // The same events under the same sequence ids as on the owner...
+        for (seq, v) in &events {
+            if let Some(h) = host_events.get(seq) {
+                assert_eq!((&h["type"], &h["payload"]["stateVersion"]), (&v["type"], &v["payload"]["stateVersion"]), "seq {seq}");
+            }
+        }
+        let shared = |e: &std::collections::BTreeMap<u64, serde_json::Value>| -> Vec<u64> {
+            e.iter()
+                .filter(|(_, v)| ["ROUND_STARTED", "WORD_RESULT", "ROUND_ENDED", "SCORE_SUMMARY"].contains(&v["type"].as_str().unwrap()))
+                .map(|(s, _)| *s)
+                .collect()
+        };
+        assert_eq!(shared(&events), shared(&host_events), "{}: the turn's public events", p.actor);
+        assert_eq!(shared(&events).len(), 5, "started, two results, ended, summary");
+        // ...and never what only the host may see.
+        assert!(p.seen.iter().all(|v| v["type"] != "WORD_REVEALED"), "{}: host-only event forwarded to a player", p.actor);
+    }
+    assert!(a.metric("partyflow_forward_sent_total", "") > 0.0 && b.metric("partyflow_forward_sent_total", "") > 0.0);
+}
+
+#[test]
+fn sigkill_of_the_owner_mid_turn_moves_the_room_and_the_game_finishes() {
+    use common::game::{started_game_at, GameClient, Where};
+    use serde_json::json;
+    let redis = Redis::start();
+    let a = game_instance(&redis, "node-a");
+    let b = game_instance(&redis, "node-b");
+    // Owned by a, everyone connected through b.
+    let at = Where { create: &a, host: &b, players: &b };
+    let (room, (mut host, host_token), players) = started_game_at(at, 2, json!({"rounds": 1, "roundDurationSec": 3}));
+    let key = format!("partyflow:room:{room}");
     host.fence();
     let version = host.seen.iter().rev().find_map(|v| v["payload"]["stateVersion"].as_u64()).unwrap();
-    redis.wait_for(&key, |v| v.is_some_and(|v| v["game"]["stateVersion"].as_u64() >= Some(version)));
-    drop(host);
-    drop(a); // SIGKILL
-             // Once a's heartbeat has expired, b takes the room over from its last snapshot.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = get_json(&b, &format!("/rooms/{room}"));
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 421, "{body}");
-        assert!(Instant::now() < deadline, "b never took the room over");
-        std::thread::sleep(Duration::from_millis(100));
+    redis.wait_for(&key, |v| v.is_some_and(|v| v["instance"] == "node-a" && v["game"]["stateVersion"].as_u64() >= Some(version)));
+    let killed = Instant::now();
+    drop(a); // SIGKILL, mid-turn
+    let mut players = players;
+    // Up to the heartbeat TTL (5 s) and a refresh of the instance list pass first.
+    set_timeout(&mut host.ws, Duration::from_secs(30));
+    for (p, _) in players.iter_mut() {
+        set_timeout(&mut p.ws, Duration::from_secs(30));
     }
-    // The game goes on from its last snapshot: a running turn comes back paused for the host.
-    let mut host = GameClient::connect(&b, &room, &host_id, &host_token);
+    // b tells its clients to reconnect once a's heartbeat is gone; by then a's lease (2 s) is
+    // over and b takes the room over from its last snapshot.
+    while host.recv().is_some() {}
+    assert_eq!(host.seen.last().unwrap()["close"], 1012, "told to reconnect");
+    let (host_id, mut player_ids) = (host.actor.clone(), Vec::new());
+    for (mut p, token) in players {
+        while p.recv().is_some() {}
+        player_ids.push((p.actor.clone(), token));
+    }
+    let mut host = GameClient::connect_when_ready(&b, &room, &host_id, &host_token, Duration::from_secs(15));
     let hello = host.recv_until("CONNECTED");
+    assert!(killed.elapsed() < Duration::from_secs(20), "taken over in {:?}", killed.elapsed());
+    assert_eq!(lease_holder(&redis, &room).as_deref(), Some("node-b"));
+    let mut players: Vec<GameClient> =
+        player_ids.iter().map(|(id, token)| GameClient::connect_when_ready(&b, &room, id, token, Duration::from_secs(5))).collect();
+    // The running turn comes back paused for the host; the game then finishes on b.
     if hello["payload"]["state"] == "ROUND_PAUSED" {
         host.send("HOST_RESUME", json!({}));
     }
@@ -191,6 +237,9 @@ fn a_game_room_has_one_live_owner_and_another_instance_takes_over_when_it_dies()
             Some("FINAL_RESULTS") => break,
             _ => {}
         }
+    }
+    for p in players.iter_mut() {
+        p.recv_until("FINAL_RESULTS");
     }
     redis.wait_for(&key, |v| v.is_some_and(|v| v["instance"] == "node-b"));
 }

@@ -1,6 +1,7 @@
 //! Write-behind persistence and crash recovery against a real `redis-server` and real server
 //! processes: SIGKILL mid-turn and a restart, Redis stopped and restarted during a game, Redis
-//! paused until the queue overflows, the key's lifetime, and Redis down at start.
+//! paused until the queue overflows, the key's lifetime, and Redis down at start. Outages longer
+//! than a room's lease: tests/lease.rs.
 
 mod common;
 
@@ -120,7 +121,8 @@ fn sigkill_mid_turn_then_restart_recovers_the_game_paused_and_it_finishes() {
 fn redis_stopped_and_restarted_during_a_game() {
     let mut redis = Redis::start();
     let port = redis.port;
-    let s = server(&redis, &[]);
+    // An outage within the room's lease (a longer one: tests/lease.rs).
+    let s = server(&redis, &["--room-lease-ttl", "10m"]);
     let (room, (mut host, _), mut players) = started_game(&s, 2, json!({}));
     swipe(&mut host);
     redis.wait_for(&key(&room), |v| score(v, 0) == Some(1));
@@ -177,14 +179,23 @@ fn the_key_lives_with_the_room_and_goes_when_it_closes() {
 }
 
 #[test]
-fn redis_down_at_start_serves_from_memory_and_says_so() {
+fn redis_down_at_start_refuses_new_game_rooms_until_it_is_up_and_says_so() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}/0");
     let s = Server::start(&[FAST, &["--redis", url.as_str()]].concat());
     wait_health(&s, "down");
+    // A game room needs its lease: without Redis there is none to take.
+    let (status, body) = common::game::post(&s, "/rooms", &json!({"hostName": "H"}));
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("STORE_UNAVAILABLE")), "{body}");
+    assert!(s.log().iter().any(|l| l.contains("redis is unreachable")), "the log says so");
+    // Relay rooms do not need Redis.
+    let mut relay = common::connect(&s, "/relay?room=r");
+    relay.send(tungstenite::Message::text("hi")).unwrap();
+    assert_eq!(relay.read().unwrap(), tungstenite::Message::text("hi"));
+    let _redis = Redis::start_on(port);
+    wait_health(&s, "up");
     let (_room, (mut host, _), _) = started_game(&s, 2, json!({}));
     swipe(&mut host);
-    assert!(s.log().iter().any(|l| l.contains("redis is unreachable")), "the log says so");
 }
 
 #[test]

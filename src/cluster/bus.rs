@@ -12,6 +12,11 @@
 //!   it out to its local members with the usual encode-once path. After a reconnection it
 //!   subscribes to everything again.
 //!
+//! The subscriber is also always subscribed to this instance's inbox (`{prefix}inst:{id}`),
+//! where other instances send [`Forward`] messages for game rooms one owns and a client reached
+//! through the other; they go to the room's shard (owner side) or to the shard in the link id
+//! (edge side).
+//!
 //! One publisher connection per instance keeps each sender's messages in order everywhere.
 
 use std::collections::BTreeSet;
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use super::envelope;
+use super::forward::{self, Forward};
 use super::subscriptions::SubscriptionChange;
 use crate::metrics::write_unlabelled;
 use crate::rooms::RoomId;
@@ -44,15 +50,25 @@ pub struct BusConfig {
     pub queue: usize,
 }
 
-/// A message from another instance for a local relay room.
+/// A message from another instance, for one shard.
 #[derive(Debug, Clone)]
-pub struct Incoming {
-    /// The room.
-    pub room: RoomId,
-    /// Text or binary.
-    pub kind: DataKind,
-    /// The message.
-    pub payload: Vec<u8>,
+pub enum Incoming {
+    /// A message for a local relay room.
+    Relay {
+        /// The room.
+        room: RoomId,
+        /// Text or binary.
+        kind: DataKind,
+        /// The message.
+        payload: Vec<u8>,
+    },
+    /// A game-room message from the instance `from`.
+    Forward {
+        /// The sending instance.
+        from: String,
+        /// The message.
+        message: Forward,
+    },
 }
 
 #[derive(Default)]
@@ -63,6 +79,9 @@ struct Stats {
     publish_dropped: AtomicU64,
     received: AtomicU64,
     received_dropped: AtomicU64,
+    forwarded: AtomicU64,
+    forward_dropped: AtomicU64,
+    forward_received: AtomicU64,
     instances: Mutex<Vec<String>>,
 }
 
@@ -78,6 +97,11 @@ pub struct BusHandle {
 
 fn channel(prefix: &str, room: &str) -> String {
     format!("{prefix}relay:{room}")
+}
+
+/// The inbox channel of instance `id`.
+fn inbox(prefix: &str, id: &str) -> String {
+    format!("{prefix}inst:{id}")
 }
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -122,6 +146,28 @@ impl BusHandle {
         }
     }
 
+    /// Sends a game-room message to instance `to` (dropped and counted if the queue is full;
+    /// `false` then).
+    pub fn forward(&self, to: &str, message: &Forward) -> bool {
+        let bytes = forward::encode(&self.instance, message);
+        match self.publish.try_send((inbox(&self.prefix, to), bytes)) {
+            Ok(()) => {
+                self.stats.forwarded.fetch_add(1, Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.forward_dropped.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Whether instance `id` was live at the last look (the list refreshes every two seconds;
+    /// while it is unknown, every instance counts as live).
+    pub fn is_live(&self, id: &str) -> bool {
+        self.stats.instances.lock().map_or(true, |list| list.is_empty() || list.iter().any(|i| i == id))
+    }
+
     /// A room gained its first or lost its last local member.
     pub fn change(&self, change: SubscriptionChange) {
         let _ = self.control.send(change);
@@ -146,6 +192,9 @@ impl BusHandle {
             ("partyflow_relay_publish_dropped_total", "Relay messages not published (queue full or Redis unreachable)", s.publish_dropped.load(Relaxed)),
             ("partyflow_relay_received_total", "Relay messages received from other instances", s.received.load(Relaxed)),
             ("partyflow_relay_received_dropped_total", "Relay messages from other instances dropped (shard queue full)", s.received_dropped.load(Relaxed)),
+            ("partyflow_forward_sent_total", "Game-room messages sent to another instance (edge and owner)", s.forwarded.load(Relaxed)),
+            ("partyflow_forward_dropped_total", "Game-room messages for another instance dropped (queue full)", s.forward_dropped.load(Relaxed)),
+            ("partyflow_forward_received_total", "Game-room messages received from another instance", s.forward_received.load(Relaxed)),
         ];
         write_unlabelled(out, "counter", &counters);
     }
@@ -260,7 +309,7 @@ struct Subscriber {
 
 impl Subscriber {
     fn run(self, control: Receiver<SubscriptionChange>) {
-        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        let mut wanted: BTreeSet<String> = BTreeSet::from([inbox(&self.config.prefix, &self.config.instance_id)]);
         let mut backoff = MIN_BACKOFF;
         loop {
             // Changes made while disconnected only update what is wanted.
@@ -297,8 +346,9 @@ impl Subscriber {
             pubsub.subscribe(channel).map_err(SessionEnd::Redis)?;
         }
         if !self.stats.subscriber_up.swap(true, Relaxed) {
-            info!(rooms = wanted.len(), "relay subscriber connected to redis");
+            info!(rooms = wanted.len() - 1, "relay subscriber connected to redis");
         }
+        let my_inbox = inbox(&self.config.prefix, &self.config.instance_id);
         loop {
             if !self.apply_changes(control, wanted, Some(&mut pubsub)) {
                 return Err(SessionEnd::Closed);
@@ -308,14 +358,26 @@ impl Subscriber {
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => return Err(SessionEnd::Redis(e)),
             };
-            let Some(room) = message.get_channel_name().strip_prefix(&format!("{}relay:", self.config.prefix)).and_then(RoomId::parse) else { continue };
+            let channel = message.get_channel_name();
+            if channel == my_inbox {
+                let Some(envelope) = forward::decode(message.get_payload_bytes()) else { continue };
+                self.stats.forward_received.fetch_add(1, Relaxed);
+                // The owner's shard for the room; on the edge, the shard that made the id.
+                let shard = envelope.message.room().map_or(forward::shard_of(envelope.message.id()), |room| room.owner_shard(self.to_shards.len()));
+                let incoming = Incoming::Forward { from: envelope.from, message: envelope.message };
+                if self.to_shards.get(shard).is_none_or(|tx| tx.try_send(incoming).is_err()) {
+                    self.stats.forward_dropped.fetch_add(1, Relaxed);
+                }
+                continue;
+            }
+            let Some(room) = channel.strip_prefix(&format!("{}relay:", self.config.prefix)).and_then(RoomId::parse) else { continue };
             let Some(publication) = envelope::decode(message.get_payload_bytes()) else { continue };
             if publication.instance == self.config.instance_id {
                 continue;
             }
             self.stats.received.fetch_add(1, Relaxed);
             let shard = room.owner_shard(self.to_shards.len());
-            let incoming = Incoming { room, kind: publication.kind, payload: publication.payload.to_vec() };
+            let incoming = Incoming::Relay { room, kind: publication.kind, payload: publication.payload.to_vec() };
             if self.to_shards.get(shard).is_none_or(|tx| tx.try_send(incoming).is_err()) {
                 self.stats.received_dropped.fetch_add(1, Relaxed);
             }

@@ -29,8 +29,6 @@ pub enum Status {
     PayloadTooLarge,
     /// 417
     ExpectationFailed,
-    /// 421
-    MisdirectedRequest,
     /// 429
     TooManyRequests,
     /// 426
@@ -46,6 +44,32 @@ pub enum Status {
 }
 
 impl Status {
+    const ALL: [Status; 18] = [
+        Status::Ok,
+        Status::Created,
+        Status::SwitchingProtocols,
+        Status::BadRequest,
+        Status::Unauthorized,
+        Status::Forbidden,
+        Status::NotFound,
+        Status::MethodNotAllowed,
+        Status::RequestTimeout,
+        Status::Conflict,
+        Status::PayloadTooLarge,
+        Status::ExpectationFailed,
+        Status::TooManyRequests,
+        Status::UpgradeRequired,
+        Status::HeaderFieldsTooLarge,
+        Status::InternalError,
+        Status::NotImplemented,
+        Status::ServiceUnavailable,
+    ];
+
+    /// The status with numeric `code`, if the server uses it.
+    pub fn from_code(code: u16) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.code() == code)
+    }
+
     /// Numeric code.
     pub fn code(self) -> u16 {
         match self {
@@ -55,7 +79,6 @@ impl Status {
             Status::Conflict => 409,
             Status::PayloadTooLarge => 413,
             Status::ExpectationFailed => 417,
-            Status::MisdirectedRequest => 421,
             Status::TooManyRequests => 429,
             Status::NotImplemented => 501,
             Status::SwitchingProtocols => 101,
@@ -80,7 +103,6 @@ impl Status {
             Status::Conflict => "Conflict",
             Status::PayloadTooLarge => "Payload Too Large",
             Status::ExpectationFailed => "Expectation Failed",
-            Status::MisdirectedRequest => "Misdirected Request",
             Status::TooManyRequests => "Too Many Requests",
             Status::NotImplemented => "Not Implemented",
             Status::SwitchingProtocols => "Switching Protocols",
@@ -137,6 +159,11 @@ impl Response {
     /// The status.
     pub fn status(&self) -> Status {
         self.status
+    }
+
+    /// The body.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
     }
 
     /// Serializes head and body. A 101 keeps the connection; everything else closes it.

@@ -1,7 +1,12 @@
-//! The room API on the owner shard: create, join, summarize rooms; list word packs.
+//! The room API on the owner shard: create, join, summarize rooms; list word packs. With
+//! `--redis`, where a room lives ([`place_room`]: here, loaded from Redis, or on the instance
+//! holding its lease) and the calls an edge makes to that instance ([`call_owner`],
+//! [`answer_call`]).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ahash::AHashMap;
 
 use rand::Rng;
 use serde_json::json;
@@ -9,6 +14,8 @@ use serde_json::json;
 use super::shard::Shard;
 use crate::api::{parse_join, CreateRoom};
 use crate::auth::Claims;
+use crate::cluster::forward::make_id;
+use crate::cluster::{Call, Forward};
 use crate::config::ServeConfig;
 use crate::game::{GameConfig, Role};
 use crate::http::{Request, Response, Status};
@@ -16,7 +23,7 @@ use crate::metrics::Refusal;
 use crate::protocol::ErrorCode;
 use crate::rooms::{GameRoom, ReconnectWindows, RoomId, RoomPolicy};
 use crate::session::{AckPolicy, EventLogConfig, PresenceConfig};
-use crate::store::RoomSnapshot;
+use crate::store::{Answer, RoomSnapshot};
 
 /// Room ids: 6 characters without look-alikes (no I, L, O, 0, 1).
 const ROOM_ID_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -42,9 +49,13 @@ pub(crate) fn room_summary(shard: &Shard, room: &RoomId) -> Response {
     summary.map_or_else(not_found, |s| Response::json(Status::Ok, &s))
 }
 
+/// The request's Host header (what the URLs handed to clients are built on).
+pub(crate) fn host_of(shard: &Shard, request: &Request) -> String {
+    request.header("host").map_or_else(|| shard.shared.config.listen.to_string(), str::to_string)
+}
+
 /// The base URLs clients use to reach this server, from the request's Host header.
-fn urls(shard: &Shard, request: &Request, room: &RoomId, token: &str) -> (String, String) {
-    let host = request.header("host").map_or_else(|| shard.shared.config.listen.to_string(), str::to_string);
+fn urls(host: &str, room: &RoomId, token: &str) -> (String, String) {
     let ws = format!("ws://{host}/ws?roomId={}&token={token}", room.as_str());
     let join = format!("http://{host}/rooms/{}/players", room.as_str());
     (ws, join)
@@ -74,11 +85,16 @@ fn new_room_id(shard: &Shard) -> RoomId {
     }
 }
 
+fn room_exists() -> Response {
+    Response::error(Status::Conflict, "ROOM_EXISTS", "a room with this id exists")
+}
+
 /// `POST /rooms[?roomId=R]`: a fresh id owned by this shard, or the chosen one (already
-/// routed to its owner shard) unless a room has it (`409 ROOM_EXISTS`).
-pub(crate) fn create_room(shard: &Shard, request: &Request, chosen: Option<&RoomId>, body: &[u8]) -> Response {
+/// routed to its owner shard) unless a room has it (`409 ROOM_EXISTS`). With `--redis` the
+/// room's lease is taken first: an id another instance holds is taken too.
+pub(crate) async fn create_room(shard: &Shard, request: &Request, chosen: Option<&RoomId>, body: &[u8]) -> Response {
     if chosen.is_some_and(|room| shard.state.borrow().has_game(room)) {
-        return Response::error(Status::Conflict, "ROOM_EXISTS", "a room with this id exists");
+        return room_exists();
     }
     let pack_ids: Vec<&str> = shard.shared.packs.iter().map(|p| p.id.as_str()).collect();
     let spec = match CreateRoom::parse(body, shard.shared.config.min_round_duration, &pack_ids) {
@@ -88,7 +104,23 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, chosen: Option<&Room
     let Some(pack) = shard.shared.packs.iter().find(|p| p.id == spec.word_pack_id).map(Arc::clone) else {
         return Response::error(Status::InternalError, ErrorCode::InternalError.as_str(), "word pack vanished");
     };
-    let room_id = chosen.cloned().unwrap_or_else(|| new_room_id(shard));
+    let mut room_id = chosen.cloned().unwrap_or_else(|| new_room_id(shard));
+    let mut leased_at = Instant::now();
+    if let Some(store) = &shard.shared.store {
+        loop {
+            leased_at = Instant::now();
+            match wait_for(store.acquire_lease(room_id.as_str())).await {
+                Err(why) => return store_unavailable(why).1,
+                Ok(Some(holder)) if holder == store.instance_id() => break,
+                Ok(_) if chosen.is_some() => return room_exists(),
+                // A random id another instance holds: draw again.
+                Ok(_) => room_id = new_room_id(shard),
+            }
+        }
+        if shard.state.borrow().has_game(&room_id) {
+            return room_exists();
+        }
+    }
     let host_id = new_actor_id("host");
     let config = GameConfig {
         max_players: spec.max_players,
@@ -103,9 +135,9 @@ pub(crate) fn create_room(shard: &Shard, request: &Request, chosen: Option<&Room
     let policy = room_policy(&shard.shared.config);
     let now = Instant::now();
     let room = GameRoom::new(room_id.clone(), &host_id, &spec.host_name, config, policy, now, unix_now().as_millis() as i64);
-    shard.state.borrow_mut().create_game(shard.metrics(), now, room);
+    shard.state.borrow_mut().create_game(shard.metrics(), now, room, leased_at);
     let token = sign(shard, &room_id, &host_id, Role::Host);
-    let (ws_url, join_url) = urls(shard, request, &room_id, &token);
+    let (ws_url, join_url) = urls(&host_of(shard, request), &room_id, &token);
     Response::json(
         Status::Created,
         &json!({
@@ -134,47 +166,60 @@ pub(crate) fn health(shard: &Shard, now: Instant) -> serde_json::Value {
     health
 }
 
-/// How long a request waits for its room to be loaded from Redis.
-const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a request waits for Redis, or for another instance's answer.
+const STORE_WAIT: Duration = Duration::from_secs(3);
 
-/// With `--redis`, a room that is not in memory is looked up in Redis and, if found, rebuilt
-/// here (after a crash or restart). The request waits; the shard does not. `Err`: the store
-/// could not answer (`503`, retry), or the room belongs to another live instance (`421`: its
-/// snapshot names an instance whose heartbeat is live; it is taken over once that expires).
-pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), (Refusal, Response)> {
-    let Some(store) = &shard.shared.store else { return Ok(()) };
+/// Where a room lives.
+pub(crate) enum Placement {
+    /// Here (or nowhere: the caller answers 404).
+    Here,
+    /// On the instance holding its lease; an edge forwards to it.
+    Elsewhere(Arc<str>),
+}
+
+fn store_unavailable(why: String) -> (Refusal, Response) {
+    let response = Response::error(Status::ServiceUnavailable, "STORE_UNAVAILABLE", &format!("the room store cannot answer: {why}"));
+    (Refusal::Overloaded, response.header("Retry-After", "1"))
+}
+
+/// Waits for the store's answer, up to [`STORE_WAIT`].
+async fn wait_for<T>(answer: Answer<T>) -> Result<T, String> {
+    match glommio::timer::timeout(STORE_WAIT, async { Ok(answer.recv_async().await) }).await {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(_)) | Err(_) => Err("no answer in time".to_string()),
+    }
+}
+
+/// With `--redis`, a room that is not in memory is looked up in Redis, and its lease decides.
+/// Held by another live instance: the room is there (from the moment it was created, before
+/// its first snapshot is written). Held by an instance whose heartbeat is gone: `503` until the
+/// lease runs out and the room can be taken over. Free (its owner died, or Redis restarted) or
+/// ours, and stored: the lease is taken and the room rebuilt here from its snapshot (after a
+/// crash, a restart, or a takeover). The request waits; the shard does not.
+pub(crate) async fn place_room(shard: &Shard, room: &RoomId) -> Result<Placement, (Refusal, Response)> {
+    let Some(store) = &shard.shared.store else { return Ok(Placement::Here) };
     if shard.state.borrow().has_game(room) || shard.state.borrow().is_deleting(room) {
         // Live here, or closed here a moment ago (its key is about to go): nothing to load.
-        return Ok(());
+        return Ok(Placement::Here);
     }
-    let unavailable = |why: String| {
-        let response = Response::error(Status::ServiceUnavailable, "STORE_UNAVAILABLE", &format!("the room store cannot answer: {why}"));
-        (Refusal::Overloaded, response.header("Retry-After", "1"))
-    };
-    let ask = |answer: flume::Receiver<Result<Option<String>, crate::store::StoreError>>| async move {
-        match glommio::timer::timeout(RECOVERY_WAIT, async { Ok(answer.recv_async().await) }).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(_)) | Err(_) => Err("no answer in time".to_string()),
-        }
-    };
-    let loaded = ask(store.load(room.as_str())).await.map_err(unavailable)?;
-    let Some(text) = loaded else { return Ok(()) };
+    let holder = wait_for(store.lease_holder(room.as_str())).await.map_err(store_unavailable)?;
+    if let Some(holder) = holder.filter(|h| h != store.instance_id()) {
+        return elsewhere(store, room, holder).await;
+    }
+    let Some(text) = wait_for(store.load(room.as_str())).await.map_err(store_unavailable)? else { return Ok(Placement::Here) };
     let snapshot = match RoomSnapshot::decode(&text) {
         Ok(snapshot) => snapshot,
         Err(e) => {
             tracing::warn!(room = room.as_str(), error = %e, "stored room cannot be read; treating it as gone");
-            return Ok(());
+            return Ok(Placement::Here);
         }
     };
-    if let (Some(owner), Some(bus)) = (&snapshot.instance, &shard.shared.bus) {
-        // Asked of Redis now, not of the cached instance list, which may not list it yet.
-        let alive = owner != bus.instance_id() && ask(store.instance_heartbeat(owner)).await.map_err(unavailable)?.is_some();
-        if alive {
-            let message = format!("room {} lives on instance {owner}", room.as_str());
-            let response = Response::error(Status::MisdirectedRequest, "ROOM_ON_ANOTHER_INSTANCE", &message).header("Retry-After", "1");
-            return Err((Refusal::NotFound, response));
-        }
+    let leased_at = Instant::now();
+    match wait_for(store.acquire_lease(room.as_str())).await.map_err(store_unavailable)? {
+        Some(holder) if holder == store.instance_id() => {}
+        Some(holder) => return elsewhere(store, room, holder).await,
+        None => return Err(store_unavailable("the lease vanished; retry".into())),
     }
     let now = Instant::now();
     let recovered = GameRoom::recover(&snapshot, &shard.shared.packs, room_policy(&shard.shared.config), now, unix_now().as_millis() as i64);
@@ -184,12 +229,79 @@ pub(crate) async fn recover_room(shard: &Shard, room: &RoomId) -> Result<(), (Re
             // Another request may have recovered it (or the room closed) while this one waited.
             if !state.has_game(room) && !state.is_deleting(room) {
                 tracing::info!(room = room.as_str(), state = recovered.game().state().as_str(), "room recovered from redis");
-                state.create_game(shard.metrics(), now, recovered);
+                state.create_game(shard.metrics(), now, recovered, leased_at);
             }
         }
         Err(e) => tracing::warn!(room = room.as_str(), error = %e, "stored room cannot be restored; treating it as gone"),
     }
-    Ok(())
+    Ok(Placement::Here)
+}
+
+/// `room`'s lease is `holder`'s: there if that instance lives, moving if not.
+async fn elsewhere(store: &crate::store::StoreHandle, room: &RoomId, holder: String) -> Result<Placement, (Refusal, Response)> {
+    // Asked of Redis now, not of the cached instance list, which may lag.
+    if wait_for(store.instance_heartbeat(&holder)).await.map_err(store_unavailable)?.is_some() {
+        return Ok(Placement::Elsewhere(holder.into()));
+    }
+    let message = format!("room {} is moving: its instance {holder} stopped; it is taken over within the lease TTL", room.as_str());
+    let response = Response::error(Status::ServiceUnavailable, "ROOM_MOVING", &message).header("Retry-After", "1");
+    Err((Refusal::Overloaded, response))
+}
+
+/// Calls this edge shard is waiting on, by request id.
+#[derive(Default)]
+pub(crate) struct Calls {
+    next: u64,
+    waiting: AHashMap<u64, flume::Sender<(u16, Vec<u8>)>>,
+}
+
+impl Calls {
+    /// Delivers the owner's answer to request `id` (ignored if it came too late).
+    pub(crate) fn answer(&mut self, id: u64, status: u16, body: Vec<u8>) {
+        if let Some(waiter) = self.waiting.remove(&id) {
+            let _ = waiter.send((status, body));
+        }
+    }
+}
+
+/// Asks `owner`, the instance serving `room`, to answer `call`; its HTTP answer, or `503` if
+/// it does not answer in time.
+pub(crate) async fn call_owner(shard: &Shard, owner: &str, room: &RoomId, call: Call) -> Response {
+    let Some(bus) = &shard.shared.bus else { return Response::new(Status::InternalError) };
+    let (tx, rx) = flume::bounded(1);
+    let id = {
+        let mut calls = shard.calls.borrow_mut();
+        calls.next += 1;
+        let id = make_id(shard.index, calls.next);
+        calls.waiting.insert(id, tx);
+        id
+    };
+    bus.forward(owner, &Forward::Request { room: room.clone(), id, call });
+    let answered = glommio::timer::timeout(STORE_WAIT, async { Ok(rx.recv_async().await) }).await;
+    shard.calls.borrow_mut().waiting.remove(&id);
+    match answered {
+        Ok(Ok((status, body))) => Response::new(Status::from_code(status).unwrap_or(Status::InternalError)).body("application/json", body),
+        Ok(Err(_)) | Err(_) => {
+            let message = format!("instance {owner}, which serves room {}, did not answer in time", room.as_str());
+            Response::error(Status::ServiceUnavailable, "OWNER_UNREACHABLE", &message).header("Retry-After", "1")
+        }
+    }
+}
+
+/// The owner's answer to an edge's call about `room`.
+pub(crate) fn answer_call(shard: &Shard, room: &RoomId, call: Call) -> Response {
+    if !shard.state.borrow().has_game(room) {
+        let response = Response::error(Status::ServiceUnavailable, "ROOM_MOVING", "the room is not served by this instance now; retry");
+        return response.header("Retry-After", "1");
+    }
+    match call {
+        Call::Member { actor } => match check_member(shard, room, &actor) {
+            Ok(()) => Response::json(Status::Ok, &json!({})),
+            Err((_, response)) => response,
+        },
+        Call::Join { host, body } => join_room(shard, &host, room, &body),
+        Call::Summary => room_summary(shard, room),
+    }
 }
 
 /// The session policies every game room runs with.
@@ -216,8 +328,8 @@ fn room_policy(config: &ServeConfig) -> RoomPolicy {
     }
 }
 
-/// `POST /rooms/{id}/players`.
-pub(crate) fn join_room(shard: &Shard, request: &Request, room: &RoomId, body: &[u8]) -> Response {
+/// `POST /rooms/{id}/players` (`host`: the request's Host header).
+pub(crate) fn join_room(shard: &Shard, host: &str, room: &RoomId, body: &[u8]) -> Response {
     let name = match parse_join(body) {
         Ok(name) => name,
         Err(response) => return response,
@@ -236,7 +348,7 @@ pub(crate) fn join_room(shard: &Shard, request: &Request, room: &RoomId, body: &
         }
         Some(Ok(role)) => {
             let token = sign(shard, room, &player_id, role);
-            let (ws_url, _) = urls(shard, request, room, &token);
+            let (ws_url, _) = urls(host, room, &token);
             Response::json(Status::Created, &json!({"playerId": player_id, "token": token, "role": role.as_str(), "wsUrl": ws_url}))
         }
     }

@@ -65,16 +65,22 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         }
     };
     let packs = Arc::new(WordPack::shipped().into_iter().map(Arc::new).collect());
+    let instance_id = config.instance_id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
     let store = match &config.redis {
         None => None,
         Some(url) => {
-            let store =
-                RedisStore::start(StoreConfig { url: url.clone(), prefix: config.redis_prefix.clone(), ttl: config.persist_ttl, queue: config.persist_queue })?;
-            info!(prefix = config.redis_prefix.as_str(), "persisting game rooms to redis (write-behind)");
+            let store = RedisStore::start(StoreConfig {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                ttl: config.persist_ttl,
+                queue: config.persist_queue,
+                instance: instance_id.clone(),
+                lease_ttl: config.room_lease_ttl,
+            })?;
+            info!(prefix = config.redis_prefix.as_str(), "persisting game rooms to redis (write-behind), each owned through a lease");
             Some(store)
         }
     };
-    let instance_id = config.instance_id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
     let (bus, bus_inbox) = match &config.redis {
         None => (None, Vec::new()),
         Some(url) => {

@@ -21,17 +21,18 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use super::api;
+use super::api::{self, Placement};
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
 use super::state::{ConnSettings, Endpoint, Persist, ShardState};
 use crate::admission::{Admission, ApiLimiter, CapReached, Permit};
 use crate::auth::{Claims, TokenKey};
-use crate::cluster::{BusHandle, Incoming};
+use crate::cluster::{BusHandle, Call, Forward, Incoming, Leases};
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
 use crate::http::{self, FramingError, HeadError, Request, Response, Route, RouteError, Status};
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
+use crate::rooms::RoomId;
 use crate::store::StoreHandle;
 use crate::ws;
 
@@ -68,6 +69,8 @@ pub(crate) struct Shard {
     pub(crate) read_scratch: RefCell<Vec<u8>>,
     /// Room-API requests per client address on this shard.
     api_limiter: RefCell<ApiLimiter>,
+    /// Room-API calls this shard waits on other instances for.
+    pub(crate) calls: RefCell<api::Calls>,
     mesh: Senders<Handoff>,
 }
 
@@ -84,6 +87,7 @@ impl Shard {
 pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Handoff>, mut inbox: Receivers<Handoff>) {
     let instance = shared.bus.as_ref().map(|bus| bus.instance_id().to_string());
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
+    let leases = shared.store.as_ref().map(|_| Leases::new(Instant::now(), shared.config.room_lease_ttl));
     let bus = shared.bus.clone();
     let api_limiter = ApiLimiter::new(shared.config.api_rate_per_ip);
     let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
@@ -91,9 +95,10 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         index: mesh.peer_id(),
         shards: mesh.nr_consumers(),
         shared,
-        state: RefCell::new(ShardState::new(persist, bus)),
+        state: RefCell::new(ShardState::new(mesh.peer_id(), persist, leases, bus)),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         api_limiter: RefCell::new(api_limiter),
+        calls: RefCell::new(api::Calls::default()),
         mesh,
     });
     for (_, receiver) in inbox.streams() {
@@ -113,16 +118,48 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Ok(incoming) = from_bus.recv_async().await {
-                let mut state = shard.state.borrow_mut();
-                state.on_remote_message(shard.metrics(), Instant::now(), &incoming.room, incoming.kind, &incoming.payload);
+                on_bus_message(&shard, incoming);
             }
         })
         .detach();
     }
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
-    sweep_until_shutdown(&shard, &shard.shared.shutdown).await;
+    sweep_until_shutdown(&shard).await;
     acceptor.cancel();
     drain(&shard).await;
+}
+
+/// A message from another instance: relay traffic, a forwarded game connection's, or a room
+/// API call and its answer.
+fn on_bus_message(shard: &Shard, incoming: Incoming) {
+    let now = Instant::now();
+    match incoming {
+        Incoming::Relay { room, kind, payload } => shard.state.borrow_mut().on_remote_message(shard.metrics(), now, &room, kind, &payload),
+        Incoming::Forward { from, message: Forward::Request { room, id, call } } => {
+            let response = api::answer_call(shard, &room, call);
+            let answer = Forward::Response { id, status: response.status().code(), body: response.body_bytes().to_vec() };
+            if let Some(bus) = &shard.shared.bus {
+                bus.forward(&from, &answer);
+            }
+        }
+        Incoming::Forward { message: Forward::Response { id, status, body }, .. } => shard.calls.borrow_mut().answer(id, status, body),
+        Incoming::Forward { from, message } => shard.state.borrow_mut().on_forward(shard.metrics(), now, &from, message),
+    }
+}
+
+/// Hands the shard's due lease renewal to the store and applies the answer when it comes.
+fn renew_leases(shard: &Rc<Shard>, now: Instant) {
+    let Some(store) = &shard.shared.store else { return };
+    let unix_ms = api::unix_now().as_millis() as i64;
+    let Some(rooms) = shard.state.borrow_mut().poll_lease_renewal(shard.metrics(), now, unix_ms) else { return };
+    let answer = store.renew_leases(rooms.iter().map(|r| r.as_str().to_string()).collect());
+    let shard = shard.clone();
+    // One task per batch (every third of the lease TTL), not per room.
+    glommio::spawn_local(async move {
+        let held = answer.recv_async().await.ok().and_then(Result::ok);
+        shard.state.borrow_mut().on_leases_renewed(shard.metrics(), Instant::now(), now, rooms, held);
+    })
+    .detach();
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -147,14 +184,15 @@ fn sweep_period(config: &ServeConfig) -> Duration {
 
 /// The shard's one timer: sleeps until the earliest room deadline or the next heartbeat sweep,
 /// whichever is first, and is woken early when a room arms an earlier deadline.
-async fn sweep_until_shutdown(shard: &Shard, shutdown: &AtomicBool) {
+async fn sweep_until_shutdown(shard: &Rc<Shard>) {
     let period = sweep_period(&shard.shared.config);
     let mut next_sweep = Instant::now() + period;
-    while !shutdown.load(Ordering::Relaxed) {
+    while !shard.shared.shutdown.load(Ordering::Relaxed) {
         let until = shard.state.borrow().next_deadline().map_or(next_sweep, |d| d.min(next_sweep));
         let sleep = glommio::timer::sleep(until.saturating_duration_since(Instant::now()));
         futures_lite::future::or(sleep, EarlierDeadline { shard, until }).await;
         let now = Instant::now();
+        renew_leases(shard, now);
         let mut state = shard.state.borrow_mut();
         state.fire_deadlines(shard.metrics(), now);
         state.flush_store(now, api::unix_now().as_millis() as i64);
@@ -272,19 +310,28 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
     }
     let leftover = buf.get(head_len..).unwrap_or_default();
     match route {
-        Route::Relay(room) => upgrade(shard, stream, &accept_key, Endpoint::Relay(room), leftover, permit, None).await,
+        Route::Relay(room) => upgrade(shard, stream, &accept_key, Joining::Plain(Endpoint::Relay(room)), leftover, permit).await,
         Route::Game { room, version, .. } => {
             let Some(claims) = claims else { return };
-            if let Err((why, response)) = api::recover_room(&shard, &room).await {
-                return refuse(&shard, stream, why, response).await;
+            let player = (claims.actor_id, version);
+            match api::place_room(&shard, &room).await {
+                Err((why, response)) => refuse(&shard, stream, why, response).await,
+                Ok(Placement::Here) => {
+                    if let Err((why, response)) = api::check_member(&shard, &room, &player.0) {
+                        return refuse(&shard, stream, why, response).await;
+                    }
+                    upgrade(shard, stream, &accept_key, Joining::Game { room, player }, leftover, permit).await
+                }
+                Ok(Placement::Elsewhere(owner)) => {
+                    let answer = api::call_owner(&shard, &owner, &room, Call::Member { actor: player.0.clone() }).await;
+                    if answer.status() != Status::Ok {
+                        return refuse(&shard, stream, refusal_of(answer.status()), answer).await;
+                    }
+                    upgrade(shard, stream, &accept_key, Joining::Forwarded { room, owner, player }, leftover, permit).await
+                }
             }
-            if let Err((why, response)) = api::check_member(&shard, &room, &claims.actor_id) {
-                return refuse(&shard, stream, why, response).await;
-            }
-            let player = Some((claims.actor_id, version));
-            upgrade(shard, stream, &accept_key, Endpoint::Game(room), leftover, permit, player).await
         }
-        _ => upgrade(shard, stream, &accept_key, Endpoint::Echo, leftover, permit, None).await,
+        _ => upgrade(shard, stream, &accept_key, Joining::Plain(Endpoint::Echo), leftover, permit).await,
     }
 }
 
@@ -337,6 +384,9 @@ fn refusal_of(status: Status) -> Refusal {
         Status::MethodNotAllowed => Refusal::MethodNotAllowed,
         Status::UpgradeRequired => Refusal::UpgradeRequired,
         Status::Forbidden => Refusal::Forbidden,
+        Status::Unauthorized => Refusal::Unauthorized,
+        Status::NotFound => Refusal::NotFound,
+        Status::ServiceUnavailable => Refusal::Overloaded,
         _ => Refusal::BadRequest,
     }
 }
@@ -359,9 +409,16 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             return refuse(shard, stream, Refusal::RateLimited, response).await;
         }
     }
+    let mut owner = None;
     if let Route::Room(room) | Route::RoomPlayers(room) | Route::Rooms(Some(room)) = route {
-        if let Err((why, response)) = api::recover_room(shard, room).await {
-            return refuse(shard, stream, why, response).await;
+        match api::place_room(shard, room).await {
+            Err((why, response)) => return refuse(shard, stream, why, response).await,
+            Ok(Placement::Here) => {}
+            Ok(Placement::Elsewhere(_)) if matches!(route, Route::Rooms(_)) => {
+                let response = Response::error(Status::Conflict, "ROOM_EXISTS", "a room with this id exists");
+                return refuse(shard, stream, Refusal::BadRequest, response).await;
+            }
+            Ok(Placement::Elsewhere(instance)) => owner = Some(instance),
         }
     }
     let now = Instant::now();
@@ -377,15 +434,20 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             Response::new(Status::Ok).body("text/plain; version=0.0.4", text.into_bytes())
         }
         Route::WordPacks => api::word_packs(shard),
-        Route::Room(room) => api::room_summary(shard, room),
+        Route::Room(room) => match &owner {
+            Some(owner) => api::call_owner(shard, owner, room, Call::Summary).await,
+            None => api::room_summary(shard, room),
+        },
         Route::Rooms(_) | Route::RoomPlayers(_) => {
             let (mut stream, body) = match read_body(shard, stream, request, buf, head_len).await {
                 Ok(read) => read,
                 Err((stream, why, response)) => return refuse(shard, stream, why, response).await,
             };
-            let response = match route {
-                Route::RoomPlayers(room) => api::join_room(shard, request, room, &body),
-                Route::Rooms(chosen) => api::create_room(shard, request, chosen.as_ref(), &body),
+            let host = api::host_of(shard, request);
+            let response = match (route, owner) {
+                (Route::RoomPlayers(room), Some(owner)) => api::call_owner(shard, &owner, room, Call::Join { host, body }).await,
+                (Route::RoomPlayers(room), None) => api::join_room(shard, &host, room, &body),
+                (Route::Rooms(chosen), _) => api::create_room(shard, request, chosen.as_ref(), &body).await,
                 _ => Response::new(Status::NotFound),
             };
             let _ = stream.write_all(&response.to_bytes()).await;
@@ -489,27 +551,25 @@ async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>,
     }
 }
 
-/// Completes the handshake and drives the connection; a game connection (`player`: actor id
-/// and protocol version) is connected to its room first.
-async fn upgrade(
-    shard: Rc<Shard>,
-    mut stream: TcpStream,
-    accept_key: &str,
-    endpoint: Endpoint,
-    leftover: &[u8],
-    permit: Permit,
-    player: Option<(String, String)>,
-) {
+/// What an upgraded connection becomes.
+enum Joining {
+    /// `/echo` or `/relay`.
+    Plain(Endpoint),
+    /// A player (actor id, protocol version) of a game room served here.
+    Game { room: RoomId, player: (String, String) },
+    /// A player of a game room instance `owner` serves: this shard forwards.
+    Forwarded { room: RoomId, owner: Arc<str>, player: (String, String) },
+}
+
+/// Completes the handshake and drives the connection; a game connection is connected to its
+/// room (here or on its owner instance) first.
+async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, joining: Joining, leftover: &[u8], permit: Permit) {
     if stream.write_all(&ws::accept_response(accept_key).to_bytes()).await.is_err() {
         return;
     }
     let _ = stream.set_nodelay(true);
     let config = &shard.shared.config;
     let now = Instant::now();
-    let room = match &endpoint {
-        Endpoint::Game(room) => Some(room.clone()),
-        _ => None,
-    };
     let id = {
         let mut state = shard.state.borrow_mut();
         let settings = ConnSettings {
@@ -518,11 +578,16 @@ async fn upgrade(
             messages_per_sec: config.connection_message_rate,
             pings_per_sec: config.pings_per_sec,
         };
-        let id = state.register(shard.metrics(), now, endpoint, permit, settings);
-        if let (Some(room), Some((actor, version))) = (room, player) {
-            state.register_player(shard.metrics(), now, &room, id, &actor, &version);
+        let m = shard.metrics();
+        match joining {
+            Joining::Plain(endpoint) => state.register(m, now, endpoint, permit, settings),
+            Joining::Game { room, player: (actor, version) } => {
+                let id = state.register(m, now, Endpoint::Game(room.clone()), permit, settings);
+                state.register_player(m, now, &room, id, &actor, &version);
+                id
+            }
+            Joining::Forwarded { room, owner, player } => state.register_forwarded(m, now, (room, owner), player, permit, settings),
         }
-        id
     };
     shard.metrics().handshakes_ok.add(1);
     // The driver runs as its own task so that this function's request state (head buffer,

@@ -2,12 +2,14 @@
 //!
 //! The decisions are sans-IO ([`WriteBehind`]: which rooms are dirty and when they are due);
 //! [`RedisStore`] is the one place that talks to Redis, on a thread of its own fed by a bounded
-//! queue, so a shard never waits on Redis. The snapshot format is in [`snapshot`].
+//! queue, so a shard never waits on Redis. The snapshot format is in [`snapshot`]. Writes are
+//! fenced by the room's lease (see [`crate::cluster::Leases`]): an instance that no longer holds
+//! it cannot overwrite or delete the new owner's snapshot.
 
 mod redis;
 pub mod snapshot;
 mod write_behind;
 
-pub use self::redis::{RedisStore, StoreConfig, StoreError, StoreHandle, StoreStatus};
-pub use snapshot::{instance_key, RoomSnapshot, SnapshotError, SNAPSHOT_FORMAT};
+pub use self::redis::{Answer, RedisStore, StoreConfig, StoreError, StoreHandle, StoreStatus};
+pub use snapshot::{instance_key, lease_key, RoomSnapshot, SnapshotError, SNAPSHOT_FORMAT};
 pub use write_behind::{Flush, WriteBehind};

@@ -8,6 +8,11 @@
 //! exponential backoff, and, once back, bumps the resync epoch so that every shard re-sends all
 //! its live rooms: a Redis that restarted empty gets everything that is in memory again.
 //! Loads for crash recovery go through the same thread and answer on a per-request channel.
+//!
+//! Room leases live here too (one connection for the room store, and writes must be checked
+//! against the lease atomically anyway): every write and delete is a small Lua script that
+//! only acts while this instance holds the room's lease (or nobody does, after Redis lost its
+//! keys), and taking and renewing leases are scripts answered on per-request channels.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,6 +37,10 @@ pub struct StoreConfig {
     pub ttl: Duration,
     /// Snapshots and deletes that may wait for the Redis thread.
     pub queue: usize,
+    /// This instance's id: the value of the lease keys it holds.
+    pub instance: String,
+    /// TTL of a room's lease.
+    pub lease_ttl: Duration,
 }
 
 /// Why the store refused or failed.
@@ -59,11 +68,68 @@ pub struct StoreStatus {
     pub lag_ms: u64,
 }
 
+type Reply<T> = flume::Sender<Result<T, StoreError>>;
+
+/// An answer the store will send; the caller awaits it.
+pub type Answer<T> = flume::Receiver<Result<T, StoreError>>;
+
 enum Command {
-    Put { key: String, value: String, changed_at: Instant },
-    Delete { key: String },
-    Load { key: String, reply: flume::Sender<Result<Option<String>, StoreError>> },
+    Put {
+        room: String,
+        value: String,
+        changed_at: Instant,
+    },
+    Delete {
+        room: String,
+    },
+    /// `room`: the pending write of this room, if any, answers instead of Redis.
+    Load {
+        room: Option<String>,
+        key: String,
+        reply: Reply<Option<String>>,
+    },
+    Acquire {
+        room: String,
+        reply: Reply<Option<String>>,
+    },
+    Renew {
+        rooms: Vec<String>,
+        reply: Reply<Vec<bool>>,
+    },
 }
+
+/// Takes a room's lease (or confirms it); returns the holder after the call.
+const ACQUIRE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return holder";
+
+/// Renews each lease still held (or taken again if Redis lost it): 1, or 0 if another holds it.
+const RENEW: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]); out[i] = 1
+  elseif not holder then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]); out[i] = 1
+  else out[i] = 0 end
+end
+return out";
+
+/// Writes a snapshot unless another instance holds the lease: 1 written, 0 fenced.
+const PUT: &str = r"
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then return 0 end
+if not holder then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1";
+
+/// Deletes a closed room's snapshot and lease unless another instance holds the lease.
+const DELETE: &str = r"
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1";
 
 enum Pending {
     Put { value: String, changed_at: Instant },
@@ -82,6 +148,7 @@ struct Stats {
     failures: AtomicU64,
     coalesced: AtomicU64,
     queue_full: AtomicU64,
+    fenced: AtomicU64,
     lag_ms: AtomicU64,
     resync_epoch: AtomicU64,
     write_us_sum: AtomicU64,
@@ -96,6 +163,7 @@ pub struct StoreHandle {
     tx: SyncSender<Command>,
     stats: Arc<Stats>,
     prefix: Arc<str>,
+    instance: Arc<str>,
 }
 
 /// Starts the Redis thread.
@@ -107,7 +175,7 @@ impl RedisStore {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| StoreError::Url(format!("{}: {e}", config.url)))?;
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let stats = Arc::new(Stats::default());
-        let handle = StoreHandle { tx, stats: stats.clone(), prefix: config.prefix.clone().into() };
+        let handle = StoreHandle { tx, stats: stats.clone(), prefix: config.prefix.clone().into(), instance: config.instance.clone().into() };
         std::thread::Builder::new()
             .name("redis".into())
             .spawn(move || Writer::new(client, config, stats).run(rx))
@@ -117,29 +185,50 @@ impl RedisStore {
 }
 
 impl StoreHandle {
+    /// This instance's id (the value of its leases).
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
     /// Queues the newest snapshot of `room_id` (changed first at `changed_at`).
     pub fn try_put(&self, room_id: &str, value: String, changed_at: Instant) -> Result<(), StoreError> {
-        self.send(Command::Put { key: RoomSnapshot::key(&self.prefix, room_id), value, changed_at })
+        self.send(Command::Put { room: room_id.to_string(), value, changed_at })
     }
 
     /// Queues the deletion of `room_id`'s key.
     pub fn try_delete(&self, room_id: &str) -> Result<(), StoreError> {
-        self.send(Command::Delete { key: RoomSnapshot::key(&self.prefix, room_id) })
+        self.send(Command::Delete { room: room_id.to_string() })
     }
 
     /// Asks for `room_id`'s snapshot; the answer arrives on the returned channel.
-    pub fn load(&self, room_id: &str) -> flume::Receiver<Result<Option<String>, StoreError>> {
-        self.get(RoomSnapshot::key(&self.prefix, room_id))
+    pub fn load(&self, room_id: &str) -> Answer<Option<String>> {
+        self.ask(|reply| Command::Load { room: Some(room_id.to_string()), key: RoomSnapshot::key(&self.prefix, room_id), reply })
     }
 
     /// Asks whether instance `id`'s heartbeat key is live (`Some` while it is).
-    pub fn instance_heartbeat(&self, id: &str) -> flume::Receiver<Result<Option<String>, StoreError>> {
-        self.get(super::instance_key(&self.prefix, id))
+    pub fn instance_heartbeat(&self, id: &str) -> Answer<Option<String>> {
+        self.ask(|reply| Command::Load { room: None, key: super::instance_key(&self.prefix, id), reply })
     }
 
-    fn get(&self, key: String) -> flume::Receiver<Result<Option<String>, StoreError>> {
+    /// Asks which instance holds `room_id`'s lease (`None`: nobody).
+    pub fn lease_holder(&self, room_id: &str) -> Answer<Option<String>> {
+        self.ask(|reply| Command::Load { room: None, key: super::lease_key(&self.prefix, room_id), reply })
+    }
+
+    /// Takes `room_id`'s lease for this instance if it is free; answers the holder (this
+    /// instance's id when taken or already held; `None` only if Redis lost the key meanwhile).
+    pub fn acquire_lease(&self, room_id: &str) -> Answer<Option<String>> {
+        self.ask(|reply| Command::Acquire { room: room_id.to_string(), reply })
+    }
+
+    /// Renews the leases of `rooms`; answers, per room, whether this instance still holds it.
+    pub fn renew_leases(&self, rooms: Vec<String>) -> Answer<Vec<bool>> {
+        self.ask(|reply| Command::Renew { rooms, reply })
+    }
+
+    fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Answer<T> {
         let (reply, answer) = flume::bounded(1);
-        if let Err(e) = self.send(Command::Load { key, reply: reply.clone() }) {
+        if let Err(e) = self.send(command(reply.clone())) {
             let _ = reply.send(Err(e));
         }
         answer
@@ -170,6 +259,7 @@ impl StoreHandle {
             ("partyflow_persist_failures_total", "Redis batches that failed (retried)", s.failures.load(Relaxed)),
             ("partyflow_persist_coalesced_total", "Snapshots dropped because a newer one of the same room was queued", s.coalesced.load(Relaxed)),
             ("partyflow_persist_queue_full_total", "Snapshots the queue could not take (retried with the next flush)", s.queue_full.load(Relaxed)),
+            ("partyflow_persist_fenced_total", "Writes refused because another instance holds the room's lease", s.fenced.load(Relaxed)),
         ];
         write_unlabelled(out, "counter", &counters);
         let name = "partyflow_persist_write_seconds";
@@ -212,10 +302,35 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Socket timeouts: a stalled Redis fails the batch instead of stalling the thread for good.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The SHA1 of each script, as `SCRIPT LOAD` answered on this connection.
+#[derive(Default)]
+struct Scripts {
+    acquire: String,
+    renew: String,
+    put: String,
+    delete: String,
+}
+
+impl Scripts {
+    /// Loads every script, so calls and pipelines can use `EVALSHA`.
+    fn load(conn: &mut redis::Connection) -> redis::RedisResult<Self> {
+        let mut load = |source: &str| redis::cmd("SCRIPT").arg("LOAD").arg(source).query::<String>(conn);
+        Ok(Scripts { acquire: load(ACQUIRE)?, renew: load(RENEW)?, put: load(PUT)?, delete: load(DELETE)? })
+    }
+}
+
+/// `EVALSHA` of a loaded script with `keys`; the caller adds the arguments.
+fn evalsha(sha: &str, keys: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(keys.len()).arg(keys);
+    cmd
+}
+
 struct Writer {
     client: redis::Client,
     config: StoreConfig,
     stats: Arc<Stats>,
+    scripts: Scripts,
     conn: Option<redis::Connection>,
     pending: BTreeMap<String, Pending>,
     backoff: Duration,
@@ -225,7 +340,17 @@ struct Writer {
 
 impl Writer {
     fn new(client: redis::Client, config: StoreConfig, stats: Arc<Stats>) -> Self {
-        Writer { client, config, stats, conn: None, pending: BTreeMap::new(), backoff: MIN_BACKOFF, next_attempt: Instant::now(), failed_since_up: false }
+        Writer {
+            client,
+            config,
+            stats,
+            scripts: Scripts::default(),
+            conn: None,
+            pending: BTreeMap::new(),
+            backoff: MIN_BACKOFF,
+            next_attempt: Instant::now(),
+            failed_since_up: false,
+        }
     }
 
     fn run(mut self, rx: Receiver<Command>) {
@@ -258,36 +383,53 @@ impl Writer {
     fn accept(&mut self, command: Command) {
         self.stats.queued.fetch_sub(1, Relaxed);
         match command {
-            Command::Put { key, value, changed_at } => {
-                let earliest = match self.pending.get(&key) {
+            Command::Put { room, value, changed_at } => {
+                let earliest = match self.pending.get(&room) {
                     Some(Pending::Put { changed_at: earlier, .. }) => {
                         self.stats.coalesced.fetch_add(1, Relaxed);
                         (*earlier).min(changed_at)
                     }
                     _ => changed_at,
                 };
-                self.pending.insert(key, Pending::Put { value, changed_at: earliest });
+                self.pending.insert(room, Pending::Put { value, changed_at: earliest });
             }
-            Command::Delete { key } => {
-                self.pending.insert(key, Pending::Delete);
+            Command::Delete { room } => {
+                self.pending.insert(room, Pending::Delete);
             }
-            Command::Load { key, reply } => {
-                let answer = match self.pending.get(&key) {
+            Command::Load { room, key, reply } => {
+                let answer = match room.and_then(|room| self.pending.get(&room)) {
                     Some(Pending::Put { value, .. }) => Ok(Some(value.clone())),
                     Some(Pending::Delete) => Ok(None),
-                    None => self.get(&key),
+                    None => self.query(&redis::cmd("GET").arg(key).clone()),
                 };
+                let _ = reply.send(answer);
+            }
+            Command::Acquire { room, reply } => {
+                let key = super::lease_key(&self.config.prefix, &room);
+                let ttl = self.lease_ttl_ms();
+                let call = evalsha(&self.scripts.acquire, &[key]).arg(&self.config.instance).arg(ttl).clone();
+                let _ = reply.send(self.query(&call));
+            }
+            Command::Renew { rooms, reply } => {
+                let keys: Vec<String> = rooms.iter().map(|room| super::lease_key(&self.config.prefix, room)).collect();
+                let call = evalsha(&self.scripts.renew, &keys).arg(&self.config.instance).arg(self.lease_ttl_ms()).clone();
+                let answer = self.query::<Vec<i64>>(&call).map(|held| held.into_iter().map(|h| h == 1).collect());
                 let _ = reply.send(answer);
             }
         }
     }
 
-    fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+    fn lease_ttl_ms(&self) -> u64 {
+        u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs one command now (reconnecting first if needed).
+    fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         if self.conn.is_none() {
             self.connect();
         }
         let conn = self.conn.as_mut().ok_or_else(|| StoreError::Unavailable("not connected".into()))?;
-        match redis::cmd("GET").arg(key).query::<Option<String>>(conn) {
+        match cmd.query::<T>(conn) {
             Ok(value) => Ok(value),
             Err(e) => {
                 self.fail(&e);
@@ -297,14 +439,16 @@ impl Writer {
     }
 
     fn connect(&mut self) {
-        let connected = self.client.get_connection_with_timeout(IO_TIMEOUT).and_then(|c| {
+        let connected = self.client.get_connection_with_timeout(IO_TIMEOUT).and_then(|mut c| {
             c.set_read_timeout(Some(IO_TIMEOUT))?;
             c.set_write_timeout(Some(IO_TIMEOUT))?;
-            Ok(c)
+            let scripts = Scripts::load(&mut c)?;
+            Ok((c, scripts))
         });
         match connected {
-            Ok(conn) => {
+            Ok((conn, scripts)) => {
                 self.conn = Some(conn);
+                self.scripts = scripts;
                 self.backoff = MIN_BACKOFF;
                 self.stats.up.store(true, Relaxed);
                 if std::mem::take(&mut self.failed_since_up) {
@@ -341,18 +485,24 @@ impl Writer {
         }
         let Some(conn) = self.conn.as_mut() else { return };
         let ttl_ms = u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX);
+        let lease_ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        let (prefix, instance) = (&self.config.prefix, &self.config.instance);
         let mut pipe = redis::pipe();
-        for (key, p) in &self.pending {
-            match p {
-                Pending::Put { value, .. } => pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_ms).ignore(),
-                Pending::Delete => pipe.cmd("DEL").arg(key).ignore(),
+        for (room, p) in &self.pending {
+            let (key, lease) = (RoomSnapshot::key(prefix, room), super::lease_key(prefix, room));
+            let keys = [key, lease];
+            let call = match p {
+                Pending::Put { value, .. } => evalsha(&self.scripts.put, &keys).arg(value).arg(instance).arg(ttl_ms).arg(lease_ttl_ms).clone(),
+                Pending::Delete => evalsha(&self.scripts.delete, &keys).arg(instance).clone(),
             };
+            pipe.add_command(call);
         }
         let started = Instant::now();
-        match pipe.query::<()>(conn) {
-            Ok(()) => {
+        match pipe.query::<Vec<i64>>(conn) {
+            Ok(done) => {
                 let now = Instant::now();
                 let s = &self.stats;
+                s.fenced.fetch_add(done.iter().filter(|d| **d == 0).count() as u64, Relaxed);
                 s.write_us_sum.fetch_add(now.duration_since(started).as_micros() as u64, Relaxed);
                 s.write_batches.fetch_add(1, Relaxed);
                 let mut oldest = Duration::ZERO;

@@ -56,6 +56,11 @@ pub fn instance_key(prefix: &str, id: &str) -> String {
     format!("{prefix}instance:{id}")
 }
 
+/// The lease key of room `room_id`: holds the id of the instance that owns the room.
+pub fn lease_key(prefix: &str, room_id: &str) -> String {
+    format!("{prefix}lease:{room_id}")
+}
+
 impl RoomSnapshot {
     /// The Redis key of room `room_id`.
     pub fn key(prefix: &str, room_id: &str) -> String {

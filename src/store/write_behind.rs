@@ -89,6 +89,13 @@ impl WriteBehind {
         }
     }
 
+    /// `room` left this instance without closing (another instance serves it now): nothing of
+    /// it is written or deleted any more.
+    pub fn forget(&mut self, room: &RoomId) {
+        self.dirty.remove(room);
+        self.deletes.remove(room);
+    }
+
     /// Whether `room` closed and its key is not yet handed to the store (its snapshot in Redis
     /// must not bring it back meanwhile).
     pub fn is_deleting(&self, room: &RoomId) -> bool {

@@ -58,6 +58,25 @@ impl GameClient {
         GameClient { ws, room: room.into(), actor: actor.into(), seen: Vec::new(), auto_ack: true }
     }
 
+    /// Connects, retrying while the server answers `503` (a room moving between instances),
+    /// up to `limit`.
+    pub fn connect_when_ready(server: &Server, room: &str, actor: &str, token: &str, limit: Duration) -> GameClient {
+        let deadline = Instant::now() + limit;
+        loop {
+            let stream = std::net::TcpStream::connect(server.addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let url = server.url(&format!("/ws?roomId={room}&token={token}&version=1.0"));
+            match tungstenite::client::client(url, tungstenite::stream::MaybeTlsStream::Plain(stream)) {
+                Ok((ws, _)) => return GameClient { ws, room: room.into(), actor: actor.into(), seen: Vec::new(), auto_ack: true },
+                Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) if response.status() == 503 => {
+                    assert!(Instant::now() < deadline, "{actor}: still 503 after {limit:?}: {:?}", response.body());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("{actor}: {e}"),
+            }
+        }
+    }
+
     pub fn send(&mut self, kind: &str, payload: Value) {
         let msg = json!({"type": kind, "roomId": self.room, "actorId": self.actor, "timestamp": 0, "version": "1.0", "payload": payload});
         self.ws.send(Message::text(msg.to_string())).unwrap();
@@ -148,15 +167,29 @@ impl GameClient {
 /// (player i to team i % 2 + 1), the game started, the first turn's `ROUND_STARTED` seen by
 /// everyone and its first `WORD_REVEALED` by the host. `settings` are extra room settings.
 pub fn started_game(server: &Server, players: usize, settings: Value) -> (String, (GameClient, String), Vec<(GameClient, String)>) {
+    started_game_at(Where { create: server, host: server, players: server }, players, settings)
+}
+
+/// Which server (instance) a room is created on, and which ones its host and its players
+/// connect to (players also join there).
+#[derive(Clone, Copy)]
+pub struct Where<'a> {
+    pub create: &'a Server,
+    pub host: &'a Server,
+    pub players: &'a Server,
+}
+
+/// [`started_game`] across instances.
+pub fn started_game_at(at: Where<'_>, players: usize, settings: Value) -> (String, (GameClient, String), Vec<(GameClient, String)>) {
     let mut body = json!({"numTeams": 2, "rounds": 3, "roundDurationSec": 30});
     body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
-    let (room, host_id, host_token) = create_room(server, body);
+    let (room, host_id, host_token) = create_room(at.create, body);
     let mut clients = Vec::new();
     for i in 0..players {
-        let (id, token, _) = join(server, &room, &format!("P{i}"));
-        clients.push((GameClient::connect(server, &room, &id, &token), token));
+        let (id, token, _) = join(at.players, &room, &format!("P{i}"));
+        clients.push((GameClient::connect(at.players, &room, &id, &token), token));
     }
-    let mut host = GameClient::connect(server, &room, &host_id, &host_token);
+    let mut host = GameClient::connect(at.host, &room, &host_id, &host_token);
     host.recv_until("CONNECTED");
     host.send("START_TEAM_SETUP", json!({"numTeams": 2}));
     for (i, (c, _)) in clients.iter_mut().enumerate() {

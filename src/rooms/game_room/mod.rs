@@ -376,6 +376,14 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         self.drain_game(now);
     }
 
+    /// Lets every connection go with `code` (the room is leaving this server as it is, to be
+    /// served elsewhere: nothing is announced and the game does not change).
+    pub fn evict(&mut self, code: u16, reason: &str) {
+        for member in self.members.drain(..) {
+            self.outputs.push_back(RoomOutput::Close(member.conn, code, reason.to_string()));
+        }
+    }
+
     /// When [`GameRoom::handle_timeout`] next has work (never, once closed).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_closed() {

@@ -1,10 +1,15 @@
 //! A shard's connections and rooms: plain data, touched only by the shard's own thread.
 //!
 //! The connection drivers and the shard's sweeper borrow this for one synchronous step at a time
-//! and never across an await.
+//! and never across an await. Game rooms reached through or served for another instance are in
+//! [`forwarding`]; room leases in [`leasing`].
+
+mod forwarding;
+mod leasing;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -13,7 +18,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::admission::Permit;
-use crate::cluster::{BusHandle, Subscriptions};
+use crate::cluster::{BusHandle, Leases, Subscriptions};
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput, Rooms};
@@ -23,6 +28,14 @@ use crate::ws::{self, close_code, DataKind};
 
 /// A connection's key in its shard's table.
 pub(crate) type ConnId = usize;
+
+/// A member of a game room on its owner shard: a connection here, or a client connected to
+/// another instance (the key of its [`forwarding::RemoteMember`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Member {
+    Local(ConnId),
+    Remote(usize),
+}
 
 /// How long a closing connection may take to flush its close frame and hear the peer's.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,6 +49,9 @@ pub(crate) enum Endpoint {
     Relay(RoomId),
     /// Messages are game protocol for this room.
     Game(RoomId),
+    /// Messages are game protocol for this room, which instance `owner` serves; `link` names
+    /// the connection there.
+    Forwarded { room: RoomId, owner: Arc<str>, link: u64 },
 }
 
 /// One WebSocket connection as the shard sees it.
@@ -125,7 +141,7 @@ impl Conn {
 
 /// A game room and the deadline the shard timer holds for it.
 struct GameEntry {
-    room: GameRoom<ConnId>,
+    room: GameRoom<Member>,
     armed: Option<Instant>,
     /// The sequence id up to which the room's changes are scheduled for persistence.
     marked_seq: u64,
@@ -168,13 +184,22 @@ pub(crate) struct ShardState {
     /// Relay rooms joined with other instances (with `--redis`).
     bus: Option<BusHandle>,
     subscriptions: Subscriptions,
+    /// This shard's index (in the ids of its forwarded links).
+    index: usize,
+    /// The leases of this shard's game rooms (with `--redis`).
+    leases: Option<Leases>,
+    /// Clients of this shard's game rooms connected to other instances.
+    remotes: forwarding::RemoteMembers,
+    /// This shard's connections forwarded to game rooms on other instances, by link id.
+    links: AHashMap<u64, ConnId>,
+    next_link: u64,
 }
 
 impl ShardState {
-    /// An empty shard; with `persist`, its game rooms are written behind to Redis; with `bus`,
-    /// its relay rooms are joined with other instances'.
-    pub(crate) fn new(persist: Option<Persist>, bus: Option<BusHandle>) -> Self {
-        ShardState { persist, bus, ..ShardState::default() }
+    /// An empty shard `index`; with `persist`, its game rooms are written behind to Redis and
+    /// held through `leases`; with `bus`, its rooms are joined with other instances'.
+    pub(crate) fn new(index: usize, persist: Option<Persist>, leases: Option<Leases>, bus: Option<BusHandle>) -> Self {
+        ShardState { index, persist, leases, bus, ..ShardState::default() }
     }
 
     /// Adds an upgraded connection and joins its room.
@@ -182,7 +207,7 @@ impl ShardState {
         let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, pings_per_sec } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
-            Endpoint::Echo | Endpoint::Game(_) => None,
+            Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } => None,
         };
         let id = self.conns.insert(Conn {
             outbox: Outbox::new(max_outbound_bytes),
@@ -211,7 +236,7 @@ impl ShardState {
     /// Registers a game connection and connects it to its room as `actor_id`.
     pub(crate) fn register_player(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, conn: ConnId, actor_id: &str, version: &str) {
         let connected = self.with_game(m, now, room, |r| {
-            let _ = r.connect(now, conn, actor_id, version);
+            let _ = r.connect(now, Member::Local(conn), actor_id, version);
         });
         if connected.is_none() {
             // The room closed between the token check and the upgrade.
@@ -227,11 +252,17 @@ impl ShardState {
         self.leave_game(m, now, id);
         let Some(conn) = self.conns.try_remove(id) else { return };
         let rooms_before = self.rooms.len();
-        if let Endpoint::Relay(room) = &conn.endpoint {
-            self.rooms.leave(room, id);
-            if let (Some(bus), Some(change)) = (&self.bus, self.subscriptions.leave(room)) {
-                bus.change(change);
+        match &conn.endpoint {
+            Endpoint::Relay(room) => {
+                self.rooms.leave(room, id);
+                if let (Some(bus), Some(change)) = (&self.bus, self.subscriptions.leave(room)) {
+                    bus.change(change);
+                }
             }
+            Endpoint::Forwarded { link, .. } => {
+                self.links.remove(link);
+            }
+            Endpoint::Echo | Endpoint::Game(_) => {}
         }
         m.connections.add(-1);
         m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
@@ -258,7 +289,10 @@ impl ShardState {
         }
         if let Endpoint::Game(room) = &conn.endpoint {
             let room = room.clone();
-            self.with_game(m, now, &room, |r| r.handle_message(now, id, kind, payload));
+            if self.fence_if_expired(m, now, &room) {
+                return;
+            }
+            self.with_game(m, now, &room, |r| r.handle_message(now, Member::Local(id), kind, payload));
             return;
         }
         if !conn.messages.try_take(now) {
@@ -279,6 +313,14 @@ impl ShardState {
                     bus.publish(&room, kind, payload);
                 }
                 self.fan_out(m, now, &room, frame);
+            }
+            Endpoint::Forwarded { room, owner, link } => {
+                // The owner's room applies its own per-member limits; the edge's rate above
+                // bounds what one client can make this instance publish.
+                let message = crate::cluster::Forward::FromClient { room: room.clone(), link: *link, kind, payload: payload.to_vec() };
+                if let Some(bus) = &self.bus {
+                    bus.forward(owner, &message);
+                }
             }
             Endpoint::Game(_) => {}
         }
@@ -330,12 +372,21 @@ impl ShardState {
     /// timeout, not when the socket is finally dropped.
     fn leave_game(&mut self, m: &ShardMetrics, now: Instant, id: ConnId) {
         let Some(conn) = self.conns.get_mut(id) else { return };
-        let Endpoint::Game(room) = &conn.endpoint else { return };
-        if std::mem::replace(&mut conn.left_game, true) {
+        if !matches!(conn.endpoint, Endpoint::Game(_) | Endpoint::Forwarded { .. }) || std::mem::replace(&mut conn.left_game, true) {
             return;
         }
-        let room = room.clone();
-        self.with_game(m, now, &room, |r| r.disconnect(now, id));
+        match &conn.endpoint {
+            Endpoint::Game(room) => {
+                let room = room.clone();
+                self.with_game(m, now, &room, |r| r.disconnect(now, Member::Local(id)));
+            }
+            Endpoint::Forwarded { room, owner, link } => {
+                if let Some(bus) = &self.bus {
+                    bus.forward(owner, &crate::cluster::Forward::Detach { room: room.clone(), link: *link });
+                }
+            }
+            Endpoint::Echo | Endpoint::Relay(_) => {}
+        }
     }
 
     /// Closes every connection with 1001 (server shutdown).
@@ -371,6 +422,7 @@ impl ShardState {
         for id in timed_out {
             self.leave_game(m, now, id);
         }
+        self.check_instances(m, now);
     }
 
     /// Cuts every connection at once (the shutdown grace ran out).
@@ -388,8 +440,11 @@ impl ShardState {
 
     // ----- game rooms ------------------------------------------------------------------------
 
-    /// Adds a new game room.
-    pub(crate) fn create_game(&mut self, m: &ShardMetrics, now: Instant, room: GameRoom<ConnId>) {
+    /// Adds a new game room (its lease, with `--redis`, taken by a request sent at `leased_at`).
+    pub(crate) fn create_game(&mut self, m: &ShardMetrics, now: Instant, room: GameRoom<Member>, leased_at: Instant) {
+        if let Some(leases) = self.leases.as_mut() {
+            leases.acquired(room.id().clone(), leased_at);
+        }
         let id = room.id().clone();
         self.games.insert(id.clone(), GameEntry { room, armed: None, marked_seq: 0 });
         m.rooms.add(1);
@@ -408,7 +463,7 @@ impl ShardState {
 
     /// Runs `f` on a game room, then carries out what the room asks for (sends, closes),
     /// re-arms its timer, and drops the room once it is closed. `None` if no such room.
-    pub(crate) fn with_game<R>(&mut self, m: &ShardMetrics, now: Instant, id: &RoomId, f: impl FnOnce(&mut GameRoom<ConnId>) -> R) -> Option<R> {
+    pub(crate) fn with_game<R>(&mut self, m: &ShardMetrics, now: Instant, id: &RoomId, f: impl FnOnce(&mut GameRoom<Member>) -> R) -> Option<R> {
         let entry = self.games.get_mut(id)?;
         let result = f(&mut entry.room);
         loop {
@@ -416,33 +471,46 @@ impl ShardState {
             let mut overflowed = Vec::new();
             while let Some(output) = entry.room.poll_output() {
                 match output {
-                    RoomOutput::Send(conn, frame) => {
+                    RoomOutput::Send(Member::Local(conn), frame) => {
                         if let Some(c) = self.conns.get_mut(conn) {
                             if !c.is_closing() {
                                 if c.queue(m, now, frame) {
                                     m.messages_out.add(1);
                                 } else {
                                     c.left_game = true;
-                                    overflowed.push(conn);
+                                    overflowed.push(Member::Local(conn));
                                 }
                             }
                         }
                     }
-                    RoomOutput::Close(conn, code, reason) => {
+                    RoomOutput::Close(Member::Local(conn), code, reason) => {
                         if let Some(c) = self.conns.get_mut(conn) {
                             c.begin_close(m, now, code, &reason, false);
                             // The room already let this member go.
                             c.left_game = true;
                         }
                     }
+                    RoomOutput::Send(Member::Remote(key), frame) => {
+                        if self.remotes.send(self.bus.as_ref(), key, &frame) {
+                            m.messages_out.add(1);
+                        } else {
+                            overflowed.push(Member::Remote(key));
+                        }
+                    }
+                    RoomOutput::Close(Member::Remote(key), code, reason) => self.remotes.close(self.bus.as_ref(), key, code, reason),
                     RoomOutput::Count(what) => count(m, what),
                 }
             }
             if overflowed.is_empty() {
                 break;
             }
-            for conn in overflowed {
-                entry.room.disconnect(now, conn);
+            for member in overflowed {
+                entry.room.disconnect(now, member);
+                if let Member::Remote(key) = member {
+                    // Its edge could not be reached: the client is let go there by the
+                    // liveness check, or hears nothing more and reconnects.
+                    self.remotes.remove(key);
+                }
             }
         }
         if entry.room.is_closed() {
@@ -450,6 +518,9 @@ impl ShardState {
             m.rooms.add(-1);
             if let Some(p) = self.persist.as_mut() {
                 p.write_behind.mark_closed(now, id);
+            }
+            if let Some(leases) = self.leases.as_mut() {
+                leases.release(id);
             }
             self.wake_timer_for(self.next_deadline());
             return Some(result);
@@ -545,7 +616,8 @@ impl ShardState {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let room = self.deadlines.peek().map(|Reverse((at, _))| *at);
         let flush = self.persist.as_ref().and_then(|p| p.write_behind.poll_timeout());
-        [room, flush].into_iter().flatten().min()
+        let lease = self.leases.as_ref().and_then(Leases::poll_timeout);
+        [room, flush, lease].into_iter().flatten().min()
     }
 
     /// Records what the timer task sleeps until and the waker for an earlier deadline.
@@ -602,6 +674,7 @@ mod tests {
         let metrics = Metrics::new(1, t0);
         let m = metrics.shard(0);
         let mut state = ShardState::default();
+        let host = Member::Local(0);
         let config = GameConfig {
             max_players: 10,
             num_teams: 2,
@@ -614,14 +687,14 @@ mod tests {
         };
         let id = RoomId::parse("HEAP42").unwrap();
         let room = GameRoom::new(id.clone(), "host", "H", config, RoomPolicy::default(), t0, 0);
-        state.create_game(m, t0, room);
+        state.create_game(m, t0, room, t0);
         for i in 0..10_000u64 {
             // The host leaving and coming back moves the room's deadline (idle reclaim, host
             // pause) every time: one new heap entry per move.
             let now = t0 + Duration::from_millis(i);
-            state.with_game(m, now, &id, |r| r.disconnect(now, 0));
+            state.with_game(m, now, &id, |r| r.disconnect(now, host));
             state.with_game(m, now, &id, |r| {
-                let _ = r.connect(now, 0, "host", "1.0");
+                let _ = r.connect(now, host, "host", "1.0");
             });
         }
         assert!(state.heap_len() <= 2 + 64, "{} heap entries for one room (bound: twice the rooms plus 64)", state.heap_len());
