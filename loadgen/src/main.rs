@@ -26,8 +26,8 @@ use stats::Stats;
 #[command(name = "partyflow-loadgen", version)]
 struct Cli {
     /// The server's base URL; WebSocket URLs are derived from it. Repeat it for several
-    /// instances: relay members are spread over them in turn (the other scenarios use the
-    /// first).
+    /// instances: relay members, and each game room's host and players, are spread over them
+    /// in turn (a game room is created on one and reached through the others).
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     url: Vec<String>,
     /// How long to measure, after the warm-up.

@@ -161,7 +161,11 @@ async fn setup_room(
     storm: watch::Receiver<u64>,
     drop_fraction: f64,
 ) -> anyhow::Result<()> {
-    let (target, pacer, stats): (&Rc<Target>, &Pacer, &Rc<RefCell<Stats>>) = (&ctx.target, &ctx.pacer, &ctx.stats);
+    let (pacer, stats): (&Pacer, &Rc<RefCell<Stats>>) = (&ctx.pacer, &ctx.stats);
+    // With several --url, room r is created on instance r and its members spread over all of
+    // them in turn: members on another instance reach the room through it (forwarding).
+    let target_of = |member: usize| &ctx.targets[(r + member) % ctx.targets.len()];
+    let target = target_of(0);
     let base = r * (args.players + 1);
     pacer.wait().await;
     let settings = json!({"hostName": format!("Host {r}"), "maxPlayers": args.players, "rounds": 20, "roundDurationSec": args.round_duration});
@@ -174,7 +178,7 @@ async fn setup_room(
         vec![(Role::Host, created["hostId"].as_str().unwrap_or_default().to_string(), created["hostToken"].as_str().unwrap_or_default().to_string())];
     for p in 0..args.players {
         pacer.wait().await;
-        let (status, joined) = target.post(base + p + 1, &format!("/rooms/{room_id}/players"), &json!({"playerName": format!("P{p}")})).await?;
+        let (status, joined) = target_of(p + 1).post(base + p + 1, &format!("/rooms/{room_id}/players"), &json!({"playerName": format!("P{p}")})).await?;
         if status != 201 {
             bail!("joining {room_id} answered {status}: {joined}");
         }
@@ -184,7 +188,7 @@ async fn setup_room(
     for (i, (_, _, token)) in members.iter().enumerate() {
         pacer.wait().await;
         let path = format!("/ws?roomId={room_id}&token={token}&version=1.0");
-        let (ws, us) = target.websocket(base + i, &path).await?;
+        let (ws, us) = target_of(i).websocket(base + i, &path).await?;
         stats.borrow_mut().record_connect(us);
         sockets.push((ws, path));
     }
@@ -195,7 +199,7 @@ async fn setup_room(
     };
     for (i, ((ws, path), (role, actor, _))) in sockets.into_iter().zip(members).enumerate() {
         let client = Client {
-            target: target.clone(),
+            target: target_of(i).clone(),
             n: base + i,
             path,
             room_id: room_id.clone(),
