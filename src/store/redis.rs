@@ -459,7 +459,7 @@ impl Writer {
             }
             Err(e) => {
                 if self.stats.up.swap(false, Relaxed) || !self.failed_since_up {
-                    warn!(error = %e, "redis is unreachable; serving from memory and retrying");
+                    warn!(error = %e, "redis is unreachable; games go on in memory until their leases run out; retrying");
                 }
                 self.failed_since_up = true;
                 self.next_attempt = Instant::now() + self.backoff;
