@@ -6,6 +6,7 @@
 //! fenced by the room's lease (see [`crate::cluster::Leases`]): an instance that no longer holds
 //! it cannot overwrite or delete the new owner's snapshot.
 
+mod leases;
 mod redis;
 pub mod snapshot;
 mod write_behind;

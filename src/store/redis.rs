@@ -9,10 +9,9 @@
 //! its live rooms: a Redis that restarted empty gets everything that is in memory again.
 //! Loads for crash recovery go through the same thread and answer on a per-request channel.
 //!
-//! Room leases live here too (one connection for the room store, and writes must be checked
-//! against the lease atomically anyway): every write and delete is a small Lua script that
+//! Writes are fenced by the room's lease: every write and delete is a small Lua script that
 //! only acts while this instance holds the room's lease (or nobody does, after Redis lost its
-//! keys), and taking and renewing leases are scripts answered on per-request channels.
+//! keys). Taking and renewing leases has its own connection and thread ([`super::leases`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::leases::{evalsha, LeaseCommand};
 use super::snapshot::RoomSnapshot;
 use crate::metrics::write_unlabelled;
 
@@ -68,7 +68,7 @@ pub struct StoreStatus {
     pub lag_ms: u64,
 }
 
-type Reply<T> = flume::Sender<Result<T, StoreError>>;
+pub(super) type Reply<T> = flume::Sender<Result<T, StoreError>>;
 
 /// An answer the store will send; the caller awaits it.
 pub type Answer<T> = flume::Receiver<Result<T, StoreError>>;
@@ -82,39 +82,13 @@ enum Command {
     Delete {
         room: String,
     },
-    /// `room`: the pending write of this room, if any, answers instead of Redis.
+    /// `room`'s snapshot at `key`: its pending write, if any, answers instead of Redis.
     Load {
-        room: Option<String>,
+        room: String,
         key: String,
         reply: Reply<Option<String>>,
     },
-    Acquire {
-        room: String,
-        reply: Reply<Option<String>>,
-    },
-    Renew {
-        rooms: Vec<String>,
-        reply: Reply<Vec<bool>>,
-    },
 }
-
-/// Takes a room's lease (or confirms it); returns the holder after the call.
-const ACQUIRE: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return holder";
-
-/// Renews each lease still held (or taken again if Redis lost it): 1, or 0 if another holds it.
-const RENEW: &str = r"
-local out = {}
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if holder == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]); out[i] = 1
-  elseif not holder then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]); out[i] = 1
-  else out[i] = 0 end
-end
-return out";
 
 /// Writes a snapshot unless another instance holds the lease: 1 written, 0 fenced.
 const PUT: &str = r"
@@ -161,6 +135,7 @@ struct Stats {
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: SyncSender<Command>,
+    leases: SyncSender<LeaseCommand>,
     stats: Arc<Stats>,
     prefix: Arc<str>,
     instance: Arc<str>,
@@ -174,8 +149,9 @@ impl RedisStore {
     pub fn start(config: StoreConfig) -> Result<StoreHandle, StoreError> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| StoreError::Url(format!("{}: {e}", config.url)))?;
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
+        let leases = super::leases::start(client.clone(), config.instance.clone(), config.lease_ttl).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let stats = Arc::new(Stats::default());
-        let handle = StoreHandle { tx, stats: stats.clone(), prefix: config.prefix.clone().into(), instance: config.instance.clone().into() };
+        let handle = StoreHandle { tx, leases, stats: stats.clone(), prefix: config.prefix.clone().into(), instance: config.instance.clone().into() };
         std::thread::Builder::new()
             .name("redis".into())
             .spawn(move || Writer::new(client, config, stats).run(rx))
@@ -202,28 +178,40 @@ impl StoreHandle {
 
     /// Asks for `room_id`'s snapshot; the answer arrives on the returned channel.
     pub fn load(&self, room_id: &str) -> Answer<Option<String>> {
-        self.ask(|reply| Command::Load { room: Some(room_id.to_string()), key: RoomSnapshot::key(&self.prefix, room_id), reply })
+        self.ask(|reply| Command::Load { room: room_id.to_string(), key: RoomSnapshot::key(&self.prefix, room_id), reply })
     }
 
     /// Asks whether instance `id`'s heartbeat key is live (`Some` while it is).
     pub fn instance_heartbeat(&self, id: &str) -> Answer<Option<String>> {
-        self.ask(|reply| Command::Load { room: None, key: super::instance_key(&self.prefix, id), reply })
+        self.ask_lease(|reply| LeaseCommand::Get { key: super::instance_key(&self.prefix, id), reply })
     }
 
     /// Asks which instance holds `room_id`'s lease (`None`: nobody).
     pub fn lease_holder(&self, room_id: &str) -> Answer<Option<String>> {
-        self.ask(|reply| Command::Load { room: None, key: super::lease_key(&self.prefix, room_id), reply })
+        self.ask_lease(|reply| LeaseCommand::Get { key: super::lease_key(&self.prefix, room_id), reply })
     }
 
     /// Takes `room_id`'s lease for this instance if it is free; answers the holder (this
     /// instance's id when taken or already held; `None` only if Redis lost the key meanwhile).
     pub fn acquire_lease(&self, room_id: &str) -> Answer<Option<String>> {
-        self.ask(|reply| Command::Acquire { room: room_id.to_string(), reply })
+        self.ask_lease(|reply| LeaseCommand::Acquire { key: super::lease_key(&self.prefix, room_id), reply })
     }
 
     /// Renews the leases of `rooms`; answers, per room, whether this instance still holds it.
     pub fn renew_leases(&self, rooms: Vec<String>) -> Answer<Vec<bool>> {
-        self.ask(|reply| Command::Renew { rooms, reply })
+        let keys = rooms.iter().map(|room| super::lease_key(&self.prefix, room)).collect();
+        self.ask_lease(|reply| LeaseCommand::Renew { keys, reply })
+    }
+
+    fn ask_lease<T>(&self, command: impl FnOnce(Reply<T>) -> LeaseCommand) -> Answer<T> {
+        let (reply, answer) = flume::bounded(1);
+        let refused = match self.leases.try_send(command(reply.clone())) {
+            Ok(()) => return answer,
+            Err(TrySendError::Full(_)) => StoreError::Full,
+            Err(TrySendError::Disconnected(_)) => StoreError::Unavailable("the lease thread stopped".into()),
+        };
+        let _ = reply.send(Err(refused));
+        answer
     }
 
     fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Answer<T> {
@@ -302,28 +290,23 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Socket timeouts: a stalled Redis fails the batch instead of stalling the thread for good.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The SHA1 of each script, as `SCRIPT LOAD` answered on this connection.
+/// The SHA1 of the write scripts, as `SCRIPT LOAD` answered on this connection.
 #[derive(Default)]
 struct Scripts {
-    acquire: String,
-    renew: String,
     put: String,
     delete: String,
 }
 
 impl Scripts {
-    /// Loads every script, so calls and pipelines can use `EVALSHA`.
+    /// Loads both scripts, so pipelines can use `EVALSHA`.
     fn load(conn: &mut redis::Connection) -> redis::RedisResult<Self> {
-        let mut load = |source: &str| redis::cmd("SCRIPT").arg("LOAD").arg(source).query::<String>(conn);
-        Ok(Scripts { acquire: load(ACQUIRE)?, renew: load(RENEW)?, put: load(PUT)?, delete: load(DELETE)? })
+        Ok(Scripts { put: load_script(conn, PUT)?, delete: load_script(conn, DELETE)? })
     }
 }
 
-/// `EVALSHA` of a loaded script with `keys`; the caller adds the arguments.
-fn evalsha(sha: &str, keys: &[String]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(keys.len()).arg(keys);
-    cmd
+/// `SCRIPT LOAD`: the script's SHA1 for `EVALSHA`.
+pub(super) fn load_script(conn: &mut redis::Connection, source: &str) -> redis::RedisResult<String> {
+    redis::cmd("SCRIPT").arg("LOAD").arg(source).query(conn)
 }
 
 struct Writer {
@@ -397,30 +380,14 @@ impl Writer {
                 self.pending.insert(room, Pending::Delete);
             }
             Command::Load { room, key, reply } => {
-                let answer = match room.and_then(|room| self.pending.get(&room)) {
+                let answer = match self.pending.get(&room) {
                     Some(Pending::Put { value, .. }) => Ok(Some(value.clone())),
                     Some(Pending::Delete) => Ok(None),
                     None => self.query(&redis::cmd("GET").arg(key).clone()),
                 };
                 let _ = reply.send(answer);
             }
-            Command::Acquire { room, reply } => {
-                let key = super::lease_key(&self.config.prefix, &room);
-                let ttl = self.lease_ttl_ms();
-                let call = evalsha(&self.scripts.acquire, &[key]).arg(&self.config.instance).arg(ttl).clone();
-                let _ = reply.send(self.query(&call));
-            }
-            Command::Renew { rooms, reply } => {
-                let keys: Vec<String> = rooms.iter().map(|room| super::lease_key(&self.config.prefix, room)).collect();
-                let call = evalsha(&self.scripts.renew, &keys).arg(&self.config.instance).arg(self.lease_ttl_ms()).clone();
-                let answer = self.query::<Vec<i64>>(&call).map(|held| held.into_iter().map(|h| h == 1).collect());
-                let _ = reply.send(answer);
-            }
         }
-    }
-
-    fn lease_ttl_ms(&self) -> u64 {
-        u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Runs one command now (reconnecting first if needed).
