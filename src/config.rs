@@ -209,6 +209,33 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_API_RATE_PER_IP", default_value_t = 200.0)]
     pub api_rate_per_ip: f64,
 
+    /// Connections still sending their HTTP request (not yet upgraded or answered), in the
+    /// whole process; past it new connections get 503 at once.
+    #[arg(long, env = "PARTYFLOW_MAX_PENDING_CONNECTIONS", default_value_t = 4096)]
+    pub max_pending_connections: usize,
+
+    /// The same, per client address.
+    #[arg(long, env = "PARTYFLOW_MAX_PENDING_PER_IP", default_value_t = 64)]
+    pub max_pending_per_ip: usize,
+
+    /// Close a WebSocket connection that sent no message for this long (pongs do not count);
+    /// 0 keeps silent connections open.
+    #[arg(long, env = "PARTYFLOW_IDLE_CONNECTION_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idle_connection_timeout: Duration,
+
+    /// Most frames one WebSocket message may be fragmented into (more: close 1009).
+    #[arg(long, env = "PARTYFLOW_MAX_FRAGMENTS", default_value_t = 1024)]
+    pub max_fragments: usize,
+
+    /// Most game rooms one shard holds; creating more answers 503 SERVER_FULL.
+    #[arg(long, env = "PARTYFLOW_MAX_ROOMS_PER_SHARD", default_value_t = 20_000)]
+    pub max_rooms_per_shard: usize,
+
+    /// A game room is closed (ROOM_CLOSED, reason "max_lifetime") this long after it was
+    /// created or loaded.
+    #[arg(long, env = "PARTYFLOW_ROOM_MAX_LIFETIME", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub room_max_lifetime: Duration,
+
     /// Largest HTTP request body, in bytes (larger: 413).
     #[arg(long, env = "PARTYFLOW_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -300,10 +327,13 @@ impl ServeConfig {
         }
         // Longer spans: a year at most, so no deadline computed from them can overflow.
         const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        for (flag, value) in [("--token-ttl", self.token_ttl), ("--shutdown-grace", self.shutdown_grace)] {
+        for (flag, value) in [("--token-ttl", self.token_ttl), ("--shutdown-grace", self.shutdown_grace), ("--room-max-lifetime", self.room_max_lifetime)] {
             if value.is_zero() || value > YEAR {
                 return Err(format!("{flag} must be between 1ms and 365 days (got {})", humantime::format_duration(value)));
             }
+        }
+        if self.idle_connection_timeout > YEAR {
+            return Err(format!("--idle-connection-timeout must be at most 365 days, or 0 (got {})", humantime::format_duration(self.idle_connection_timeout)));
         }
         if self.min_round_duration > Duration::from_secs(300) {
             return Err(format!("--min-round-duration must be at most 300s, the longest round (got {})", humantime::format_duration(self.min_round_duration)));
@@ -326,6 +356,10 @@ impl ServeConfig {
             ("--max-outbound-bytes", self.max_outbound_bytes, 1 << 30),
             ("--max-request-head-bytes", self.max_request_head_bytes, 1 << 20),
             ("--max-body-bytes", self.max_body_bytes, 1 << 24),
+            ("--max-pending-connections", self.max_pending_connections, 1 << 24),
+            ("--max-pending-per-ip", self.max_pending_per_ip, 1 << 24),
+            ("--max-fragments", self.max_fragments, 1 << 24),
+            ("--max-rooms-per-shard", self.max_rooms_per_shard, 1 << 24),
         ];
         for (flag, value, max) in sizes {
             if !(1..=max).contains(&value) {

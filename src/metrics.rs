@@ -157,6 +157,8 @@ pub struct ShardMetrics {
     pub state_resyncs: Counter,
     /// Game rooms given up because their lease was lost or ran out.
     pub rooms_fenced: Counter,
+    /// Connections closed for sending no message within the idle timeout.
+    pub idle_closes: Counter,
     handshake_failures: [Counter; Refusal::ALL.len()],
     close_codes_sent: [Counter; CLOSE_CODES.len() + 1],
 }
@@ -225,7 +227,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
             }
         }
-        let counters: [Family<u64>; 18] = [
+        let counters: [Family<u64>; 19] = [
             ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
             ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
             ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
@@ -244,6 +246,7 @@ impl Metrics {
             ("partyflow_unmatched_acks_total", "ACKs that matched nothing awaited (unknown, foreign or late)", |s| s.unmatched_acks.get()),
             ("partyflow_state_resyncs_total", "HEARTBEATs whose state disagreed, answered with STATE_SNAPSHOT", |s| s.state_resyncs.get()),
             ("partyflow_rooms_fenced_total", "Game rooms given up because their lease was lost or ran out", |s| s.rooms_fenced.get()),
+            ("partyflow_idle_closes_total", "Connections closed for sending no message within --idle-connection-timeout", |s| s.idle_closes.get()),
         ];
         let name = "partyflow_reconnects_total";
         family(&mut out, name, "RECONNECT answers, by outcome", "counter");

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread;
 
-use common::game::{create_room, join, GameClient};
+use common::game::{create_room, get_json, join, post, GameClient};
 use common::Server;
 use serde_json::json;
 
@@ -353,4 +353,42 @@ fn pack_exhaustion_ends_the_round_and_the_game() {
     let game = host.recv_until("GAME_ENDED");
     assert_eq!(game["payload"]["totalWordsPlayed"], 171);
     host.recv_until("FINAL_RESULTS");
+}
+
+#[test]
+fn rooms_per_shard_are_capped_and_a_closed_room_frees_its_place() {
+    let server = Server::start(&["--shards", "1", "--max-rooms-per-shard", "2"]);
+    let (first_room, first_host, first_token) = create_room(&server, json!({}));
+    let _second = create_room(&server, json!({}));
+    let (status, body) = post(&server, "/rooms", &json!({"hostName": "H"}));
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("SERVER_FULL")), "{body}");
+    let (status, _) = post(&server, "/rooms?roomId=CHOSEN1", &json!({"hostName": "H"}));
+    assert_eq!(status, 503, "a chosen id is no way around the cap");
+    // The first host closes its room: there is a place again.
+    let rooms_before = get_json(&server, "/health").1["rooms"].as_i64().unwrap();
+    let mut host = GameClient::connect(&server, &first_room, &first_host, &first_token);
+    host.recv_until("CONNECTED");
+    host.send("ROOM_CLOSE", json!({}));
+    host.recv_until("ROOM_CLOSED");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get_json(&server, "/health").1["rooms"].as_i64().unwrap() >= rooms_before {
+        assert!(std::time::Instant::now() < deadline, "the closed room never went");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    create_room(&server, json!({}));
+}
+
+#[test]
+fn a_room_is_closed_when_it_reaches_its_maximum_lifetime() {
+    let server = Server::start(&["--shards", "1", "--room-max-lifetime", "2s"]);
+    let (room, _, _) = create_room(&server, json!({}));
+    let (player, token, _) = join(&server, &room, "P");
+    let created = std::time::Instant::now();
+    let mut p = GameClient::connect(&server, &room, &player, &token);
+    let closed = p.recv_until("ROOM_CLOSED");
+    assert_eq!(closed["payload"]["reason"], "max_lifetime");
+    assert!(created.elapsed() >= std::time::Duration::from_millis(1900), "{:?}", created.elapsed());
+    assert!(p.recv().is_none());
+    assert_eq!(p.seen.last().unwrap()["close"], 1000);
+    assert_eq!(get_json(&server, &format!("/rooms/{room}")).0, 404);
 }

@@ -189,3 +189,46 @@ fn room_requests_over_the_per_address_rate_get_429() {
     // Reads are not limited.
     assert_eq!(server.get("/health").0, 200);
 }
+
+#[test]
+fn connections_still_sending_their_request_are_capped_per_address() {
+    let server = Server::start(&["--shards", "2", "--max-pending-per-ip", "3", "--request-timeout", "60s"]);
+    // Three connections that never finish their request head hold every place of 127.0.0.1.
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    for s in &mut idle {
+        s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    }
+    // The next one is answered 503 at once, before it sends anything.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        if !raw.is_empty() {
+            let (status, body) = parse_response(&raw);
+            assert_eq!(status, 503, "{body}");
+            assert!(body.contains("TOO_MANY_PENDING_FROM_ADDRESS"), "{body}");
+            break;
+        }
+        // Not answered: the three were not all accepted yet (this probe's place goes with it).
+        assert!(Instant::now() < deadline, "never capped");
+    }
+    // Once one of them finishes its request, its place is free again.
+    idle[0].write_all(b"Host: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    idle[0].read_to_string(&mut answer).unwrap();
+    assert_eq!(parse_response(&answer).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(&server, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").0 != 200 {
+        assert!(Instant::now() < deadline, "the place was never given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // (/metrics needs a place too: polled, as places come back when the server sees a close.)
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("partyflow_handshakes_failed_total", "reason=\"overloaded\"") < 1.0 {
+        assert!(Instant::now() < deadline, "the refusals were not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

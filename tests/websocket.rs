@@ -151,3 +151,45 @@ fn floods_are_cut_off_and_ping_floods_go_unanswered() {
     assert!((1..=15).contains(&pongs), "{pongs} pongs for 200 pings");
     assert!(server.metric("partyflow_pings_ignored_total", "") >= 185.0);
 }
+
+#[test]
+fn a_message_in_more_fragments_than_the_limit_is_refused() {
+    let server = Server::start(&["--shards", "1", "--max-fragments", "100"]);
+    // 100 frames (1 + 98 empty continuations + a final one) are one message...
+    let mut ok = RawClient::connect(&server, "/echo");
+    let mut bytes = RawClient::frame(0x01, b"a", true);
+    bytes.extend(RawClient::frame(0x00, b"", true).repeat(98));
+    bytes.extend(RawClient::frame(0x80, b"z", true));
+    ok.send_raw(&bytes);
+    assert_eq!(ok.read_frame(), Some((0x81, b"az".to_vec())));
+    // ...an endless stream of empty continuations is cut at the 101st frame with 1009.
+    let mut endless = RawClient::connect(&server, "/echo");
+    let mut bytes = RawClient::frame(0x01, b"a", true);
+    bytes.extend(RawClient::frame(0x00, b"", true).repeat(100_000));
+    endless.send_raw(&bytes);
+    assert_eq!(endless.expect_close(), 1009);
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let server = Server::start(&["--shards", "1", "--idle-connection-timeout", "2s"]);
+    let mut silent = RawClient::connect(&server, "/relay?room=quiet");
+    let mut talking = connect(&server, "/relay?room=busy");
+    let opened = std::time::Instant::now();
+    // The talking member sends every 100 ms, well inside the timeout, for as long as the silent
+    // one takes to be closed (answering the server's pings would not count either).
+    let closer = std::thread::spawn(move || silent.expect_close());
+    let mut sent = 0;
+    while !closer.is_finished() {
+        talking.send(Message::text(format!("keepalive {sent}"))).unwrap();
+        sent += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(opened.elapsed() < std::time::Duration::from_secs(20), "the silent member was never closed");
+    }
+    assert_eq!(closer.join().unwrap(), 1001);
+    assert!(opened.elapsed() >= std::time::Duration::from_secs(2), "closed before the timeout");
+    // The talking member is still served.
+    talking.send(Message::text("still here")).unwrap();
+    while talking.read().unwrap() != Message::text("still here") {}
+    assert_eq!(server.metric("partyflow_idle_closes_total", ""), 1.0);
+}

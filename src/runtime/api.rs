@@ -96,6 +96,11 @@ pub(crate) async fn create_room(shard: &Shard, request: &Request, chosen: Option
     if chosen.is_some_and(|room| shard.state.borrow().has_game(room)) {
         return room_exists();
     }
+    let limit = shard.shared.config.max_rooms_per_shard;
+    if shard.state.borrow().game_count() >= limit {
+        let message = format!("this server holds its limit of {limit} game rooms per shard; retry later");
+        return Response::error(Status::ServiceUnavailable, "SERVER_FULL", &message).header("Retry-After", "5");
+    }
     let pack_ids: Vec<&str> = shard.shared.packs.iter().map(|p| p.id.as_str()).collect();
     let spec = match CreateRoom::parse(body, shard.shared.config.min_round_duration, &pack_ids) {
         Ok(spec) => spec,
@@ -319,6 +324,7 @@ fn room_policy(config: &ServeConfig) -> RoomPolicy {
             host_promote_after: config.host_promote_after,
         },
         event_log: EventLogConfig { retention: config.event_log_retention, max_events: config.event_log_max_events },
+        max_lifetime: config.room_max_lifetime,
         reconnect: ReconnectWindows {
             player_backfill: config.reconnect_backfill_window,
             host_backfill: config.host_backfill_window,

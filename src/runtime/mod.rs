@@ -103,6 +103,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         bus,
         bus_inbox: Arc::new(std::sync::Mutex::new(bus_inbox)),
         admission: Admission::new(max_connections, config.max_connections_per_ip),
+        pending: Admission::new(config.max_pending_connections, Some(config.max_pending_per_ip)),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::new(shards, started)),
         shutdown,

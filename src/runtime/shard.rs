@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<ServeConfig>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admission: Arc<Admission>,
+    /// Connections still sending their request (before the upgrade or the answer).
+    pub(crate) pending: Arc<Admission>,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) tokens: TokenKey,
     pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
@@ -109,7 +111,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
                 let (fd, head, permit) = handoff.into_parts();
                 // SAFETY: the descriptor is an open TCP socket whose ownership the handoff carried.
                 let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-                glommio::spawn_local(serve(shard.clone(), stream, head, permit)).detach();
+                glommio::spawn_local(serve(shard.clone(), stream, head, permit, None)).detach();
             }
         })
         .detach();
@@ -166,7 +168,25 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve(shard.clone(), stream, Vec::new(), None)).detach();
+                let Ok(peer) = stream.peer_addr() else { continue };
+                match shard.shared.pending.try_admit(peer.ip()) {
+                    Ok(pending) => {
+                        glommio::spawn_local(serve(shard.clone(), stream, Vec::new(), None, Some(pending))).detach();
+                    }
+                    // Answered at once, without reading: a flood of idle connections costs
+                    // one short write each, and real clients behind the cap get a clear 503.
+                    Err(cap) => {
+                        shard.metrics().refused(Refusal::Overloaded);
+                        let code = if cap == CapReached::PerIp { "TOO_MANY_PENDING_FROM_ADDRESS" } else { "SERVER_BUSY" };
+                        let message = "too many connections still sending their request; retry";
+                        let response = Response::error(Status::ServiceUnavailable, code, message).header("Retry-After", "1");
+                        glommio::spawn_local(async move {
+                            let mut stream = stream;
+                            let _ = glommio::timer::timeout(Duration::from_secs(1), async { Ok(stream.write_all(&response.to_bytes()).await) }).await;
+                        })
+                        .detach();
+                    }
+                }
             }
             Err(err) => {
                 // Out of descriptors or a transient error: back off instead of spinning.
@@ -237,7 +257,9 @@ async fn drain(shard: &Shard) {
 }
 
 /// Serves one connection from its first byte (or from `head`, the bytes another shard read).
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: Option<Permit>) {
+/// `_pending` holds the connection's place among those still sending their request, until it
+/// is upgraded, answered or handed to another shard.
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: Option<Permit>, _pending: Option<Permit>) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
@@ -577,6 +599,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, join
             max_outbound_bytes: config.max_outbound_bytes,
             messages_per_sec: config.connection_message_rate,
             pings_per_sec: config.pings_per_sec,
+            idle_timeout: (!config.idle_connection_timeout.is_zero()).then_some(config.idle_connection_timeout),
         };
         let m = shard.metrics();
         match joining {

@@ -57,6 +57,10 @@ pub enum ProtocolError {
     /// A message larger than the configured limit.
     #[error("message exceeds {0} bytes")]
     MessageTooBig(usize),
+    /// A message in more frames than the configured limit (an endless stream of small or empty
+    /// continuation frames never completes a message, so no message limit would apply).
+    #[error("message fragmented into more than {0} frames")]
+    TooManyFragments(usize),
 }
 
 impl ProtocolError {
@@ -64,7 +68,7 @@ impl ProtocolError {
     pub fn close_code(&self) -> u16 {
         match self {
             ProtocolError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
-            ProtocolError::MessageTooBig(_) => close_code::MESSAGE_TOO_BIG,
+            ProtocolError::MessageTooBig(_) | ProtocolError::TooManyFragments(_) => close_code::MESSAGE_TOO_BIG,
             _ => close_code::PROTOCOL_ERROR,
         }
     }
@@ -85,6 +89,8 @@ struct Partial {
     data: BytesMut,
     /// Prefix of `data` known to be valid UTF-8 (text only); the rest is an incomplete sequence.
     utf8_valid: usize,
+    /// Data frames of this message so far.
+    frames: usize,
 }
 
 /// Decodes masked client frames into [`Event`]s.
@@ -93,6 +99,7 @@ struct Partial {
 /// returns `Ok(None)`. After an error the decoder is finished: every later call returns it again.
 pub struct Decoder {
     max_message_bytes: usize,
+    max_fragments: usize,
     state: State,
     partial: Option<Partial>,
     error: Option<ProtocolError>,
@@ -100,9 +107,15 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder refusing messages over `max_message_bytes`.
+    /// A decoder refusing messages over `max_message_bytes` (and in more than 1,024 frames).
     pub fn new(max_message_bytes: usize) -> Self {
-        Decoder { max_message_bytes, state: State::Header, partial: None, error: None, frames_seen: 0 }
+        Decoder { max_message_bytes, max_fragments: 1024, state: State::Header, partial: None, error: None, frames_seen: 0 }
+    }
+
+    /// Refuses messages in more than `max_fragments` frames instead.
+    pub fn with_max_fragments(mut self, max_fragments: usize) -> Self {
+        self.max_fragments = max_fragments;
+        self
     }
 
     /// Frame headers decoded so far (for metrics).
@@ -212,12 +225,18 @@ impl Decoder {
                     (_, true) => return Err(ProtocolError::ExpectedContinuation),
                     (Data::Reserved(op), false) => return Err(ProtocolError::ReservedOpcode(op)),
                 };
+                if let Some(partial) = self.partial.as_mut().filter(|_| text.is_none()) {
+                    partial.frames += 1;
+                    if partial.frames > self.max_fragments {
+                        return Err(ProtocolError::TooManyFragments(self.max_fragments));
+                    }
+                }
                 let so_far = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
                 if so_far.saturating_add(len) > self.max_message_bytes as u64 {
                     return Err(ProtocolError::MessageTooBig(self.max_message_bytes));
                 }
                 if let Some(text) = text {
-                    self.partial = Some(Partial { text, data: BytesMut::new(), utf8_valid: 0 });
+                    self.partial = Some(Partial { text, data: BytesMut::new(), utf8_valid: 0, frames: 1 });
                 }
                 self.state = State::Data { mask, offset: 0, remaining: len as usize, fin: header.is_final };
             }
@@ -366,6 +385,20 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..2 + 4 + 5]);
         assert_eq!(dec.poll_event(&mut buf), Err(ProtocolError::InvalidUtf8));
         assert_eq!(ProtocolError::InvalidUtf8.close_code(), 1007);
+    }
+
+    #[test]
+    fn endless_empty_continuations_are_cut_at_the_fragment_limit() {
+        let mut bytes = frame(0x01, b"a");
+        for _ in 0..4 {
+            bytes.extend(frame(0x00, b""));
+        }
+        bytes.extend(frame(0x80, b"z"));
+        // Six frames: within a limit of six, over a limit of five.
+        assert_eq!(decode_all(&mut Decoder::new(1024).with_max_fragments(6), &bytes).unwrap(), vec![Event::Text(Bytes::from("az"))]);
+        let refused = decode_all(&mut Decoder::new(1024).with_max_fragments(5), &bytes);
+        assert_eq!(refused, Err(ProtocolError::TooManyFragments(5)));
+        assert_eq!(ProtocolError::TooManyFragments(5).close_code(), close_code::MESSAGE_TOO_BIG);
     }
 
     #[test]

@@ -56,12 +56,16 @@ pub struct RoomPolicy {
     pub event_log: EventLogConfig,
     /// Which reconnect gets a backfill, a snapshot or nothing.
     pub reconnect: ReconnectWindows,
+    /// The room closes (`ROOM_CLOSED`, reason `max_lifetime`) this long after it was created or
+    /// loaded, whatever it is doing: no room holds memory forever.
+    pub max_lifetime: Duration,
 }
 
 impl Default for RoomPolicy {
     fn default() -> Self {
         RoomPolicy {
             idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(12 * 3600),
             acks: AckPolicy::default(),
             messages_per_sec: (20.0, 40.0),
             errors_per_sec: (5.0, 10.0),
@@ -391,7 +395,8 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         }
         let idle = self.idle_since.map(|t| t + self.policy.idle_timeout);
         let acks = self.members.iter().filter_map(|m| m.acks.poll_timeout()).min();
-        [self.game.poll_timeout(), idle, acks, self.presence.poll_timeout()].into_iter().flatten().min()
+        let end_of_life = Some(self.epoch.0 + self.policy.max_lifetime);
+        [self.game.poll_timeout(), idle, acks, self.presence.poll_timeout(), end_of_life].into_iter().flatten().min()
     }
 
     /// Advances game timers, the disconnect timeline, ACK retries and the idle reclaim to `now`.
@@ -428,6 +433,9 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         }
         if self.idle_since.is_some_and(|t| now >= t + self.policy.idle_timeout) {
             self.close(now);
+        } else if now >= self.epoch.0 + self.policy.max_lifetime {
+            self.game.close("max_lifetime");
+            self.drain_game(now);
         }
     }
 

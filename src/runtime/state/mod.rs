@@ -70,6 +70,9 @@ pub(crate) struct Conn {
     messages: TokenBucket,
     /// Pings this connection may still have answered; past that they are not.
     pings: TokenBucket,
+    /// When the peer last sent a data message (or connected), and how long it may stay silent.
+    last_message: Instant,
+    idle_timeout: Option<Duration>,
     _permit: Permit,
 }
 
@@ -84,6 +87,8 @@ pub(crate) struct ConnSettings {
     pub(crate) messages_per_sec: f64,
     /// Pings answered per second (bursts of twice that).
     pub(crate) pings_per_sec: f64,
+    /// A connection that sends no data message this long is closed (`None`: never).
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl Conn {
@@ -204,7 +209,7 @@ impl ShardState {
 
     /// Adds an upgraded connection and joins its room.
     pub(crate) fn register(&mut self, m: &ShardMetrics, now: Instant, endpoint: Endpoint, permit: Permit, settings: ConnSettings) -> ConnId {
-        let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, pings_per_sec } = settings;
+        let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, pings_per_sec, idle_timeout } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
             Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } => None,
@@ -219,6 +224,8 @@ impl ShardState {
             left_game: false,
             messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
             pings: TokenBucket::new(now, pings_per_sec, 2.0 * pings_per_sec),
+            last_message: now,
+            idle_timeout,
             _permit: permit,
         });
         let rooms_before = self.rooms.len();
@@ -287,6 +294,7 @@ impl ShardState {
         if conn.is_closing() {
             return;
         }
+        conn.last_message = now;
         if let Endpoint::Game(room) = &conn.endpoint {
             let room = room.clone();
             if self.fence_if_expired(m, now, &room) {
@@ -407,6 +415,12 @@ impl ShardState {
                 }
                 continue;
             }
+            if conn.idle_timeout.is_some_and(|idle| now >= conn.last_message + idle) {
+                m.idle_closes.add(1);
+                conn.begin_close(m, now, close_code::GOING_AWAY, "idle: no message within the idle timeout", false);
+                timed_out.push(id);
+                continue;
+            }
             match conn.heartbeat.handle_timeout(now) {
                 Some(HeartbeatAction::SendPing) => {
                     conn.queue(m, now, ws::ping_frame());
@@ -454,6 +468,11 @@ impl ShardState {
     /// Whether `room` closed here and its Redis key is still to be deleted.
     pub(crate) fn is_deleting(&self, room: &RoomId) -> bool {
         self.persist.as_ref().is_some_and(|p| p.write_behind.is_deleting(room))
+    }
+
+    /// Game rooms on this shard.
+    pub(crate) fn game_count(&self) -> usize {
+        self.games.len()
     }
 
     /// Whether a game room with this id lives here.
