@@ -5,7 +5,9 @@
 #      test, on ephemeral loopback ports),
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm) with the SLO gates
-#      on, and a build of the criterion benches.
+#      on, and a build of the criterion benches,
+#   4. the panic-containment tests, in a build with the test-only fault hooks (then the normal
+#      build is restored).
 #   0. cargo fmt --check and cargo clippy -D warnings over the workspace.
 # Installs what is missing (Debian packages) and uses only free loopback ports.
 set -euo pipefail
@@ -102,6 +104,12 @@ stages_passed=$((stages_passed + 1))
 
 log "benches build (cargo bench runs them)"
 cargo bench --workspace --no-run --locked
+stages_passed=$((stages_passed + 1))
+
+log "panic containment (a build with the test-only fault hooks, then the normal build again)"
+cargo test --release --locked --features fault-injection --test isolation
+# Never leave a hooked server binary behind.
+cargo build --release --workspace --bins --locked
 stages_passed=$((stages_passed + 1))
 
 echo

@@ -159,6 +159,10 @@ pub struct ShardMetrics {
     pub rooms_fenced: Counter,
     /// Connections closed for sending no message within the idle timeout.
     pub idle_closes: Counter,
+    /// Game rooms closed because their handling panicked.
+    pub room_panics: Counter,
+    /// Connections closed with 1011 because their handling panicked.
+    pub connection_panics: Counter,
     handshake_failures: [Counter; Refusal::ALL.len()],
     close_codes_sent: [Counter; CLOSE_CODES.len() + 1],
 }
@@ -227,7 +231,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
             }
         }
-        let counters: [Family<u64>; 19] = [
+        let counters: [Family<u64>; 21] = [
             ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
             ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
             ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
@@ -247,6 +251,8 @@ impl Metrics {
             ("partyflow_state_resyncs_total", "HEARTBEATs whose state disagreed, answered with STATE_SNAPSHOT", |s| s.state_resyncs.get()),
             ("partyflow_rooms_fenced_total", "Game rooms given up because their lease was lost or ran out", |s| s.rooms_fenced.get()),
             ("partyflow_idle_closes_total", "Connections closed for sending no message within --idle-connection-timeout", |s| s.idle_closes.get()),
+            ("partyflow_room_panics_total", "Game rooms closed (ROOM_CLOSED internal_error) because their handling panicked", |s| s.room_panics.get()),
+            ("partyflow_connection_panics_total", "Connections closed with 1011 because their handling panicked", |s| s.connection_panics.get()),
         ];
         let name = "partyflow_reconnects_total";
         family(&mut out, name, "RECONNECT answers, by outcome", "counter");

@@ -154,6 +154,10 @@ pub(crate) async fn create_room(shard: &Shard, request: &Request, chosen: Option
 /// `/health`: the server's summary and the store's state (`redis`: `up`, `down` or `disabled`).
 pub(crate) fn health(shard: &Shard, now: Instant) -> serde_json::Value {
     let mut health = shard.shared.metrics.health(now);
+    if let Some(reason) = shard.shared.lost_shard.get() {
+        health["status"] = "failing".into();
+        health["reason"] = reason.as_str().into();
+    }
     if let Some(bus) = &shard.shared.bus {
         health["instanceId"] = bus.instance_id().into();
         health["instances"] = bus.instances().into();

@@ -163,7 +163,19 @@ impl ConnDriver {
         self.shard.state.borrow_mut().on_activity(self.id, now);
         match self.reading {
             Reading::Discarding => self.rbuf.clear(),
-            Reading::Frames => self.decode(now),
+            Reading::Frames => {
+                // The connection boundary: a panic while handling this connection's bytes
+                // (rooms catch their own) closes this connection with 1011, not the shard.
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode(now))) {
+                    let shard = self.shard.clone();
+                    let metrics = shard.metrics();
+                    let why = super::state::panic_message(panic.as_ref());
+                    tracing::error!(shard = self.shard.index, conn = self.id, panic = why, "a connection's handling panicked; closing it with 1011");
+                    metrics.connection_panics.add(1);
+                    shard.state.borrow_mut().close(metrics, now, self.id, close_code::INTERNAL_ERROR, "internal error");
+                    self.stop_decoding();
+                }
+            }
         }
         if self.rbuf.is_empty() {
             // Idle connections hold no read buffer: thousands of them would otherwise keep

@@ -96,7 +96,9 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             (Some(bus), inboxes.into_iter().map(Some).collect())
         }
     };
+    let lost_shard = Arc::new(std::sync::OnceLock::new());
     let shared = shard::Shared {
+        lost_shard: lost_shard.clone(),
         tokens,
         packs,
         store,
@@ -118,21 +120,64 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             .name(&format!("shard-{i}"))
             .io_memory(io_memory)
             .ring_depth(RING_DEPTH)
-            .spawn(move || async move {
-                // SAFETY: `fd` is the listening socket bound above, owned by this shard alone.
-                let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                let (senders, receivers) = mesh.join().await.expect("every shard joins the hand-off mesh");
-                shard::run(shared, listener, senders, receivers).await;
+            .spawn(move || {
+                let lost = LostShardGuard { index: i, listener: fd, lost: shared.lost_shard.clone(), shutdown: shared.shutdown.clone() };
+                async move {
+                    let _lost = lost;
+                    // SAFETY: `fd` is the listening socket bound above, owned by this shard alone.
+                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                    let (senders, receivers) = mesh.join().await.expect("every shard joins the hand-off mesh");
+                    shard::run(shared, listener, senders, receivers).await;
+                }
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {i} on CPU {cpu}: {e}"))?;
         handles.push(handle);
     }
     info!(%addr, shards, io_memory, max_connections, "partyflow listening on {addr}");
-    for handle in handles {
-        handle.join().map_err(|e| anyhow::anyhow!("a shard failed: {e}"))?;
+    // Every shard is joined (the others drain) before a failure is reported.
+    let joined: Vec<_> = handles.into_iter().map(|handle| handle.join()).collect();
+    if let Some(reason) = lost_shard.get() {
+        bail!("{reason}; exiting so that a supervisor restarts the server");
+    }
+    for result in joined {
+        result.map_err(|e| anyhow::anyhow!("a shard failed: {e}"))?;
     }
     info!("all connections closed; exiting");
     Ok(())
+}
+
+/// How long a server that lost a shard keeps answering `/health` with 503 (so that a probe or
+/// a load balancer sees it) before it shuts the other shards down and exits non-zero.
+const LOST_SHARD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Held by each shard thread for its whole life: if the thread unwinds (a panic outside the
+/// room and connection boundaries), the server is marked failing and shut down.
+struct LostShardGuard {
+    index: usize,
+    /// The shard's listening socket: shut down so that the kernel stops queueing new
+    /// connections where nobody will accept them (the other shards' listeners take them).
+    listener: std::os::fd::RawFd,
+    lost: Arc<std::sync::OnceLock<String>>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Drop for LostShardGuard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let reason = format!("shard {} stopped after a panic", self.index);
+        tracing::error!(shard = self.index, "{reason}; /health answers 503 and the server exits in {LOST_SHARD_GRACE:?}");
+        // SAFETY: shutdown() on a descriptor this process owns; the descriptor is not closed,
+        // so whatever still holds it cannot touch a reused number.
+        unsafe { libc::shutdown(self.listener, libc::SHUT_RDWR) };
+        let _ = self.lost.set(reason);
+        let shutdown = self.shutdown.clone();
+        let _ = std::thread::Builder::new().name("lost-shard".into()).spawn(move || {
+            std::thread::sleep(LOST_SHARD_GRACE);
+            shutdown.store(true, Ordering::Relaxed);
+        });
+    }
 }
 
 /// One listener per shard on the same address; with port 0 the first picks the port.

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     /// Connections still sending their request (before the upgrade or the answer).
     pub(crate) pending: Arc<Admission>,
     pub(crate) shutdown: Arc<AtomicBool>,
+    /// Set when a shard thread died of a panic: `/health` answers 503 with it.
+    pub(crate) lost_shard: Arc<std::sync::OnceLock<String>>,
     pub(crate) tokens: TokenKey,
     pub(crate) packs: Arc<Vec<Arc<WordPack>>>,
     /// Redis, with `--redis`.
@@ -214,6 +216,10 @@ async fn sweep_until_shutdown(shard: &Rc<Shard>) {
         let now = Instant::now();
         renew_leases(shard, now);
         let mut state = shard.state.borrow_mut();
+        #[cfg(feature = "fault-injection")]
+        if state.fault_abort {
+            panic!("injected fault: shard {}", shard.index);
+        }
         state.fire_deadlines(shard.metrics(), now);
         state.flush_store(now, api::unix_now().as_millis() as i64);
         if now >= next_sweep {
@@ -475,7 +481,11 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             let _ = stream.write_all(&response.to_bytes()).await;
             return close_gracefully(stream).await;
         }
-        _ => Response::json(Status::Ok, &api::health(shard, now)),
+        _ => {
+            let health = api::health(shard, now);
+            let status = if shard.shared.lost_shard.get().is_some() { Status::ServiceUnavailable } else { Status::Ok };
+            Response::json(status, &health)
+        }
     };
     respond(stream, &response).await;
 }

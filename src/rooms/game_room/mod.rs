@@ -300,6 +300,10 @@ impl<C: Copy + PartialEq> GameRoom<C> {
 
     /// A text or binary message from `conn`.
     pub fn handle_message(&mut self, now: Instant, conn: C, kind: DataKind, data: &[u8]) {
+        #[cfg(feature = "fault-injection")]
+        if data == b"FAULT:panic-room" {
+            panic!("injected fault: room");
+        }
         let Some(member) = self.members.iter_mut().find(|m| m.conn == conn) else { return };
         if !member.messages.try_take(now) {
             return self.reject(now, conn, Rejection::new(ErrorCode::RateLimited, "too many messages; slow down"));

@@ -77,6 +77,11 @@ impl RemoteMembers {
         }
     }
 
+    /// The members of `room`.
+    pub(super) fn of_room(&self, room: &RoomId) -> Vec<usize> {
+        self.members.iter().filter(|(_, r)| &r.room == room).map(|(key, _)| key).collect()
+    }
+
     /// Sends a frame to the member's edge; `false` if it could not be queued.
     pub(super) fn send(&self, bus: Option<&BusHandle>, key: usize, frame: &Bytes) -> bool {
         let (Some(member), Some(bus)) = (self.members.get(key), bus) else { return false };

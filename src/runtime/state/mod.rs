@@ -5,7 +5,10 @@
 //! [`forwarding`]; room leases in [`leasing`].
 
 mod forwarding;
+mod isolation;
 mod leasing;
+
+pub(crate) use isolation::panic_message;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -198,6 +201,21 @@ pub(crate) struct ShardState {
     /// This shard's connections forwarded to game rooms on other instances, by link id.
     links: AHashMap<u64, ConnId>,
     next_link: u64,
+    /// Test hook: the shard's timer panics (outside every boundary) at its next wake-up.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fault_abort: bool,
+}
+
+/// Test-only faults (`--features fault-injection`): magic `/echo` or `/relay` messages.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    pub(super) fn on_message(abort: &mut bool, payload: &[u8]) {
+        match payload {
+            b"FAULT:panic-connection" => panic!("injected fault: connection"),
+            b"FAULT:abort-shard" => *abort = true,
+            _ => {}
+        }
+    }
 }
 
 impl ShardState {
@@ -308,6 +326,8 @@ impl ShardState {
             conn.begin_close(m, now, close_code::POLICY_VIOLATION, "message rate limit exceeded", true);
             return;
         }
+        #[cfg(feature = "fault-injection")]
+        fault::on_message(&mut self.fault_abort, payload);
         let frame = ws::encode_data(kind, payload);
         match &conn.endpoint {
             Endpoint::Echo => {
@@ -484,7 +504,14 @@ impl ShardState {
     /// re-arms its timer, and drops the room once it is closed. `None` if no such room.
     pub(crate) fn with_game<R>(&mut self, m: &ShardMetrics, now: Instant, id: &RoomId, f: impl FnOnce(&mut GameRoom<Member>) -> R) -> Option<R> {
         let entry = self.games.get_mut(id)?;
-        let result = f(&mut entry.room);
+        // The room boundary: a panic in the room's handling closes that room, not the shard.
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut entry.room))) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.room_panicked(m, now, id, panic_message(panic.as_ref()));
+                return None;
+            }
+        };
         loop {
             // Members whose queue overflowed are cut off; their room hears of it at once.
             let mut overflowed = Vec::new();
