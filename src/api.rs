@@ -1,4 +1,5 @@
 //! The room API's request bodies and their validation, sans-IO.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use std::time::Duration;
 

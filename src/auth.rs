@@ -3,6 +3,7 @@
 //! A token is `v1.<roomId>.<actorId>.<role>.<expiresUnix>.<signature>`; room and actor ids never
 //! contain dots. The WebSocket upgrade accepts only a valid token for the requested room, and the
 //! actor's identity comes from it, never from a field the client typed.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

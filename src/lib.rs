@@ -8,6 +8,11 @@
 //! only moves bytes and time between sockets and those machines. A broadcast is encoded once
 //! into a shared [`bytes::Bytes`] frame and every recipient's [`outbox::Outbox`] holds a clone.
 #![warn(missing_docs)]
+// Panic-free by construction outside tests: no unwrap/expect/panic!/indexing in server code
+// (`.get()` and typed errors instead; the few provably safe exceptions carry an `allow` with
+// the reason). Arithmetic on input-derived values is checked in the modules that decode input
+// (`ws`, `http`, `protocol`, `auth`, `api`, the cluster wire formats, the snapshot format).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod admission;
 pub mod api;

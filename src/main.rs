@@ -1,3 +1,6 @@
+//! The `partyflow` server binary: configuration, logging, then the runtime.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

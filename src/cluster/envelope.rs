@@ -2,6 +2,7 @@
 //! the payload, in one buffer: `[id length: u8][instance id][kind: b'T' | b'B'][payload]`.
 //! The instance id lets each instance skip its own publications (it has already delivered them
 //! locally).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use crate::ws::DataKind;
 
@@ -20,7 +21,7 @@ pub struct Publication<'a> {
 pub fn encode(instance: &str, kind: DataKind, payload: &[u8]) -> Vec<u8> {
     let id = instance.as_bytes();
     let id = id.get(..id.len().min(255)).unwrap_or_default();
-    let mut out = Vec::with_capacity(2 + id.len() + payload.len());
+    let mut out = Vec::with_capacity(id.len().saturating_add(payload.len()).saturating_add(2));
     out.push(id.len() as u8);
     out.extend_from_slice(id);
     out.push(if kind == DataKind::Text { b'T' } else { b'B' });

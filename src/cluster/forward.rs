@@ -8,6 +8,7 @@
 //! `[tag][from: u8 len + bytes][id: u64 BE][fields…]`; `id` is the edge's link (a forwarded
 //! connection) or request id, which carries the edge shard in its top 16 bits so the receiving
 //! instance knows where to deliver without a lookup.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use crate::rooms::RoomId;
 use crate::ws::DataKind;

@@ -1,4 +1,5 @@
 //! Client commands the game understands, parsed from `{type, payload}`.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use serde_json::Value;
 

@@ -327,7 +327,7 @@ impl Game {
         });
         if role == Role::Host {
             if let Some(word) = self.round.as_ref().and_then(|r| r.word) {
-                snapshot["currentWord"] = self.word_json(word);
+                crate::protocol::set_field(&mut snapshot, "currentWord", self.word_json(word));
             }
         }
         snapshot
@@ -347,7 +347,7 @@ impl Game {
         } else {
             return Err(reject(ErrorCode::RoomFull, "no seat left in this room"));
         };
-        let avatar = AVATAR_COLORS[self.participants.len() % AVATAR_COLORS.len()];
+        let avatar = AVATAR_COLORS.iter().cycle().nth(self.participants.len()).copied().unwrap_or_default();
         self.participants.push(Participant { id: id.to_string(), name: name.to_string(), role, team: None, avatar, words_explained: 0 });
         if self.state == State::RoomCreated {
             self.transition(State::Lobby);
@@ -639,7 +639,7 @@ impl Game {
             r.word = Some(word);
         }
         let mut payload = self.word_json(word);
-        payload["remainingInPack"] = self.deck.remaining().into();
+        crate::protocol::set_field(&mut payload, "remainingInPack", self.deck.remaining());
         self.emit("WORD_REVEALED", Scope::Host, payload);
     }
 
@@ -795,8 +795,11 @@ impl Game {
     fn end_game(&mut self, now: Instant) {
         let leaderboard = self.leaderboard();
         let top = self.teams.iter().map(|t| t.score).max().unwrap_or(0);
-        let leaders: Vec<usize> = (0..self.teams.len()).filter(|&i| self.teams[i].score == top).collect();
-        let winner = (leaders.len() == 1).then(|| team_id(leaders[0]));
+        let leaders: Vec<usize> = self.teams.iter().enumerate().filter(|(_, t)| t.score == top).map(|(i, _)| i).collect();
+        let winner = match leaders.as_slice() {
+            [only] => Some(team_id(*only)),
+            _ => None,
+        };
         let mvp = self.participants.iter().filter(|p| p.words_explained > 0).max_by_key(|p| p.words_explained).map(|p| p.id.clone());
         let duration = self.game_started_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.transition(State::GameEnded);
@@ -864,22 +867,20 @@ impl Game {
         self.teams
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                let (name, color) = TEAM_STYLES[i % TEAM_STYLES.len()];
-                json!({"id": team_id(i), "name": name, "color": color, "players": t.players, "score": t.score})
-            })
+            .zip(TEAM_STYLES.iter().cycle())
+            .map(|((i, t), &(name, color))| json!({"id": team_id(i), "name": name, "color": color, "players": t.players, "score": t.score}))
             .collect()
     }
 
     fn leaderboard(&self) -> Vec<Value> {
-        let mut order: Vec<usize> = (0..self.teams.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(self.teams[i].score));
+        let mut order: Vec<(usize, i64, &str)> =
+            self.teams.iter().zip(TEAM_STYLES.iter().cycle()).enumerate().map(|(i, (t, &(name, _)))| (i, t.score, name)).collect();
+        order.sort_by_key(|&(_, score, _)| std::cmp::Reverse(score));
         order
             .iter()
-            .map(|&i| {
-                let score = self.teams[i].score;
-                let rank = 1 + self.teams.iter().filter(|t| t.score > score).count();
-                json!({"teamId": team_id(i), "teamName": TEAM_STYLES[i % TEAM_STYLES.len()].0, "score": score, "rank": rank})
+            .map(|&(i, score, name)| {
+                let rank = self.teams.iter().filter(|t| t.score > score).count().saturating_add(1);
+                json!({"teamId": team_id(i), "teamName": name, "score": score, "rank": rank})
             })
             .collect()
     }
@@ -901,8 +902,8 @@ impl Game {
     /// Queues an event; every payload carries the room's `state` and `stateVersion`, so a
     /// client can always tell which state an event belongs to.
     fn emit(&mut self, kind: &'static str, scope: Scope, mut payload: Value) {
-        payload["state"] = self.state.as_str().into();
-        payload["stateVersion"] = self.state_version.into();
+        crate::protocol::set_field(&mut payload, "state", self.state.as_str());
+        crate::protocol::set_field(&mut payload, "stateVersion", self.state_version);
         self.outputs.push_back(Event { kind, scope, payload, requires_ack: false });
     }
 
@@ -918,8 +919,8 @@ impl Game {
     }
 
     fn set_timer(&mut self, timer: Timer, at: Option<Instant>) {
-        if let Some(i) = TIMERS.iter().position(|t| *t == timer) {
-            self.timers[i] = at;
+        if let Some(slot) = TIMERS.iter().position(|t| *t == timer).and_then(|i| self.timers.get_mut(i)) {
+            *slot = at;
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! Every connection starts as HTTP. The head is parsed with `httparse` under a size limit; the
 //! runtime reads until [`parse_head`] says the head is complete, then routes it.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 mod response;
 mod route;

@@ -3,6 +3,7 @@
 //! Client messages are parsed with simd-json; server messages are serialized once per broadcast
 //! scope and protocol version. Every rejection carries an [`ErrorCode`] from the protocol's
 //! fixed list, so clients can react to codes rather than to message text.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -10,6 +11,14 @@ mod envelope;
 mod version;
 
 pub use envelope::{encode_server, parse_client, ClientMsg, Rejection, ServerMsg};
+
+/// Sets `key` of a JSON object (does nothing to anything else: no panic on a non-object, unlike
+/// `value[key] = …`).
+pub fn set_field(object: &mut serde_json::Value, key: &str, value: impl Into<serde_json::Value>) {
+    if let Some(map) = object.as_object_mut() {
+        map.insert(key.to_string(), value.into());
+    }
+}
 pub use version::{Version, VersionError, SERVER_VERSION};
 
 /// Error codes of the `ERROR` message (seed `000`).

@@ -76,7 +76,7 @@ fn new_actor_id(prefix: &str) -> String {
 fn new_room_id(shard: &Shard) -> RoomId {
     let mut rng = rand::rng();
     loop {
-        let id: String = (0..ROOM_ID_LEN).map(|_| ROOM_ID_ALPHABET[rng.random_range(0..ROOM_ID_ALPHABET.len())] as char).collect();
+        let id: String = (0..ROOM_ID_LEN).map(|_| ROOM_ID_ALPHABET.get(rng.random_range(0..ROOM_ID_ALPHABET.len())).map_or('A', |&b| b as char)).collect();
         if let Some(room) = RoomId::parse(&id) {
             if room.owner_shard(shard.shards) == shard.index && !shard.state.borrow().has_game(&room) {
                 return room;
@@ -155,21 +155,21 @@ pub(crate) async fn create_room(shard: &Shard, request: &Request, chosen: Option
 pub(crate) fn health(shard: &Shard, now: Instant) -> serde_json::Value {
     let mut health = shard.shared.metrics.health(now);
     if let Some(reason) = shard.shared.lost_shard.get() {
-        health["status"] = "failing".into();
-        health["reason"] = reason.as_str().into();
+        crate::protocol::set_field(&mut health, "status", "failing");
+        crate::protocol::set_field(&mut health, "reason", reason.as_str());
     }
     if let Some(bus) = &shard.shared.bus {
-        health["instanceId"] = bus.instance_id().into();
-        health["instances"] = bus.instances().into();
-        health["cluster"] = if bus.is_up() { "up" } else { "down" }.into();
+        crate::protocol::set_field(&mut health, "instanceId", bus.instance_id());
+        crate::protocol::set_field(&mut health, "instances", bus.instances());
+        crate::protocol::set_field(&mut health, "cluster", if bus.is_up() { "up" } else { "down" });
     }
     match &shard.shared.store {
-        None => health["redis"] = "disabled".into(),
+        None => crate::protocol::set_field(&mut health, "redis", "disabled"),
         Some(store) => {
             let status = store.status();
-            health["redis"] = if status.up { "up" } else { "down" }.into();
-            health["redisQueueDepth"] = status.queue_depth.into();
-            health["redisLagMs"] = status.lag_ms.into();
+            crate::protocol::set_field(&mut health, "redis", if status.up { "up" } else { "down" });
+            crate::protocol::set_field(&mut health, "redisQueueDepth", status.queue_depth);
+            crate::protocol::set_field(&mut health, "redisLagMs", status.lag_ms);
         }
     }
     health

@@ -113,7 +113,7 @@ impl ConnDriver {
                 } else {
                     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                     let n = conn.outbox.gather(&mut slices);
-                    socket.send_vectored_with_flags(&slices[..n], flags)
+                    socket.send_vectored_with_flags(slices.get(..n).unwrap_or_default(), flags)
                 };
                 match sent {
                     Ok(written) => {
@@ -146,7 +146,8 @@ impl ConnDriver {
         let shard = self.shard.clone();
         let mut scratch = shard.read_scratch.borrow_mut();
         let want = self.decoder.bytes_wanted().clamp(READ_MIN, scratch.len());
-        let polled = Pin::new(&mut self.stream).poll_read(cx, &mut scratch[..want]);
+        let Some(into) = scratch.get_mut(..want) else { return Step::Done };
+        let polled = Pin::new(&mut self.stream).poll_read(cx, into);
         let n = match polled {
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(_)) => 0,
@@ -155,7 +156,7 @@ impl ConnDriver {
         if n == 0 {
             return Step::Done;
         }
-        self.rbuf.extend_from_slice(&scratch[..n]);
+        self.rbuf.extend_from_slice(scratch.get(..n).unwrap_or_default());
         drop(scratch);
         let now = Instant::now();
         let metrics = self.shard.metrics();

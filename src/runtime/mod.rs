@@ -53,7 +53,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         warn!(open_files, max_connections, "the open-file limit is below --max-connections; accepts will fail before the cap answers 503");
     }
     let listeners = bind_listeners(config.listen, shards)?;
-    let addr = listeners[0].local_addr()?.as_socket().context("listener has no IP address")?;
+    let addr = listeners.first().context("no listener")?.local_addr()?.as_socket().context("listener has no IP address")?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
     watch_signals(shutdown.clone())?;
@@ -115,7 +115,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     for (i, listener) in listeners.into_iter().enumerate() {
         let (shared, mesh) = (shared.clone(), mesh.clone());
         let fd = listener.into_raw_fd();
-        let cpu = cpus[i % cpus.len()];
+        let cpu = cpus.iter().cycle().nth(i).copied().unwrap_or(0);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .io_memory(io_memory)
@@ -126,8 +126,11 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
                     let _lost = lost;
                     // SAFETY: `fd` is the listening socket bound above, owned by this shard alone.
                     let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                    let (senders, receivers) = mesh.join().await.expect("every shard joins the hand-off mesh");
-                    shard::run(shared, listener, senders, receivers).await;
+                    match mesh.join().await {
+                        Ok((senders, receivers)) => shard::run(shared, listener, senders, receivers).await,
+                        // Only if another shard failed to start, which ends the process anyway.
+                        Err(e) => tracing::error!(shard = i, error = %e, "cannot join the hand-off mesh"),
+                    }
                 }
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {i} on CPU {cpu}: {e}"))?;

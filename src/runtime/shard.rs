@@ -217,6 +217,7 @@ async fn sweep_until_shutdown(shard: &Rc<Shard>) {
         renew_leases(shard, now);
         let mut state = shard.state.borrow_mut();
         #[cfg(feature = "fault-injection")]
+        #[allow(clippy::panic)] // The test-only fault hook: panicking is its job.
         if state.fault_abort {
             panic!("injected fault: shard {}", shard.index);
         }
@@ -392,7 +393,7 @@ async fn read_head(shard: &Shard, stream: &mut TcpStream, mut buf: Vec<u8>) -> R
             }
             let start = buf.len();
             buf.resize(start + 2048, 0);
-            let n = stream.read(&mut buf[start..]).await.unwrap_or(0);
+            let n = stream.read(buf.get_mut(start..).unwrap_or_default()).await.unwrap_or(0);
             buf.truncate(start + n);
             if n == 0 {
                 return Err((Refusal::BadRequest, Response::new(Status::BadRequest)));
@@ -519,7 +520,7 @@ async fn read_body(
         while buf.len() < want {
             let start = buf.len();
             buf.resize(want, 0);
-            let n = stream.read(&mut buf[start..]).await.unwrap_or(0);
+            let n = stream.read(buf.get_mut(start..).unwrap_or_default()).await.unwrap_or(0);
             buf.truncate(start + n);
             if n == 0 {
                 return Ok(false);

@@ -12,6 +12,7 @@
 //!
 //! `format` is bumped on every change a reader must know about; a server reads every format up
 //! to its own (fields added later carry serde defaults) and refuses newer ones.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use serde::{Deserialize, Serialize};
 

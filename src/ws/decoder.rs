@@ -169,8 +169,9 @@ impl Decoder {
                     }
                     let mut chunk = buf.split_to(take);
                     unmask(&mut chunk, mask, offset);
-                    let remaining = remaining - take;
-                    self.state = if remaining == 0 { State::Header } else { State::Data { mask, offset: offset + take, remaining, fin } };
+                    let remaining = remaining.saturating_sub(take);
+                    // The offset only matters modulo 4 (the mask's phase).
+                    self.state = if remaining == 0 { State::Header } else { State::Data { mask, offset: offset.wrapping_add(take), remaining, fin } };
                     let partial = self.partial.as_mut().ok_or(ProtocolError::UnexpectedContinuation)?;
                     if partial.data.is_empty() && remaining == 0 && fin {
                         // The whole message is this one chunk: hand it on without copying.
@@ -204,7 +205,7 @@ impl Decoder {
             }
         };
         let header_len = cursor.position() as usize;
-        self.frames_seen += 1;
+        self.frames_seen = self.frames_seen.saturating_add(1);
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(ProtocolError::ReservedBits);
         }
@@ -226,7 +227,7 @@ impl Decoder {
                     (Data::Reserved(op), false) => return Err(ProtocolError::ReservedOpcode(op)),
                 };
                 if let Some(partial) = self.partial.as_mut().filter(|_| text.is_none()) {
-                    partial.frames += 1;
+                    partial.frames = partial.frames.saturating_add(1);
                     if partial.frames > self.max_fragments {
                         return Err(ProtocolError::TooManyFragments(self.max_fragments));
                     }
@@ -263,7 +264,7 @@ fn check_utf8(partial: &mut Partial) -> Result<(), ProtocolError> {
     let unchecked = partial.data.get(partial.utf8_valid..).unwrap_or_default();
     match std::str::from_utf8(unchecked) {
         Ok(_) => partial.utf8_valid = partial.data.len(),
-        Err(e) if e.error_len().is_none() => partial.utf8_valid += e.valid_up_to(),
+        Err(e) if e.error_len().is_none() => partial.utf8_valid = partial.utf8_valid.saturating_add(e.valid_up_to()),
         Err(_) => return Err(ProtocolError::InvalidUtf8),
     }
     Ok(())
@@ -290,10 +291,8 @@ fn control_event(opcode: Control, payload: Bytes) -> Result<Event, ProtocolError
 
 /// XORs `data` with the mask, starting at byte `offset` of the frame payload.
 fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
-    let mut rotated = [0u8; 4];
-    for (i, byte) in rotated.iter_mut().enumerate() {
-        *byte = mask[(offset + i) % 4];
-    }
+    let mut rotated = mask;
+    rotated.rotate_left(offset % 4);
     let word = u32::from_ne_bytes(rotated);
     let mut chunks = data.chunks_exact_mut(4);
     for chunk in &mut chunks {
@@ -312,7 +311,7 @@ fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
 /// itself only decodes client frames.
 pub fn encode_client_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    let mut out = Vec::with_capacity(payload.len() + 14);
+    let mut out = Vec::with_capacity(payload.len().saturating_add(14));
     out.push(first);
     match payload.len() {
         n if n < 126 => out.push(mask_bit | n as u8),
@@ -325,7 +324,7 @@ pub fn encode_client_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> 
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    let start = out.len() + mask.map_or(0, |m| m.len());
+    let start = out.len().saturating_add(mask.map_or(0, |m| m.len()));
     if let Some(m) = mask {
         out.extend_from_slice(&m);
     }

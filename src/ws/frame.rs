@@ -16,7 +16,7 @@ pub enum DataKind {
 fn encode(opcode: OpCode, parts: &[&[u8]]) -> Bytes {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let header = FrameHeader { opcode, ..FrameHeader::default() };
-    let mut out = BytesMut::with_capacity(header.len(len as u64) + len);
+    let mut out = BytesMut::with_capacity(header.len(len as u64).saturating_add(len));
     // Formatting into an in-memory buffer cannot fail; a failure would be a tungstenite bug, and
     // an empty frame is the safest thing to return then.
     if header.format(len as u64, &mut (&mut out).writer()).is_err() {
@@ -56,7 +56,7 @@ pub fn encode_pong(payload: &[u8]) -> Bytes {
 pub fn encode_close(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
-        end -= 1;
+        end = end.saturating_sub(1);
     }
     let reason = reason.get(..end).unwrap_or("");
     encode(OpCode::Control(Control::Close), &[&code.to_be_bytes(), reason.as_bytes()])

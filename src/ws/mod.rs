@@ -5,6 +5,7 @@
 //! broadcast buffers needs on top: an incremental [`Decoder`] that validates as bytes arrive
 //! (fail-fast UTF-8, limits checked before allocation) and an encoder that produces a complete
 //! frame in one [`bytes::Bytes`] so that fan-out only clones a reference.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -179,7 +179,7 @@ fn event_in_version(event: &LoggedEvent, version: &str) -> Option<Box<RawValue>>
         return RawValue::from_string(text.to_string()).ok();
     }
     let mut envelope: Value = serde_json::from_str(text).ok()?;
-    envelope["version"] = version.into();
+    crate::protocol::set_field(&mut envelope, "version", version);
     RawValue::from_string(envelope.to_string()).ok()
 }
 

@@ -209,6 +209,7 @@ pub(crate) struct ShardState {
 /// Test-only faults (`--features fault-injection`): magic `/echo` or `/relay` messages.
 #[cfg(feature = "fault-injection")]
 mod fault {
+    #[allow(clippy::panic)] // The test-only fault hook: panicking is its job.
     pub(super) fn on_message(abort: &mut bool, payload: &[u8]) {
         match payload {
             b"FAULT:panic-connection" => panic!("injected fault: connection"),
