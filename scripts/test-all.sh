@@ -6,8 +6,9 @@
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm) with the SLO gates
 #      on, and a build of the criterion benches,
-#   4. the panic-containment tests, in a build with the test-only fault hooks (then the normal
-#      build is restored).
+#   4. every fuzz target for 60 s (cargo fuzz on nightly when installed, otherwise the same
+#      targets mutated on stable), then the panic-containment tests, in a build with the
+#      test-only fault hooks (then the normal build is restored).
 #   0. cargo fmt --check and cargo clippy -D warnings over the workspace.
 # Installs what is missing (Debian packages) and uses only free loopback ports.
 set -euo pipefail
@@ -104,6 +105,26 @@ stages_passed=$((stages_passed + 1))
 
 log "benches build (cargo bench runs them)"
 cargo bench --workspace --no-run --locked
+stages_passed=$((stages_passed + 1))
+
+FUZZ_SECONDS=${PARTYFLOW_FUZZ_SECONDS:-60}
+if cargo +nightly fuzz --version >/dev/null 2>&1; then
+    log "fuzzing: every cargo-fuzz target for $FUZZ_SECONDS s (two at a time), seeded from fuzz/seeds"
+    fuzz_one() {
+        corpus="$TARGET/fuzz-corpus/$1"
+        mkdir -p "$corpus" && cp "$ROOT/fuzz/seeds/$1/"* "$corpus/"
+        (cd "$ROOT/fuzz" && cargo +nightly fuzz run "$1" "$corpus" -- -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1) \
+            > "$TARGET/fuzz-$1.log" 2>&1 || { tail -n 40 "$TARGET/fuzz-$1.log"; echo "fuzz target $1 failed"; return 1; }
+        grep -E "stat::number_of_executed_units" "$TARGET/fuzz-$1.log" | sed "s/^/$1: /"
+    }
+    export -f fuzz_one
+    export TARGET ROOT FUZZ_SECONDS
+    (cd "$ROOT/fuzz" && cargo +nightly fuzz build) > "$TARGET/fuzz-build.log" 2>&1 || { tail -n 40 "$TARGET/fuzz-build.log"; exit 1; }
+    (cd "$ROOT/fuzz" && cargo +nightly fuzz list) | xargs -P 2 -I{} bash -c 'fuzz_one {}'
+else
+    log "fuzzing: no nightly toolchain with cargo-fuzz; the same targets on stable, $FUZZ_SECONDS s each"
+    PARTYFLOW_FUZZ_SECONDS=$FUZZ_SECONDS cargo test --release --locked --test fuzz_stable -- --nocapture 2>&1 | grep -E "inputs in|panicked|test result"
+fi
 stages_passed=$((stages_passed + 1))
 
 log "panic containment (a build with the test-only fault hooks, then the normal build again)"

@@ -1,0 +1,134 @@
+//! The bodies of the fuzz targets: each takes arbitrary bytes and must never panic, whatever
+//! they are. Shared by `cargo fuzz` (`fuzz_targets/*.rs`, one per body) and by the stable
+//! fallback (`tests/fuzz_stable.rs`), which runs the same bodies over the seed corpus and
+//! mutations of it when no nightly toolchain with `cargo fuzz` is at hand.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use partyflow::auth::TokenKey;
+use partyflow::cluster::{envelope, forward};
+use partyflow::game::words::WordPack;
+use partyflow::game::{Command, GameConfig};
+use partyflow::http::{parse_head, Route};
+use partyflow::rooms::{GameRoom, RoomId, RoomPolicy};
+use partyflow::store::RoomSnapshot;
+use partyflow::ws::{validate_upgrade, DataKind, Decoder};
+
+/// A target's body.
+pub type Body = fn(&[u8]);
+
+/// Every target: its name (as in `fuzz_targets/`) and body.
+pub const TARGETS: &[(&str, Body)] = &[
+    ("http_request", http_request),
+    ("ws_frames", ws_frames),
+    ("game_message", game_message),
+    ("token", token),
+    ("cluster_messages", cluster_messages),
+    ("snapshot", snapshot),
+    ("room_session", room_session),
+];
+
+/// An HTTP request head: parsing, framing, routing and the upgrade checks.
+pub fn http_request(data: &[u8]) {
+    if let Ok(Some((request, _))) = parse_head(data, 8192) {
+        let _ = request.body_length();
+        let _ = Route::parse(&request.target);
+        let _ = validate_upgrade(&request, &[]);
+        let _ = validate_upgrade(&request, &["https://example.com".to_string()]);
+    }
+}
+
+/// A WebSocket byte stream, read in pieces of the first byte's size: fragmentation, control
+/// frames and UTF-8 state across arbitrary read splits.
+pub fn ws_frames(data: &[u8]) {
+    let Some((&split, stream)) = data.split_first() else { return };
+    let mut decoder = Decoder::new(4096).with_max_fragments(64);
+    let mut buf = BytesMut::new();
+    for piece in stream.chunks(usize::from(split).max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.poll_event(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = e.close_code();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A client message: the envelope and the command validation.
+pub fn game_message(data: &[u8]) {
+    if let Ok(msg) = partyflow::protocol::parse_client(data) {
+        let _ = Command::parse(&msg.kind, &msg.payload);
+    }
+}
+
+/// A token presented at the upgrade.
+pub fn token(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = TokenKey::from_secret("fuzz").verify(text, 1_800_000_000);
+    }
+}
+
+/// What another instance may publish: relay publications and game-room forwarding.
+pub fn cluster_messages(data: &[u8]) {
+    let _ = envelope::decode(data);
+    let _ = forward::decode(data);
+}
+
+/// A stored room snapshot, decoded and restored.
+pub fn snapshot(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(snapshot) = RoomSnapshot::decode(text) else { return };
+    let packs: Vec<Arc<WordPack>> = WordPack::shipped().into_iter().map(Arc::new).collect();
+    let _ = GameRoom::<u32>::recover(&snapshot, &packs, RoomPolicy::default(), Instant::now(), 1_700_000_000_000);
+}
+
+/// A room with a host and two players connected, then the input as a sequence of messages
+/// (separated by newlines, each from the connection its first byte picks) with time moving:
+/// every command, `ACK`, `HEARTBEAT` and `RECONNECT` (backfill and snapshot paths) on a live
+/// game.
+pub fn room_session(data: &[u8]) {
+    let Some(pack) = WordPack::shipped().into_iter().next() else { return };
+    let config = GameConfig {
+        max_players: 10,
+        num_teams: 2,
+        rounds: 2,
+        round_duration: Duration::from_secs(10),
+        countdown: 1,
+        score_review: Duration::from_secs(1),
+        pack: Arc::new(pack),
+        seed: 7,
+    };
+    let Some(id) = RoomId::parse("FUZZ42") else { return };
+    let mut now = Instant::now();
+    let mut room: GameRoom<u32> = GameRoom::new(id, "host", "Host", config, RoomPolicy::default(), now, 1_700_000_000_000);
+    for (conn, actor) in [(0u32, "host"), (1, "p1"), (2, "p2")] {
+        if actor != "host" {
+            let _ = room.join(now, actor, actor);
+        }
+        let _ = room.connect(now, conn, actor, "1.0");
+    }
+    for line in data.split(|b| *b == b'\n') {
+        let Some((&pick, message)) = line.split_first() else { continue };
+        let conn = u32::from(pick % 4);
+        match pick / 4 % 8 {
+            0 => room.disconnect(now, conn),
+            1 => {
+                let actor = ["host", "p1", "p2", "nobody"].get(usize::from(pick % 4)).copied().unwrap_or("host");
+                let _ = room.connect(now, conn, actor, "1.0");
+            }
+            _ => room.handle_message(now, conn, DataKind::Text, message),
+        }
+        now += Duration::from_millis(u64::from(pick) * 97);
+        if room.poll_timeout().is_some_and(|at| at <= now) {
+            room.handle_timeout(now);
+        }
+        while room.poll_output().is_some() {}
+    }
+}
