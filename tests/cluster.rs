@@ -187,6 +187,10 @@ fn a_game_is_played_with_the_host_on_one_instance_and_players_on_another() {
         assert!(p.seen.iter().all(|v| v["type"] != "WORD_REVEALED"), "{}: host-only event forwarded to a player", p.actor);
     }
     assert!(a.metric("partyflow_forward_sent_total", "") > 0.0 && b.metric("partyflow_forward_sent_total", "") > 0.0);
+    // One message per frame and edge, not per recipient: a sent b fewer messages than b
+    // delivered to its two players.
+    let (sent, delivered) = (a.metric("partyflow_forward_sent_total", ""), b.metric("partyflow_messages_out_total", ""));
+    assert!(sent < delivered, "a sent {sent} messages for {delivered} frames delivered on b");
 }
 
 #[test]

@@ -64,10 +64,11 @@ pub enum Forward {
         /// The edge's link id.
         link: u64,
     },
-    /// Owner → edge: a complete WebSocket frame for the client.
-    ToClient {
-        /// The edge's link id.
-        link: u64,
+    /// Owner → edge: a complete WebSocket frame for some of the edge's clients (one message
+    /// per frame and edge shard, not per recipient: the encode-once fan-out, across instances).
+    ToClients {
+        /// The edge's link ids, all on one edge shard (at least one).
+        links: Vec<u64>,
         /// The frame, as the owner encoded it.
         frame: Vec<u8>,
     },
@@ -124,18 +125,15 @@ impl Forward {
     pub fn room(&self) -> Option<&RoomId> {
         match self {
             Forward::Attach { room, .. } | Forward::FromClient { room, .. } | Forward::Detach { room, .. } | Forward::Request { room, .. } => Some(room),
-            Forward::ToClient { .. } | Forward::Close { .. } | Forward::Response { .. } => None,
+            Forward::ToClients { .. } | Forward::Close { .. } | Forward::Response { .. } => None,
         }
     }
 
-    /// The edge's link or request id.
+    /// The edge's link or request id (the first link of a [`Forward::ToClients`]).
     pub fn id(&self) -> u64 {
         match self {
-            Forward::Attach { link, .. }
-            | Forward::FromClient { link, .. }
-            | Forward::Detach { link, .. }
-            | Forward::ToClient { link, .. }
-            | Forward::Close { link, .. } => *link,
+            Forward::Attach { link, .. } | Forward::FromClient { link, .. } | Forward::Detach { link, .. } | Forward::Close { link, .. } => *link,
+            Forward::ToClients { links, .. } => links.first().copied().unwrap_or_default(),
             Forward::Request { id, .. } | Forward::Response { id, .. } => *id,
         }
     }
@@ -144,7 +142,7 @@ impl Forward {
 const ATTACH: u8 = 1;
 const FROM_CLIENT: u8 = 2;
 const DETACH: u8 = 3;
-const TO_CLIENT: u8 = 4;
+const TO_CLIENTS: u8 = 4;
 const CLOSE: u8 = 5;
 const REQUEST: u8 = 6;
 const RESPONSE: u8 = 7;
@@ -176,7 +174,7 @@ pub fn encode(from: &str, message: &Forward) -> Vec<u8> {
         Forward::Attach { .. } => ATTACH,
         Forward::FromClient { .. } => FROM_CLIENT,
         Forward::Detach { .. } => DETACH,
-        Forward::ToClient { .. } => TO_CLIENT,
+        Forward::ToClients { .. } => TO_CLIENTS,
         Forward::Close { .. } => CLOSE,
         Forward::Request { .. } => REQUEST,
         Forward::Response { .. } => RESPONSE,
@@ -197,7 +195,16 @@ pub fn encode(from: &str, message: &Forward) -> Vec<u8> {
             out.extend_from_slice(payload);
         }
         Forward::Detach { .. } => {}
-        Forward::ToClient { frame, .. } => out.extend_from_slice(frame),
+        Forward::ToClients { links, frame } => {
+            // The first link is the id; the rest follow, counted.
+            let rest = links.get(1..).unwrap_or_default();
+            let rest = rest.get(..rest.len().min(usize::from(u16::MAX))).unwrap_or_default();
+            out.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+            for link in rest {
+                out.extend_from_slice(&link.to_be_bytes());
+            }
+            out.extend_from_slice(frame);
+        }
         Forward::Close { code, reason, .. } => {
             out.extend_from_slice(&code.to_be_bytes());
             out.extend_from_slice(reason.as_bytes());
@@ -280,7 +287,14 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
             Forward::FromClient { room, link: id, kind, payload: r.rest() }
         }
         DETACH => Forward::Detach { room: room(&mut r)?, link: id },
-        TO_CLIENT => Forward::ToClient { link: id, frame: r.rest() },
+        TO_CLIENTS => {
+            let more = r.u16()?;
+            let mut links = vec![id];
+            for _ in 0..more {
+                links.push(r.u64()?);
+            }
+            Forward::ToClients { links, frame: r.rest() }
+        }
         CLOSE => {
             let code = r.u16()?;
             let reason = String::from_utf8(r.rest()).ok()?;
@@ -325,7 +339,8 @@ mod tests {
             Forward::FromClient { room: room(), link: id, kind: DataKind::Text, payload: b"{\"type\":\"ACK\"}".to_vec() },
             Forward::FromClient { room: room(), link: id, kind: DataKind::Binary, payload: vec![] },
             Forward::Detach { room: room(), link: id },
-            Forward::ToClient { link: id, frame: vec![0x81, 2, b'h', b'i'] },
+            Forward::ToClients { links: vec![id], frame: vec![0x81, 2, b'h', b'i'] },
+            Forward::ToClients { links: vec![id, make_id(3, 78), make_id(3, 90)], frame: vec![0x81, 0] },
             Forward::Close { link: id, code: 1012, reason: "moved".into() },
             Forward::Request { room: room(), id, call: Call::Member { actor: "host_x".into() } },
             Forward::Request { room: room(), id, call: Call::Join { host: "edge:8080".into(), body: b"{\"name\":\"A\"}".to_vec() } },

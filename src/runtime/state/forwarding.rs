@@ -21,7 +21,7 @@ use slab::Slab;
 
 use super::{ConnId, ConnSettings, Endpoint, Member, ShardState};
 use crate::admission::Permit;
-use crate::cluster::forward::make_id;
+use crate::cluster::forward::{make_id, shard_of};
 use crate::cluster::{BusHandle, Forward};
 use crate::metrics::ShardMetrics;
 use crate::rooms::RoomId;
@@ -41,6 +41,40 @@ struct RemoteMember {
     edge: Arc<str>,
     link: u64,
     room: RoomId,
+}
+
+/// One frame for some remote members on one edge shard.
+struct Group {
+    edge: Arc<str>,
+    shard: usize,
+    frame: Bytes,
+    links: Vec<u64>,
+    keys: Vec<usize>,
+}
+
+/// Frames for remote members gathered while a room's outputs are drained, sent as one message
+/// per frame and edge shard (in the order they were first gathered, so every member's frames
+/// keep their order).
+#[derive(Default)]
+pub(super) struct Outgoing {
+    groups: Vec<Group>,
+}
+
+impl Outgoing {
+    /// Sends what was gathered; returns the members whose edge could not be reached (the
+    /// publish queue was full).
+    pub(super) fn flush(&mut self, bus: Option<&BusHandle>, m: &ShardMetrics) -> Vec<usize> {
+        let mut failed = Vec::new();
+        for group in self.groups.drain(..) {
+            let sent = bus.is_some_and(|bus| bus.forward(&group.edge, &Forward::ToClients { links: group.links, frame: group.frame.to_vec() }));
+            if sent {
+                m.messages_out.add(group.keys.len() as u64);
+            } else {
+                failed.extend(group.keys);
+            }
+        }
+        failed
+    }
 }
 
 /// The remote members of one shard's game rooms.
@@ -85,7 +119,24 @@ impl RemoteMembers {
     /// Sends a frame to the member's edge; `false` if it could not be queued.
     pub(super) fn send(&self, bus: Option<&BusHandle>, key: usize, frame: &Bytes) -> bool {
         let (Some(member), Some(bus)) = (self.members.get(key), bus) else { return false };
-        bus.forward(&member.edge, &Forward::ToClient { link: member.link, frame: frame.to_vec() })
+        bus.forward(&member.edge, &Forward::ToClients { links: vec![member.link], frame: frame.to_vec() })
+    }
+
+    /// Adds a frame for member `key` to `outgoing`, beside the other recipients of the same
+    /// frame on the same edge shard.
+    pub(super) fn gather(&self, outgoing: &mut Outgoing, key: usize, frame: Bytes) {
+        let Some(member) = self.members.get(key) else { return };
+        let shard = shard_of(member.link);
+        // Only among the groups of this very frame at the end (a broadcast's sends come one
+        // after another): joining an earlier group could reorder a member's frames.
+        let same_frame = |g: &&mut Group| g.frame.as_ptr() == frame.as_ptr() && g.frame.len() == frame.len();
+        match outgoing.groups.iter_mut().rev().take_while(same_frame).find(|g| Arc::ptr_eq(&g.edge, &member.edge) && g.shard == shard) {
+            Some(group) => {
+                group.links.push(member.link);
+                group.keys.push(key);
+            }
+            None => outgoing.groups.push(Group { edge: member.edge.clone(), shard, frame, links: vec![member.link], keys: vec![key] }),
+        }
     }
 
     /// Tells the member's edge to close it, and forgets it.
@@ -158,16 +209,20 @@ impl ShardState {
                 self.with_game(m, now, &room, |r| r.disconnect(now, Member::Remote(key)));
             }
             // Edge side.
-            Forward::ToClient { link, frame } => {
-                let Some(&id) = self.links.get(&link) else { return };
-                let Some(conn) = self.conns.get_mut(id) else { return };
-                if conn.is_closing() {
-                    return;
-                }
-                if conn.queue(m, now, Bytes::from(frame)) {
-                    m.messages_out.add(1);
-                } else {
-                    self.leave_game(m, now, id);
+            Forward::ToClients { links, frame } => {
+                // One buffer for every recipient, as for a local broadcast.
+                let frame = Bytes::from(frame);
+                for link in links {
+                    let Some(&id) = self.links.get(&link) else { continue };
+                    let Some(conn) = self.conns.get_mut(id) else { continue };
+                    if conn.is_closing() {
+                        continue;
+                    }
+                    if conn.queue(m, now, frame.clone()) {
+                        m.messages_out.add(1);
+                    } else {
+                        self.leave_game(m, now, id);
+                    }
                 }
             }
             Forward::Close { link, code, reason } => {

@@ -513,6 +513,7 @@ impl ShardState {
                 return None;
             }
         };
+        let mut outgoing = forwarding::Outgoing::default();
         loop {
             // Members whose queue overflowed are cut off; their room hears of it at once.
             let mut overflowed = Vec::new();
@@ -537,17 +538,16 @@ impl ShardState {
                             c.left_game = true;
                         }
                     }
-                    RoomOutput::Send(Member::Remote(key), frame) => {
-                        if self.remotes.send(self.bus.as_ref(), key, &frame) {
-                            m.messages_out.add(1);
-                        } else {
-                            overflowed.push(Member::Remote(key));
-                        }
+                    RoomOutput::Send(Member::Remote(key), frame) => self.remotes.gather(&mut outgoing, key, frame),
+                    RoomOutput::Close(Member::Remote(key), code, reason) => {
+                        // What the member was sent before goes first.
+                        overflowed.extend(outgoing.flush(self.bus.as_ref(), m).into_iter().map(Member::Remote));
+                        self.remotes.close(self.bus.as_ref(), key, code, reason);
                     }
-                    RoomOutput::Close(Member::Remote(key), code, reason) => self.remotes.close(self.bus.as_ref(), key, code, reason),
                     RoomOutput::Count(what) => count(m, what),
                 }
             }
+            overflowed.extend(outgoing.flush(self.bus.as_ref(), m).into_iter().map(Member::Remote));
             if overflowed.is_empty() {
                 break;
             }
