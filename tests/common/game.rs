@@ -187,7 +187,11 @@ pub fn started_game_at(at: Where<'_>, players: usize, settings: Value) -> (Strin
     let mut clients = Vec::new();
     for i in 0..players {
         let (id, token, _) = join(at.players, &room, &format!("P{i}"));
-        clients.push((GameClient::connect(at.players, &room, &id, &token), token));
+        let mut client = GameClient::connect(at.players, &room, &id, &token);
+        // A player is in the room once its CONNECTED arrives: through another instance that is
+        // a moment after the upgrade, and the host must not start before.
+        client.recv_until("CONNECTED");
+        clients.push((client, token));
     }
     let mut host = GameClient::connect(at.host, &room, &host_id, &host_token);
     host.recv_until("CONNECTED");
