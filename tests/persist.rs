@@ -145,10 +145,12 @@ fn redis_stopped_and_restarted_during_a_game() {
 #[test]
 fn a_paused_redis_fills_the_queue_and_the_game_goes_on() {
     let redis = Redis::start();
-    let s = server(&redis, &["--persist-queue", "1", "--persist-interval", "5ms"]);
+    // The lease outlives the pause (its renewals are writes too); the host may swipe quickly.
+    let s = server(&redis, &["--persist-queue", "1", "--persist-interval", "5ms", "--room-lease-ttl", "60s", "--client-message-rate", "1000"]);
     let rooms: Vec<_> = (0..3).map(|_| started_game(&s, 2, json!({}))).collect();
     let (room, (mut host, _), _) = rooms.into_iter().next().unwrap();
-    redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("WRITE").query::<()>(&mut redis.conn()).unwrap();
+    // Paused until the test says so, not for a fixed time a slow machine could outlast.
+    redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("WRITE").query::<()>(&mut redis.conn()).unwrap();
     // While Redis does not answer writes, every swipe is still played at once.
     for _ in 0..5 {
         swipe(&mut host);
@@ -159,6 +161,7 @@ fn a_paused_redis_fills_the_queue_and_the_game_goes_on() {
         swipe(&mut host);
     }
     let points = host.seen.iter().filter(|v| v["type"] == "WORD_RESULT").count() as i64;
+    redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut redis.conn()).unwrap();
     // Once Redis answers again, the newest state gets through.
     redis.wait_for(&key(&room), |v| score(v, 0) == Some(points));
 }
