@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{connect, http_raw, parse_response, Server};
+use common::{connect, http_raw, parse_response, tcp_from, Server};
 
 const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
 
@@ -131,14 +131,6 @@ fn connection_caps_answer_503_before_the_upgrade() {
     drop(_a);
     server.wait_connections(2);
     let _d = connect(&server, "/echo");
-}
-
-/// A connection to the server from the loopback address `ip`.
-fn tcp_from(server: &Server, ip: [u8; 4]) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&std::net::SocketAddr::from((ip, 0)).into()).unwrap();
-    s.connect(&server.addr.into()).unwrap();
-    TcpStream::from(s)
 }
 
 #[test]

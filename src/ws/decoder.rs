@@ -54,6 +54,9 @@ pub enum ProtocolError {
     /// Text (or a close reason) that is not valid UTF-8.
     #[error("text is not valid UTF-8")]
     InvalidUtf8,
+    /// A 64-bit payload length with its most significant bit set (RFC 6455 §5.2 forbids it).
+    #[error("64-bit payload length with the most significant bit set")]
+    BadLength,
     /// A message larger than the configured limit.
     #[error("message exceeds {0} bytes")]
     MessageTooBig(usize),
@@ -205,6 +208,9 @@ impl Decoder {
             }
         };
         let header_len = cursor.position() as usize;
+        if len >> 63 != 0 {
+            return Err(ProtocolError::BadLength);
+        }
         self.frames_seen = self.frames_seen.saturating_add(1);
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(ProtocolError::ReservedBits);
@@ -446,6 +452,10 @@ mod tests {
         let mut bytes = frame(0x02, &[0u8; 60]);
         bytes.extend(frame(0x80, &[0u8; 60]));
         assert_eq!(decode_all(&mut Decoder::new(100), &bytes), Err(ProtocolError::MessageTooBig(100)));
+        // A 64-bit length with the top bit set is a protocol error, not merely too big.
+        let mut buf = BytesMut::from(&[0x82u8, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4][..]);
+        let err = Decoder::new(100).poll_event(&mut buf).unwrap_err();
+        assert_eq!((err.close_code(), err), (1002, ProtocolError::BadLength));
     }
 
     #[test]

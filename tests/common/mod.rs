@@ -140,9 +140,23 @@ pub fn connect(server: &Server, path: &str) -> Client {
 pub fn connect_with(server: &Server, path: &str, config: WebSocketConfig) -> Client {
     let stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // As browsers do: without it a message written right after a pong waits for the server's
+    // delayed ACK (Nagle), tens of milliseconds charged to the server.
+    stream.set_nodelay(true).unwrap();
     let (ws, response) = tungstenite::client::client_with_config(server.url(path), MaybeTlsStream::Plain(stream), Some(config)).expect("handshake");
     assert_eq!(response.status(), 101);
     ws
+}
+
+/// A connection to the server from the loopback address `ip` (each address of 127.0.0.0/8
+/// has its own per-address allowances).
+pub fn tcp_from(server: &Server, ip: [u8; 4]) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+    s.connect(&server.addr.into()).unwrap();
+    let s = TcpStream::from(s);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
 }
 
 /// A hand-driven WebSocket client for sending frames no library would send.
@@ -155,8 +169,13 @@ pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 impl RawClient {
     pub fn connect(server: &Server, path: &str) -> RawClient {
-        let mut stream = TcpStream::connect(server.addr).unwrap();
+        let stream = TcpStream::connect(server.addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self::upgrade(stream, path)
+    }
+
+    /// Upgrades an open connection to the server.
+    pub fn upgrade(mut stream: TcpStream, path: &str) -> RawClient {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
