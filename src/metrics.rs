@@ -285,7 +285,25 @@ impl Metrics {
         }
         family(&mut out, "partyflow_uptime_seconds", "Seconds since the server started", "gauge");
         let _ = writeln!(out, "partyflow_uptime_seconds {}", now.saturating_duration_since(self.started).as_secs());
+        process_metrics(&mut out);
         out
+    }
+}
+
+/// The standard process series (resident memory, open descriptors), read from `/proc/self` at
+/// each scrape, so a soak or a dashboard sees memory without access to the host.
+fn process_metrics(out: &mut String) {
+    // statm's second field is resident pages.
+    let resident_pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if let Some(pages) = resident_pages {
+        family(out, "process_resident_memory_bytes", "Resident memory size in bytes", "gauge");
+        let _ = writeln!(out, "process_resident_memory_bytes {}", pages.saturating_mul(page_size));
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        family(out, "process_open_fds", "Number of open file descriptors", "gauge");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
     }
 }
 

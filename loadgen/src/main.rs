@@ -9,6 +9,7 @@ mod party;
 mod relay;
 mod report;
 mod sampler;
+mod soak;
 mod stats;
 
 use std::cell::{Cell, RefCell};
@@ -76,6 +77,9 @@ enum Scenario {
     Relay(relay::RelayArgs),
     /// Steady party load, then drop a fraction of all connections at once and reconnect them.
     Storm(party::StormArgs),
+    /// Party rooms with churn for a long time (drops, reconnects, leaves, joins, rooms closed and
+    /// replaced), sampling the server's memory, connections, rooms and the errors seen.
+    Soak(soak::SoakArgs),
 }
 
 /// What every scenario needs from the driver.
@@ -125,13 +129,17 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    if let Scenario::Relay(a) = &cli.scenario {
-        a.validate()?;
+    match &cli.scenario {
+        Scenario::Relay(a) => a.validate()?,
+        Scenario::Soak(a) => a.validate()?,
+        Scenario::Party(_) | Scenario::Storm(_) => {}
     }
     let connections = match &cli.scenario {
         Scenario::Party(a) => a.rooms * (a.players + 1),
         Scenario::Storm(a) => a.party.rooms * (a.party.players + 1),
         Scenario::Relay(a) => a.rooms * a.members,
+        // A leaving player's connection may still be closing when its replacement connects.
+        Scenario::Soak(a) => a.party.rooms * (a.party.players + 2),
     };
     net::ensure_open_files(connections)?;
     let targets = cli.url.iter().map(|url| net::Target::parse(url, cli.source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -150,12 +158,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         warmup: cli.warmup,
         duration: cli.duration,
     });
+    let server_pid = cli.server_pid.map(|p| p.to_string());
+    let max_rss_growth = if let Scenario::Soak(a) = &cli.scenario { a.max_rss_growth_kib_per_min } else { None };
     let (scenario, work): (&'static str, ScenarioFuture) = match cli.scenario {
         Scenario::Party(a) => ("party", Box::pin(party::run(ctx, a, None))),
         Scenario::Storm(a) => ("storm", Box::pin(party::run(ctx, a.party, Some(a.drop_fraction)))),
         Scenario::Relay(a) => ("relay", Box::pin(relay::run(ctx, a))),
+        Scenario::Soak(a) => ("soak", Box::pin(soak::run(ctx, a, server_pid.clone()))),
     };
-    let server_pid = cli.server_pid.map(|p| p.to_string());
     let (measured, server, loadgen_cpu) = local.block_on(&runtime, async {
         let progress = tokio::task::spawn_local(show_progress(stats.clone(), phase.clone()));
         let watcher = tokio::task::spawn_local(watch_resources(stats.clone(), phase.clone(), server_pid, target.clone()));
@@ -175,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(path) = &cli.html {
         std::fs::write(path, report.html())?;
     }
-    let gates = Gates { p95_ms: cli.slo_p95_ms, p99_ms: cli.slo_p99_ms, max_error_rate: cli.max_error_rate, max_lost: cli.max_lost };
+    let gates = Gates { p95_ms: cli.slo_p95_ms, p99_ms: cli.slo_p99_ms, max_error_rate: cli.max_error_rate, max_lost: cli.max_lost, max_rss_growth };
     let violations = report.violations(&gates);
     for v in &violations {
         println!("SLO VIOLATED: {v}");

@@ -1,5 +1,6 @@
 //! The party scenario: real rooms playing the real game, and the storm variant that drops and
-//! reconnects a fraction of all connections at once.
+//! reconnects a fraction of all connections at once. The soak (`soak.rs`) drives the same rooms
+//! and clients with churn.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -53,22 +55,90 @@ pub struct StormArgs {
 
 /// What the clients of one room share: the host's view of sequence ids and swipe times.
 #[derive(Default)]
-struct RoomShared {
-    /// Every sequence id the host saw, and whether it was host-only.
-    host_scopes: BTreeMap<u64, bool>,
+pub struct RoomShared {
+    /// Every sequence id the host saw, and its scope (`broadcast`).
+    host_scopes: BTreeMap<u64, String>,
     /// Sequence windows of every connection of every player (one per connection, or one per
-    /// run of connections joined by a backfill), and whether a backfill joined it.
-    player_windows: Vec<(SeqTracker, bool)>,
-    host_windows: Vec<(SeqTracker, bool)>,
+    /// run of connections joined by a backfill).
+    player_windows: Vec<Window>,
+    host_windows: Vec<Window>,
     /// When the host swiped each recent word.
     swipes: HashMap<String, Instant>,
     last_swipe: Option<Instant>,
 }
 
+/// The sequence ids one connection (or a run of connections joined by backfills) received.
+struct Window {
+    seen: SeqTracker,
+    /// A backfill joined it: what is missing is a backfill's gap, not a loss.
+    backfilled: bool,
+    /// The client joined as a spectator: only `all` events were due to it.
+    spectator: bool,
+}
+
+impl RoomShared {
+    /// Adds what this room's windows are missing (relative to the host's view) to `s`.
+    pub fn account(&self, s: &mut Stats) {
+        for w in &self.host_windows {
+            let missing = w.seen.gaps();
+            if w.backfilled {
+                s.reconnects.gaps_after_backfill += missing;
+            } else {
+                s.lost += missing;
+            }
+        }
+        for w in &self.player_windows {
+            let (Some(first), Some(last)) = (w.seen.seen().first(), w.seen.seen().last()) else { continue };
+            let due = |scope: &String| if w.spectator { scope == "all" } else { scope != "host" };
+            let missing = self.host_scopes.range(first..=last).filter(|(seq, scope)| due(scope) && !w.seen.seen().contains(seq)).count() as u64;
+            if w.backfilled {
+                s.reconnects.gaps_after_backfill += missing;
+            } else {
+                s.lost += missing;
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub enum Role {
     Host,
-    Player(usize),
+    /// A player (its seat number picks its team), or a spectator who joined a running game.
+    Player {
+        seat: usize,
+        spectator: bool,
+    },
+}
+
+/// What the driver tells one client to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Command {
+    /// Drop the connection abruptly, come back with the same token and `RECONNECT`.
+    Reconnect,
+    /// Send `LEAVE_ROOM` and stop once the server closes the connection.
+    Leave,
+    /// (The host) send `ROOM_CLOSE`; every client stops once the room is closed.
+    CloseRoom,
+}
+
+/// A running client and how to command it.
+pub struct ClientHandle {
+    pub role: Role,
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub task: JoinHandle<()>,
+}
+
+/// A room created through the API, with its clients connected and playing.
+pub struct RoomHandle {
+    pub id: String,
+    pub shared: Rc<RefCell<RoomShared>>,
+    pub clients: Vec<ClientHandle>,
+    /// The room's number: picks the instance it is created on.
+    r: usize,
+    /// The first connection number of this room (picks source addresses).
+    base: usize,
+    /// Seats handed out so far (joins after the start get new numbers).
+    seats: usize,
 }
 
 struct Client {
@@ -98,28 +168,31 @@ enum Pending {
 pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64>) -> anyhow::Result<()> {
     let (stats, phase, warmup, duration) = (ctx.stats.clone(), ctx.phase.clone(), ctx.warmup, ctx.duration);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (storm_tx, storm_rx) = watch::channel(0u64);
     let mut setups = Vec::new();
-    let mut rooms = Vec::new();
     *phase.borrow_mut() = "connecting".into();
     for r in 0..args.rooms {
-        let room = Rc::new(RefCell::new(RoomShared::default()));
-        rooms.push(room.clone());
-        let (ctx, args) = (ctx.clone(), args.clone());
-        let (stop_rx, storm_rx) = (stop_rx.clone(), storm_rx.clone());
-        setups.push(tokio::task::spawn_local(async move { setup_room(r, &ctx, &args, room, stop_rx, storm_rx, drop_fraction.unwrap_or(0.0)).await }));
+        let (ctx, args, stop_rx) = (ctx.clone(), args.clone(), stop_rx.clone());
+        setups.push(tokio::task::spawn_local(async move { setup_room(r, &ctx, &args, &stop_rx).await }));
     }
+    let mut rooms = Vec::new();
     for setup in setups {
-        setup.await?.context("setting up a room")?;
+        rooms.push(setup.await?.context("setting up a room")?);
     }
     *phase.borrow_mut() = "warm-up".into();
     tokio::time::sleep(warmup).await;
     stats.borrow_mut().start_measuring(Instant::now());
     *phase.borrow_mut() = "measuring".into();
-    if drop_fraction.is_some() {
+    if let Some(fraction) = drop_fraction {
         tokio::time::sleep(duration / 2).await;
         *phase.borrow_mut() = "storm".into();
-        let _ = storm_tx.send(1);
+        for room in &rooms {
+            for (i, client) in room.clients.iter().enumerate() {
+                // A deterministic choice of who drops.
+                if ((room.base + i) as f64 * 0.618_033_988_75).fract() < fraction {
+                    let _ = client.commands.send(Command::Reconnect);
+                }
+            }
+        }
         tokio::time::sleep(duration - duration / 2).await;
     } else {
         tokio::time::sleep(duration).await;
@@ -130,37 +203,69 @@ pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut s = stats.borrow_mut();
     for room in rooms {
-        let room = room.borrow();
-        for (w, backfilled) in &room.host_windows {
-            let missing = w.gaps();
-            if *backfilled {
-                s.reconnects.gaps_after_backfill += missing;
-            } else {
-                s.lost += missing;
-            }
-        }
-        for (w, backfilled) in &room.player_windows {
-            let (Some(first), Some(last)) = (w.seen().first(), w.seen().last()) else { continue };
-            let missing = room.host_scopes.range(first..=last).filter(|(seq, host_only)| !**host_only && !w.seen().contains(seq)).count() as u64;
-            if *backfilled {
-                s.reconnects.gaps_after_backfill += missing;
-            } else {
-                s.lost += missing;
-            }
-        }
+        room.shared.borrow().account(&mut s);
     }
     Ok(())
 }
 
-async fn setup_room(
-    r: usize,
-    ctx: &RunContext,
-    args: &PartyArgs,
-    room: Rc<RefCell<RoomShared>>,
-    stop: watch::Receiver<bool>,
-    storm: watch::Receiver<u64>,
-    drop_fraction: f64,
-) -> anyhow::Result<()> {
+impl RoomHandle {
+    /// Joins one more player through the API and starts its client (a spectator once the game
+    /// has begun).
+    pub async fn join(&mut self, ctx: &RunContext, args: &PartyArgs, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
+        let seat = self.seats;
+        self.seats += 1;
+        let n = self.base + seat + 1;
+        let target = &ctx.targets[(self.r + seat + 1) % ctx.targets.len()];
+        ctx.pacer.wait().await;
+        let (status, joined) = target.post(n, &format!("/rooms/{}/players", self.id), &json!({"playerName": format!("P{seat}")})).await?;
+        if status != 201 {
+            bail!("joining {} answered {status}: {joined}", self.id);
+        }
+        let role = Role::Player { seat, spectator: joined["role"] == "spectator" };
+        let token = joined["token"].as_str().unwrap_or_default();
+        let path = format!("/ws?roomId={}&token={token}&version=1.0", self.id);
+        let (ws, us) = target.websocket(n, &path).await?;
+        ctx.stats.borrow_mut().record_connect(us);
+        let actor = joined["playerId"].as_str().unwrap_or_default().to_string();
+        self.start_client(ctx, args, n, target.clone(), path, actor, role, Duration::ZERO, ws, stop);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_client(
+        &mut self,
+        ctx: &RunContext,
+        args: &PartyArgs,
+        n: usize,
+        target: Rc<Target>,
+        path: String,
+        actor: String,
+        role: Role,
+        start_delay: Duration,
+        ws: WebSocketStream<TcpStream>,
+        stop: &watch::Receiver<bool>,
+    ) {
+        let client = Client {
+            target,
+            n,
+            path,
+            room_id: self.id.clone(),
+            actor,
+            role,
+            room: self.shared.clone(),
+            stats: ctx.stats.clone(),
+            swipe_interval: args.swipe_interval,
+            start_delay,
+        };
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let task = tokio::task::spawn_local(client.run(ws, stop.clone(), inbox));
+        self.clients.push(ClientHandle { role, commands, task });
+    }
+}
+
+/// Creates room `r`, joins its players and connects everyone; the clients then play until
+/// `stop` (or until they are told otherwise).
+pub async fn setup_room(r: usize, ctx: &RunContext, args: &PartyArgs, stop: &watch::Receiver<bool>) -> anyhow::Result<RoomHandle> {
     let (pacer, stats): (&Pacer, &Rc<RefCell<Stats>>) = (&ctx.pacer, &ctx.stats);
     // With several --url, room r is created on instance r and its members spread over all of
     // them in turn: members on another instance reach the room through it (forwarding).
@@ -182,7 +287,11 @@ async fn setup_room(
         if status != 201 {
             bail!("joining {room_id} answered {status}: {joined}");
         }
-        members.push((Role::Player(p), joined["playerId"].as_str().unwrap_or_default().to_string(), joined["token"].as_str().unwrap_or_default().to_string()));
+        members.push((
+            Role::Player { seat: p, spectator: false },
+            joined["playerId"].as_str().unwrap_or_default().to_string(),
+            joined["token"].as_str().unwrap_or_default().to_string(),
+        ));
     }
     let mut sockets = Vec::new();
     for (i, (_, _, token)) in members.iter().enumerate() {
@@ -197,27 +306,14 @@ async fn setup_room(
     } else {
         Duration::from_secs(args.round_duration.min(STAGGER_MAX_SECS)).mul_f64(rand::rng().random_range(0.0..1.0))
     };
+    let mut room = RoomHandle { id: room_id, shared: Rc::default(), clients: Vec::new(), r, base, seats: args.players };
     for (i, ((ws, path), (role, actor, _))) in sockets.into_iter().zip(members).enumerate() {
-        let client = Client {
-            target: target_of(i).clone(),
-            n: base + i,
-            path,
-            room_id: room_id.clone(),
-            actor,
-            role,
-            room: room.clone(),
-            stats: stats.clone(),
-            swipe_interval: args.swipe_interval,
-            start_delay,
-        };
-        // A deterministic choice of who drops in a storm.
-        let drops = ((base + i) as f64 * 0.618_033_988_75).fract() < drop_fraction;
-        tokio::task::spawn_local(client.run(ws, stop.clone(), storm.clone(), drops));
+        room.start_client(ctx, args, base + i, target_of(i).clone(), path, actor, role, start_delay, ws, stop);
     }
-    Ok(())
+    Ok(room)
 }
 
-/// A connection dropped in a storm whose RECONNECT is not answered yet.
+/// A dropped connection whose RECONNECT is not answered yet.
 struct Rejoining {
     /// The stream seen before the drop.
     before: SeqTracker,
@@ -225,9 +321,11 @@ struct Rejoining {
 }
 
 impl Client {
-    async fn run(self, mut ws: WebSocketStream<TcpStream>, mut stop: watch::Receiver<bool>, mut storm: watch::Receiver<u64>, drops: bool) {
+    async fn run(self, mut ws: WebSocketStream<TcpStream>, mut stop: watch::Receiver<bool>, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut window = SeqTracker::default();
         let mut backfilled = false;
+        // Told to leave or close, or the room was closed: the server's close is expected.
+        let mut ending = false;
         let mut rejoining: Option<Rejoining> = None;
         let mut next_swipe: Option<(tokio::time::Instant, Pending)> = None;
         let mut last_tick: Option<(Instant, u64)> = None;
@@ -238,14 +336,16 @@ impl Client {
                     let text = match msg {
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Close(_))) | None => {
-                            if !*stop.borrow() {
+                            if !*stop.borrow() && !ending {
                                 self.stats.borrow_mut().error("connection_closed");
                             }
                             break;
                         }
                         Some(Ok(_)) => continue,
                         Some(Err(_)) => {
-                            self.stats.borrow_mut().error("connection");
+                            if !ending {
+                                self.stats.borrow_mut().error("connection");
+                            }
                             break;
                         }
                     };
@@ -262,6 +362,7 @@ impl Client {
                         }
                         continue;
                     }
+                    ending |= v["type"] == "ROOM_CLOSED";
                     for reply in self.on_message(&v, &mut window, &mut next_swipe, &mut last_tick) {
                         if ws.send(Message::text(reply.to_string())).await.is_err() {
                             self.stats.borrow_mut().error("connection");
@@ -292,7 +393,23 @@ impl Client {
                     self.stats.borrow_mut().sent += 1;
                     let _ = ws.send(Message::text(swipe.to_string())).await;
                 }
-                _ = storm.changed(), if drops => {
+                command = commands.recv(), if !ending => {
+                    let Some(command) = command else {
+                        // The driver let go of this client: it plays on until `stop`.
+                        ending = true;
+                        continue;
+                    };
+                    if let Some((kind, payload)) = match command {
+                        Command::Reconnect => None,
+                        Command::Leave => Some(("LEAVE_ROOM", json!({}))),
+                        Command::CloseRoom => Some(("ROOM_CLOSE", json!({}))),
+                    } {
+                        ending = true;
+                        next_swipe = None;
+                        self.stats.borrow_mut().sent += 1;
+                        let _ = ws.send(Message::text(self.envelope(kind, payload).to_string())).await;
+                        continue;
+                    }
                     // Drop the connection abruptly, come back with the same token and ask for
                     // what was missed since the last sequence id processed.
                     drop(ws);
@@ -328,11 +445,11 @@ impl Client {
         self.close_window(window, backfilled);
     }
 
-    fn close_window(&self, window: SeqTracker, backfilled: bool) {
+    fn close_window(&self, seen: SeqTracker, backfilled: bool) {
         let mut room = self.room.borrow_mut();
         match self.role {
-            Role::Host => room.host_windows.push((window, backfilled)),
-            Role::Player(_) => room.player_windows.push((window, backfilled)),
+            Role::Host => room.host_windows.push(Window { seen, backfilled, spectator: false }),
+            Role::Player { spectator, .. } => room.player_windows.push(Window { seen, backfilled, spectator }),
         }
     }
 
@@ -359,7 +476,7 @@ impl Client {
             let mut room = self.room.borrow_mut();
             for m in missed {
                 if let Some(seq) = m["sequenceId"].as_u64() {
-                    room.host_scopes.insert(seq, m["broadcast"] == "host");
+                    room.host_scopes.insert(seq, m["broadcast"].as_str().unwrap_or_default().to_string());
                 }
             }
         }
@@ -391,7 +508,7 @@ impl Client {
         }
         if let Some(seq) = v["sequenceId"].as_u64() {
             if self.role == Role::Host {
-                self.room.borrow_mut().host_scopes.insert(seq, v["broadcast"] == "host");
+                self.room.borrow_mut().host_scopes.insert(seq, v["broadcast"].as_str().unwrap_or_default().to_string());
             }
             match window.observe(seq) {
                 SeqVerdict::Duplicate if v["requiresAck"] == true => {
@@ -462,7 +579,7 @@ impl Client {
                 *next_swipe = None;
                 self.room.borrow_mut().last_swipe = None;
             }
-            (Role::Player(i), "TEAM_SETUP_STARTED") => {
+            (Role::Player { seat: i, .. }, "TEAM_SETUP_STARTED") => {
                 let teams = payload["teams"].as_array().map_or(2, Vec::len).max(1);
                 replies.push(self.envelope("JOIN_TEAM", json!({"teamId": format!("team_{}", i % teams + 1)})));
             }

@@ -26,6 +26,8 @@ pub struct Gates {
     pub p99_ms: Option<f64>,
     pub max_error_rate: Option<f64>,
     pub max_lost: Option<u64>,
+    /// KiB per minute (soak).
+    pub max_rss_growth: Option<f64>,
 }
 
 pub struct Report {
@@ -90,6 +92,13 @@ impl Report {
                 self.stats.lost, self.stats.duplicated, self.stats.out_of_order, self.stats.reconnects.gaps_after_backfill
             ));
         }
+        if let Some(max) = gates.max_rss_growth {
+            match self.stats.soak.rss_slope_kib_per_min() {
+                Some(slope) if slope > max => out.push(format!("--max-rss-growth-kib-per-min {max}: memory grew {slope:.0} KiB per minute")),
+                Some(_) => {}
+                None => out.push("--max-rss-growth-kib-per-min: fewer than three memory samples".into()),
+            }
+        }
         if self.stats.delivered == 0 {
             out.push("nothing was delivered in the measured window".into());
         }
@@ -142,6 +151,9 @@ impl Report {
         if !s.tick_jitter.is_empty() {
             let _ = writeln!(out, "{}", percentile_row("timer tick jitter", &s.tick_jitter));
         }
+        if !s.soak.samples.is_empty() {
+            out.push_str(&self.soak_table());
+        }
         if let Some(server) = self.server {
             if let Some(cpu) = server.cpu_share {
                 let per_delivery = cpu * 1e6 / self.delivered_per_sec().max(1e-9);
@@ -160,6 +172,23 @@ impl Report {
             self.loadgen_cpu_share * 100.0,
             if self.loadgen_cpu_share > 0.9 { "  (saturated: latencies include the client's own queueing)" } else { "" }
         );
+        out
+    }
+
+    /// The soak's churn, its samples over time and the memory trend.
+    fn soak_table(&self) -> String {
+        let k = &self.stats.soak;
+        let mut out = String::new();
+        let _ = writeln!(out, "soak: {} rooms finished and replaced, {} drops, {} leaves, {} joins", k.rooms_finished, k.drops, k.leaves, k.joins);
+        let _ = writeln!(out, "{:>8} {:>10} {:>12} {:>8} {:>8}", "at s", "RSS MiB", "connections", "rooms", "errors");
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+        for p in &k.samples {
+            let rss = p.rss_kib.map_or_else(|| "-".to_string(), |r| format!("{:.1}", r as f64 / 1024.0));
+            let _ = writeln!(out, "{:>8.0} {rss:>10} {:>12} {:>8} {:>8}", p.at, opt(p.connections), opt(p.rooms), p.errors);
+        }
+        if let Some(slope) = k.rss_slope_kib_per_min() {
+            let _ = writeln!(out, "RSS trend after warm-up: {slope:+.1} KiB per minute (least squares)");
+        }
         out
     }
 
@@ -200,6 +229,14 @@ impl Report {
                 "messagesOutPerSec": u.messages_out_per_sec})),
             "loadgenCpuShare": self.loadgen_cpu_share,
             "timeline": timeline,
+            "soak": {
+                "roomsFinished": s.soak.rooms_finished,
+                "drops": s.soak.drops,
+                "leaves": s.soak.leaves,
+                "joins": s.soak.joins,
+                "rssGrowthKiBPerMin": s.soak.rss_slope_kib_per_min(),
+                "samples": s.soak.samples.iter().map(|p| json!({"at": p.at, "rssKiB": p.rss_kib, "connections": p.connections, "rooms": p.rooms, "errors": p.errors})).collect::<Vec<_>>(),
+            },
         })
     }
 

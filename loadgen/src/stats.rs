@@ -52,8 +52,48 @@ pub struct Stats {
     pub timeline: Vec<Second>,
     /// What reconnecting clients got back.
     pub reconnects: Reconnects,
+    /// The soak's churn and resource samples.
+    pub soak: Soak,
     interval: Histogram<u64>,
     interval_delivered: u64,
+}
+
+/// The server's resources and the errors seen, at one moment of a soak.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceSample {
+    /// Seconds since measuring started.
+    pub at: f64,
+    pub rss_kib: Option<u64>,
+    pub connections: Option<f64>,
+    pub rooms: Option<f64>,
+    /// Errors the clients saw so far.
+    pub errors: u64,
+}
+
+/// What a soak did and saw.
+#[derive(Debug, Default)]
+pub struct Soak {
+    pub samples: Vec<ResourceSample>,
+    /// Rooms closed by their host at the end of their lifetime (and replaced).
+    pub rooms_finished: u64,
+    pub drops: u64,
+    pub leaves: u64,
+    pub joins: u64,
+}
+
+impl Soak {
+    /// Least-squares growth of the server's resident memory, KiB per minute, over the samples.
+    pub fn rss_slope_kib_per_min(&self) -> Option<f64> {
+        let points: Vec<(f64, f64)> = self.samples.iter().filter_map(|s| Some((s.at / 60.0, s.rss_kib? as f64))).collect();
+        let n = points.len() as f64;
+        if points.len() < 3 {
+            return None;
+        }
+        let (mean_t, mean_m) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+        let var: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+        let cov: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_m)).sum();
+        (var > 0.0).then(|| cov / var)
+    }
 }
 
 /// Outcomes of RECONNECT in a storm.
@@ -96,6 +136,7 @@ impl Default for Stats {
             late_swipes: 0,
             timeline: Vec::new(),
             reconnects: Reconnects::default(),
+            soak: Soak::default(),
             interval: histogram(),
             interval_delivered: 0,
         }
@@ -103,11 +144,13 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Ends the warm-up: clears what was measured so far (connect times stay).
+    /// Ends the warm-up: clears what was measured so far (connect times and the soak's
+    /// counters stay).
     pub fn start_measuring(&mut self, now: Instant) {
         let connect = std::mem::replace(&mut self.connect, histogram());
+        let soak = Soak { samples: Vec::new(), ..std::mem::take(&mut self.soak) };
         let connections = self.connections;
-        *self = Stats { connect, connections, measuring_since: Some(now), ..Stats::default() };
+        *self = Stats { connect, connections, soak, measuring_since: Some(now), ..Stats::default() };
     }
 
     pub fn is_measuring(&self) -> bool {
@@ -222,6 +265,18 @@ impl SeqTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rss_slope_is_least_squares_per_minute() {
+        let sample = |at: f64, rss: u64| ResourceSample { at, rss_kib: Some(rss), connections: None, rooms: None, errors: 0 };
+        // 1,000 KiB per minute with noise around it; flat memory gives 0.
+        let soak = Soak { samples: vec![sample(0.0, 10_000), sample(60.0, 11_100), sample(120.0, 11_900), sample(180.0, 13_000)], ..Soak::default() };
+        let slope = soak.rss_slope_kib_per_min().unwrap();
+        assert!((slope - 980.0).abs() < 1.0, "{slope}");
+        let flat = Soak { samples: (0..5).map(|i| sample(f64::from(i) * 10.0, 5_000)).collect(), ..Soak::default() };
+        assert_eq!(flat.rss_slope_kib_per_min(), Some(0.0));
+        assert_eq!(Soak::default().rss_slope_kib_per_min(), None);
+    }
 
     #[test]
     fn sequence_verdicts() {
