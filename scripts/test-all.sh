@@ -4,8 +4,8 @@
 #      redis-server for the persistence and cluster tests, and nginx for the sticky-routing
 #      test, on ephemeral loopback ports),
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
-#   3. short load-generator smoke runs of every scenario (party, relay, storm) with the SLO gates
-#      on, and a build of the criterion benches,
+#   3. short load-generator smoke runs of every scenario (party, relay, storm, a 60 s soak with an
+#      RSS-growth gate) with the SLO gates on, and a build of the criterion benches,
 #   4. every fuzz target for 60 s (cargo fuzz on nightly when installed, otherwise the same
 #      targets mutated on stable), then the panic-containment tests, in a build with the
 #      test-only fault hooks (then the normal build is restored).
@@ -100,6 +100,12 @@ log "load generator smoke: storm, 10 rooms, 30 % of connections dropped and reco
 start_server --shards 2
 "$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 6s "${GATES[@]}" \
     storm --rooms 10 --players 10 --round-duration 10 --swipe-interval 500ms --drop-fraction 0.3
+stop_server
+log "soak, 60 s: 20 rooms with churn, replaced every ~15 s; memory must not trend up (perf/RESULTS.md has 30 minutes)"
+start_server --shards 2 --countdown 1 --score-review 1s --min-round-duration 5s
+"$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 20s --duration 60s --max-lost 0 --max-error-rate 0 \
+    soak --rooms 20 --players 4 --round-duration 10 --swipe-interval 500ms --room-lifetime 15s --churn-interval 1s \
+    --sample-interval 5s --max-rss-growth-kib-per-min 1024
 stop_server
 stages_passed=$((stages_passed + 1))
 
