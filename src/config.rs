@@ -14,7 +14,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 
 /// PartyFlow: a thread-per-core WebSocket room server for real-time party games.
 #[derive(Debug, Parser)]
-#[command(name = "partyflow", version, args_conflicts_with_subcommands = true)]
+#[command(name = "partyflow", version = crate::VERSION, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -243,6 +243,19 @@ pub struct ServeConfig {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `partyflow=debug`).
     #[arg(long, env = "PARTYFLOW_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for log collectors).
+    #[arg(long, env = "PARTYFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and fields.
+    Json,
 }
 
 /// Errors reading the configuration.

@@ -29,3 +29,6 @@ pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod ws;
+
+/// The server's version and the git commit it was built from, e.g. `0.1.0 (3f2a9c01b4de)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PARTYFLOW_GIT_COMMIT"), ")");

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use partyflow::config::ServeConfig;
+use partyflow::config::{LogFormat, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -17,7 +17,11 @@ fn main() -> ExitCode {
         }
     };
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     match partyflow::runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -211,7 +211,7 @@ impl Metrics {
     pub fn health(&self, now: Instant) -> serde_json::Value {
         serde_json::json!({
             "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::VERSION,
             "shards": self.shards.len(),
             "connections": self.total(|s| s.connections.get()),
             "rooms": self.total(|s| s.rooms.get()),

@@ -25,10 +25,27 @@ fn health_reports_shards_connections_and_rooms() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "ok");
-    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["version"], partyflow::VERSION);
     assert_eq!(v["shards"], 2);
     assert_eq!(v["rooms"], 2);
     assert!(v["uptimeSec"].is_u64());
+}
+
+/// `--version` (and `/health`) name the git commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_partyflow")).arg("--version").output().unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim(), format!("partyflow {}", partyflow::VERSION));
+    let git = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
+    match git {
+        Ok(git) if git.status.success() => {
+            let commit = String::from_utf8(git.stdout).unwrap();
+            assert!(printed.contains(&format!("({})", commit.trim())), "{printed} is not built from {commit}");
+        }
+        // Built from a source archive: the commit must have come from PARTYFLOW_GIT_COMMIT.
+        _ => assert!(!printed.contains("(unknown)") || std::env::var("PARTYFLOW_GIT_COMMIT").is_err(), "{printed}"),
+    }
 }
 
 #[test]

@@ -94,3 +94,32 @@ fn shutdown_does_not_wait_past_the_grace_for_a_peer_that_never_answers() {
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert_eq!(mute.expect_close(), 1001);
 }
+
+/// `--log-format json`: every line is one JSON object; a room's life is logged at info with its
+/// id and the reason it closed, each connection at debug.
+#[test]
+fn json_logs_carry_room_lifecycle_and_connections() {
+    let server = Server::start(&["--shards", "2", "--log", "debug", "--log-format", "json"]);
+    let (room, host_id, host_token) = common::game::create_room(&server, serde_json::json!({}));
+    let mut host = common::game::GameClient::connect(&server, &room, &host_id, &host_token);
+    host.recv_until("CONNECTED");
+    host.send("ROOM_CLOSE", serde_json::json!({}));
+    host.recv_until("ROOM_CLOSED");
+    drop(host);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<serde_json::Value> = server.log().iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+        if lines.iter().any(|v| v["message"] == "connection closed") {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no 'connection closed' line: {lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let find = |message: &str| lines.iter().find(|v| v["message"] == message).unwrap_or_else(|| panic!("no {message:?} line"));
+    let opened = find("room opened");
+    assert_eq!((opened["level"].as_str(), opened["room"].as_str()), (Some("INFO"), Some(room.as_str())));
+    let closed = find("room closed");
+    assert_eq!((closed["room"].as_str(), closed["reason"].as_str()), (Some(room.as_str()), Some("closed by host")));
+    assert_eq!(find("connection opened")["level"], "DEBUG");
+    assert!(lines.iter().all(|v| v["timestamp"].is_string() && v["target"].is_string()));
+}

@@ -208,6 +208,8 @@ pub struct Game {
     /// Pause the next round as soon as it starts, with this reason (`host_disconnected`:
     /// the host is away; `server_restarted`: recovered during a countdown).
     pause_when_round_starts: Option<&'static str>,
+    /// Why the room was closed (`ROOM_CLOSED.reason`), once it is.
+    closed_reason: Option<String>,
     outputs: VecDeque<Event>,
 }
 
@@ -250,6 +252,7 @@ impl Game {
             benched: Vec::new(),
             waiting_for_players: false,
             pause_when_round_starts: None,
+            closed_reason: None,
             outputs: VecDeque::new(),
             config,
         };
@@ -423,7 +426,13 @@ impl Game {
         self.timers = [None; 4];
         self.waiting_for_players = false;
         self.transition(State::RoomClosed);
+        self.closed_reason = Some(reason.to_string());
         self.emit_all("ROOM_CLOSED", json!({ "reason": reason }));
+    }
+
+    /// Why the room was closed, once it is.
+    pub fn closed_reason(&self) -> Option<&str> {
+        self.closed_reason.as_deref()
     }
 
     /// When [`Game::handle_timeout`] next has work.

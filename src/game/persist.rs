@@ -276,6 +276,7 @@ impl Game {
             benched: saved.benched.clone(),
             waiting_for_players: saved.waiting_for_players,
             pause_when_round_starts: (state == State::RoundStarting).then_some("server_restarted"),
+            closed_reason: None,
             outputs: Default::default(),
             config,
         };

@@ -23,7 +23,8 @@ impl Server {
     /// Starts `partyflow` with `args` on 127.0.0.1:0 and waits until it listens.
     pub fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_partyflow"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--log") { &[][..] } else { &["--log", "info"][..] })
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -36,7 +37,8 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("partyflow listening on ").nth(1) {
-                    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                    // Text or JSON lines: the address runs up to the first other character.
+                    let addr: SocketAddr = rest.split(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c))).next().unwrap().parse().unwrap();
                     let _ = tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);

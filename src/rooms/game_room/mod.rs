@@ -214,6 +214,11 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         self.game.is_closed()
     }
 
+    /// Why the room was closed (`ROOM_CLOSED.reason`), once it is.
+    pub fn closed_reason(&self) -> Option<&str> {
+        self.game.closed_reason()
+    }
+
     /// Seats a new participant (HTTP join).
     pub fn join(&mut self, now: Instant, actor_id: &str, name: &str) -> Result<Role, Rejection> {
         let role = self.game.join(actor_id, name)?;

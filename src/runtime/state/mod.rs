@@ -256,6 +256,9 @@ impl ShardState {
         }
         m.connections.add(1);
         m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
+        if let Some(conn) = self.conns.get(id) {
+            tracing::debug!(shard = self.index, conn = id, endpoint = ?conn.endpoint, "connection opened");
+        }
         id
     }
 
@@ -277,6 +280,7 @@ impl ShardState {
     pub(crate) fn unregister(&mut self, m: &ShardMetrics, now: Instant, id: ConnId) {
         self.leave_game(m, now, id);
         let Some(conn) = self.conns.try_remove(id) else { return };
+        tracing::debug!(shard = self.index, conn = id, endpoint = ?conn.endpoint, "connection closed");
         let rooms_before = self.rooms.len();
         match &conn.endpoint {
             Endpoint::Relay(room) => {
@@ -483,6 +487,7 @@ impl ShardState {
         let id = room.id().clone();
         self.games.insert(id.clone(), GameEntry { room, armed: None, marked_seq: 0 });
         m.rooms.add(1);
+        tracing::info!(room = id.as_str(), "room opened");
         self.with_game(m, now, &id, |_| ());
     }
 
@@ -561,6 +566,7 @@ impl ShardState {
             }
         }
         if entry.room.is_closed() {
+            tracing::info!(room = id.as_str(), reason = entry.room.closed_reason().unwrap_or("closed"), "room closed");
             self.games.remove(id);
             m.rooms.add(-1);
             if let Some(p) = self.persist.as_mut() {
