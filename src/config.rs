@@ -26,6 +26,19 @@ pub struct Cli {
 enum Command {
     /// Run the server (the default when no subcommand is given).
     Serve(ServeConfig),
+    /// Check this host against the configuration these flags give (kernel, io_uring, limits,
+    /// sysctls, CPUs) and print each finding with its fix. Exit 0: fine, 1: warnings, 2: cannot
+    /// run.
+    Doctor(ServeConfig),
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run the server.
+    Serve,
+    /// Check the host (`partyflow doctor`).
+    Doctor,
 }
 
 /// Settings of a running server.
@@ -300,6 +313,15 @@ impl ServeConfig {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        Self::load_mode(argv).map(|(_, config)| config)
+    }
+
+    /// [`ServeConfig::load`], and whether the server is to run or to check the host.
+    pub fn load_mode<I, T>(argv: I) -> Result<(Mode, ServeConfig), ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
         let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
         let matches = Cli::command().try_get_matches_from(&argv)?;
         let serve = serve_matches(&matches);
@@ -307,9 +329,10 @@ impl ServeConfig {
             argv.extend(file_args(path, serve)?);
         }
         let matches = Cli::command().try_get_matches_from(&argv)?;
+        let mode = if matches.subcommand_name() == Some("doctor") { Mode::Doctor } else { Mode::Serve };
         let config = ServeConfig::from_arg_matches(serve_matches(&matches))?;
         config.validate().map_err(ConfigError::Value)?;
-        Ok(config)
+        Ok((mode, config))
     }
 
     /// Checks that the session settings make sense together; the error names the flag.
@@ -430,7 +453,7 @@ impl ServeConfig {
 }
 
 fn serve_matches(matches: &ArgMatches) -> &ArgMatches {
-    matches.subcommand_matches("serve").unwrap_or(matches)
+    matches.subcommand_matches("serve").or_else(|| matches.subcommand_matches("doctor")).unwrap_or(matches)
 }
 
 /// Turns the file's settings into flags for every setting not already given by flag or env.

@@ -4,18 +4,23 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use partyflow::config::{LogFormat, ServeConfig};
+use partyflow::config::{LogFormat, Mode, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = match ServeConfig::load(std::env::args_os()) {
-        Ok(config) => config,
+    let (mode, config) = match ServeConfig::load_mode(std::env::args_os()) {
+        Ok(loaded) => loaded,
         Err(partyflow::config::ConfigError::Clap(err)) => err.exit(),
         Err(err) => {
             eprintln!("partyflow: {err}");
             return ExitCode::from(2);
         }
     };
+    if mode == Mode::Doctor {
+        let (text, code) = partyflow::doctor::report(&partyflow::doctor::check(&partyflow::doctor::HostFacts::read(), &config));
+        print!("partyflow doctor {}: this host, for the configuration given\n\n{text}", partyflow::VERSION);
+        return ExitCode::from(code);
+    }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log_format {

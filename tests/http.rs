@@ -78,6 +78,53 @@ fn metrics_are_prometheus_text_with_per_shard_series() {
     assert!(server.metric("partyflow_bytes_out_total", "") >= 4.0);
 }
 
+/// The server's latency histograms fill as rooms tick and frames go out, their buckets are
+/// cumulative, and the whole exposition passes `promtool check metrics` (installed by the test
+/// command; `PARTYFLOW_REQUIRE_TOOLS=1` makes its absence a failure).
+#[test]
+fn metrics_pass_promtool_and_carry_latency_histograms() {
+    let server = Server::start(&["--shards", "1", "--countdown", "1"]);
+    let (_room, (mut host, _), _players) = common::game::started_game(&server, 2, serde_json::json!({}));
+    host.recv_until("TIMER_TICK");
+    let families = ["partyflow_room_timer_lateness_seconds", "partyflow_outbound_queue_delay_seconds", "partyflow_read_handling_seconds"];
+    // Shards publish their recordings about once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while families.iter().any(|f| server.metric(&format!("{f}_count"), "") < 1.0) {
+        assert!(Instant::now() < deadline, "histograms stayed empty: {}", server.get("/metrics").1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, text) = server.get("/metrics");
+    for family in families {
+        assert!(text.contains(&format!("# TYPE {family} histogram")), "{family}");
+        let buckets: Vec<f64> =
+            text.lines().filter(|l| l.starts_with(&format!("{family}_bucket{{shard=\"0\""))).map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap()).collect();
+        assert!(buckets.len() > 10 && buckets.windows(2).all(|w| w[0] <= w[1]), "{family}: {buckets:?}");
+        // The +Inf bucket is the count, in the same scrape.
+        let count = text.lines().find_map(|l| l.strip_prefix(&format!("{family}_count{{shard=\"0\"}} "))).unwrap();
+        assert_eq!(buckets.last().copied(), Some(count.parse::<f64>().unwrap()), "{family}");
+    }
+    let health: serde_json::Value = serde_json::from_str(&server.get("/health").1).unwrap();
+    assert!(health["latencyMs"]["roomTimerLateness"]["count"].as_u64().unwrap() >= 1, "{health}");
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut promtool) => {
+            promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = promtool.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}");
+        }
+        Err(e) => {
+            assert!(std::env::var("PARTYFLOW_REQUIRE_TOOLS").is_err(), "promtool is required: {e}");
+            eprintln!("promtool not installed: exposition checked without it");
+        }
+    }
+}
+
 #[test]
 fn refusals_have_the_right_status_and_are_counted() {
     let server = Server::start(&["--shards", "1", "--allowed-origin", "https://good.example"]);

@@ -22,6 +22,7 @@ use socket2::SockRef;
 
 use super::shard::Shard;
 use super::state::ConnId;
+use crate::metrics::latency::{self, Latency};
 use crate::ws::{self, close_code, DataKind, Decoder, Event};
 
 /// Most frames gathered into one `sendmsg`.
@@ -117,7 +118,7 @@ impl ConnDriver {
                 };
                 match sent {
                     Ok(written) => {
-                        conn.outbox.advance(written);
+                        conn.wrote(written);
                         metrics.bytes_out.add(written as u64);
                         continue;
                     }
@@ -130,7 +131,7 @@ impl ConnDriver {
             match Pin::new(&mut self.stream).poll_write(cx, &front) {
                 Poll::Ready(Ok(written)) => {
                     if let Some(conn) = self.shard.state.borrow_mut().conn(self.id) {
-                        conn.outbox.advance(written);
+                        conn.wrote(written);
                     }
                     metrics.bytes_out.add(written as u64);
                 }
@@ -167,7 +168,11 @@ impl ConnDriver {
             Reading::Frames => {
                 // The connection boundary: a panic while handling this connection's bytes
                 // (rooms catch their own) closes this connection with 1011, not the shard.
-                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode(now))) {
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode(now)));
+                let took = now.elapsed();
+                latency::record(Latency::Handling, took);
+                latency::record_work(took);
+                if let Err(panic) = handled {
                     let shard = self.shard.clone();
                     let metrics = shard.metrics();
                     let why = super::state::panic_message(panic.as_ref());

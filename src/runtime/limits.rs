@@ -43,6 +43,34 @@ pub fn io_memory_per_shard(memlock_limit: u64, shards: usize) -> Result<usize, L
     Ok(per_shard as usize)
 }
 
+/// Each listener's accept backlog (glommio's own bind fixes it at 1024; the kernel caps it at
+/// `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // SAFETY: sched_getaffinity fills the zeroed set it is given.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        set
+    };
+    // SAFETY: CPU_ISSET reads the set initialised above.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
+}
+
+/// The soft and hard limits of `resource`.
+pub fn get(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct passed in.
+    if unsafe { libc::getrlimit(resource, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
 /// Soft limit of `resource`, raised to the hard limit first where allowed.
 fn raise_to_hard(resource: libc::__rlimit_resource_t) -> io::Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -31,8 +31,6 @@ use crate::game::words::WordPack;
 use crate::metrics::Metrics;
 use crate::store::{RedisStore, StoreConfig};
 
-/// Listen backlog per shard (glommio's own bind fixes it at 1024).
-const BACKLOG: i32 = 4096;
 /// Depth of each shard's io_uring rings.
 const RING_DEPTH: usize = 1024;
 /// Capacity of each shard-to-shard hand-off channel.
@@ -41,7 +39,7 @@ const HANDOFF_CHANNEL: usize = 1024;
 /// Runs the server until SIGTERM or SIGINT and its connections have drained.
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    let cpus = allowed_cpus().context("cannot read this process's CPU affinity")?;
+    let cpus = limits::allowed_cpus().context("cannot read this process's CPU affinity")?;
     let shards = config.shards.unwrap_or(cpus.len());
     if shards == 0 {
         bail!("--shards must be at least 1");
@@ -199,7 +197,7 @@ fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<Vec<Socket>
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.bind(&bound.into()).with_context(|| format!("cannot listen on {bound}"))?;
-        socket.listen(BACKLOG)?;
+        socket.listen(limits::LISTEN_BACKLOG)?;
         if let Some(actual) = socket.local_addr()?.as_socket() {
             bound = actual;
         }
@@ -214,19 +212,6 @@ fn hostname() -> String {
 }
 
 /// CPUs this process may run on, in order.
-fn allowed_cpus() -> std::io::Result<Vec<usize>> {
-    // SAFETY: sched_getaffinity fills the zeroed set it is given.
-    let set = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        set
-    };
-    // SAFETY: CPU_ISSET reads the set initialised above.
-    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
-}
-
 /// First SIGTERM/SIGINT: start the graceful shutdown. Second: exit at once.
 fn watch_signals(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;

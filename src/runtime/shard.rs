@@ -31,6 +31,7 @@ use crate::cluster::{BusHandle, Call, Forward, Incoming, Leases};
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
 use crate::http::{self, FramingError, HeadError, Request, Response, Route, RouteError, Status};
+use crate::metrics::latency;
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
 use crate::rooms::RoomId;
 use crate::store::StoreHandle;
@@ -209,6 +210,7 @@ fn sweep_period(config: &ServeConfig) -> Duration {
 async fn sweep_until_shutdown(shard: &Rc<Shard>) {
     let period = sweep_period(&shard.shared.config);
     let mut next_sweep = Instant::now() + period;
+    let mut next_publish = Instant::now() + PUBLISH_LATENCY_EVERY;
     while !shard.shared.shutdown.load(Ordering::Relaxed) {
         let until = shard.state.borrow().next_deadline().map_or(next_sweep, |d| d.min(next_sweep));
         let sleep = glommio::timer::sleep(until.saturating_duration_since(Instant::now()));
@@ -227,8 +229,17 @@ async fn sweep_until_shutdown(shard: &Rc<Shard>) {
             state.handle_timeout(shard.metrics(), now);
             next_sweep = now + period;
         }
+        drop(state);
+        latency::record_work(now.elapsed());
+        if now >= next_publish {
+            latency::publish(&shard.metrics().latency);
+            next_publish = now + PUBLISH_LATENCY_EVERY;
+        }
     }
 }
+
+/// How often a shard moves its latency recordings where `/metrics` reads them.
+const PUBLISH_LATENCY_EVERY: Duration = Duration::from_secs(1);
 
 /// Completes when a room arms a deadline earlier than `until`.
 struct EarlierDeadline<'a> {

@@ -22,6 +22,7 @@ use slab::Slab;
 
 use crate::admission::Permit;
 use crate::cluster::{BusHandle, Leases, Subscriptions};
+use crate::metrics::latency::{self, Latency};
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput, Rooms};
@@ -60,6 +61,8 @@ pub(crate) enum Endpoint {
 /// One WebSocket connection as the shard sees it.
 pub(crate) struct Conn {
     pub(crate) outbox: Outbox,
+    /// When a frame was queued on the empty outbox: its wait ends when the outbox is written out.
+    queued_since: Option<Instant>,
     waker: Option<Waker>,
     heartbeat: Heartbeat,
     endpoint: Endpoint,
@@ -129,8 +132,22 @@ impl Conn {
         self.wake();
     }
 
+    /// Records that `n` bytes were written; once the outbox is empty, how long its oldest frame
+    /// waited.
+    pub(crate) fn wrote(&mut self, n: usize) {
+        self.outbox.advance(n);
+        if self.outbox.is_empty() {
+            if let Some(since) = self.queued_since.take() {
+                latency::record(Latency::QueueDelay, since.elapsed());
+            }
+        }
+    }
+
     /// Queues a frame; a member whose queue is full is closed as a slow consumer.
     fn queue(&mut self, m: &ShardMetrics, now: Instant, frame: Bytes) -> bool {
+        if self.outbox.is_empty() {
+            self.queued_since = Some(now);
+        }
         match self.outbox.push(frame) {
             Ok(()) => {
                 m.frames_out.add(1);
@@ -235,6 +252,7 @@ impl ShardState {
         };
         let id = self.conns.insert(Conn {
             outbox: Outbox::new(max_outbound_bytes),
+            queued_since: None,
             waker: None,
             heartbeat: Heartbeat::new(now, heartbeat.0, heartbeat.1),
             endpoint,
@@ -692,6 +710,7 @@ impl ShardState {
                 if let Some(e) = self.games.get_mut(&id) {
                     e.armed = None;
                 }
+                latency::record(Latency::TimerLateness, Instant::now().saturating_duration_since(at));
                 self.with_game(m, now, &id, |r| r.handle_timeout(now));
             }
         }

@@ -5,8 +5,11 @@
 //! store compile to plain moves, so counting on the hot path costs no more than a local
 //! variable, while a scrape still sees every shard's values without messaging them.
 
+pub mod latency;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// A monotonically increasing count, written by one thread only.
@@ -165,6 +168,8 @@ pub struct ShardMetrics {
     pub connection_panics: Counter,
     handshake_failures: [Counter; Refusal::ALL.len()],
     close_codes_sent: [Counter; CLOSE_CODES.len() + 1],
+    /// The shard's latency histograms as last published (about once a second) by the shard.
+    pub latency: Mutex<latency::Published>,
 }
 
 impl ShardMetrics {
@@ -216,6 +221,7 @@ impl Metrics {
             "connections": self.total(|s| s.connections.get()),
             "rooms": self.total(|s| s.rooms.get()),
             "uptimeSec": now.saturating_duration_since(self.started).as_secs(),
+            "latencyMs": latency::summary(self.shards.iter().map(|s| &s.latency)),
         })
     }
 
@@ -285,6 +291,7 @@ impl Metrics {
         }
         family(&mut out, "partyflow_uptime_seconds", "Seconds since the server started", "gauge");
         let _ = writeln!(out, "partyflow_uptime_seconds {}", now.saturating_duration_since(self.started).as_secs());
+        latency::render(&mut out, self.shards.iter().map(|s| &s.latency));
         process_metrics(&mut out);
         out
     }
