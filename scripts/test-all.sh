@@ -9,6 +9,8 @@
 #   4. every fuzz target for 60 s (cargo fuzz on nightly when installed, otherwise the same
 #      targets mutated on stable), then the panic-containment tests, in a build with the
 #      test-only fault hooks (then the normal build is restored).
+#   5. the operations files in tuning/ checked against the real server (promtool, systemd-analyze)
+#      and `partyflow doctor` on this machine.
 #   0. cargo fmt --check and cargo clippy -D warnings over the workspace.
 # Installs what is missing (Debian packages) and uses only free loopback ports.
 set -euo pipefail
@@ -25,7 +27,7 @@ BIN="$TARGET/release"
 log() { printf '\n== %s\n' "$*"; }
 apt_install() {
     [ "$(id -u)" = 0 ] || { echo "missing $*; install it (needs root)"; exit 2; }
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first"; exit 2; }
@@ -35,6 +37,10 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 command -v redis-server >/dev/null || apt_install redis-server
 # The sticky-routing test runs tuning/nginx.conf in front of three instances.
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+# promtool checks /metrics (a test), the alert rules and the dashboard's queries.
+command -v promtool >/dev/null || apt_install prometheus
+# The tests that need these tools fail rather than skip them.
+export PARTYFLOW_REQUIRE_TOOLS=1
 
 # Starts the release server on a free port with extra args; sets SERVER_PID and SERVER_ADDR.
 start_server() {
@@ -107,6 +113,16 @@ start_server --shards 2 --countdown 1 --score-review 1s --min-round-duration 5s
     soak --rooms 20 --players 4 --round-duration 10 --swipe-interval 500ms --room-lifetime 15s --churn-interval 1s \
     --sample-interval 5s --max-rss-growth-kib-per-min 1024
 stop_server
+stages_passed=$((stages_passed + 1))
+
+log "operations files: alert rules, dashboard queries and metric names, systemd unit, sysctls"
+start_server --shards 2 --redis redis://127.0.0.1:1/0 --secret ops-check
+metrics_file=$(mktemp)
+python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://$SERVER_ADDR/metrics').read().decode())" > "$metrics_file"
+stop_server
+python3 scripts/check-ops-files.py "$metrics_file" "$BIN/partyflow"
+# Warnings (exit 1) are this machine's limits; only "cannot run" (2) fails.
+"$BIN/partyflow" doctor || [ $? -eq 1 ]
 stages_passed=$((stages_passed + 1))
 
 log "benches build (cargo bench runs them)"
