@@ -92,9 +92,9 @@ else
 fi
 
 GATES=(--slo-p95-ms 100 --max-lost 0 --max-error-rate 0.01)
-log "load generator smoke: party, 10 rooms x (1 host + 10 players), the real game"
+log "load generator smoke: party, 10 rooms x (1 host + 10 players), the real game, two client threads"
 start_server --shards 2 --min-round-duration 1s
-"$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 5s "${GATES[@]}" \
+"$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 5s --threads 2 "${GATES[@]}" \
     party --rooms 10 --players 10 --round-duration 4 --swipe-interval 500ms
 stop_server
 log "load generator smoke: relay, 20 rooms x 6 members"

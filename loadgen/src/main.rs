@@ -1,7 +1,9 @@
 //! partyflow-loadgen: drives a partyflow server with WebSocket clients and reports what they
 //! saw, so a host's capacity can be decided from numbers.
 //!
-//! One single-threaded Tokio runtime (one core), so the other cores are left to the server.
+//! One single-threaded Tokio runtime per `--threads` (one core each, pinned when there are
+//! several), so the other cores are left to the server; each thread drives its share of the
+//! rooms and the results are merged.
 
 mod html;
 mod net;
@@ -65,11 +67,16 @@ struct Cli {
     /// Fail if more than this many messages were lost, duplicated or reordered.
     #[arg(long, global = true)]
     max_lost: Option<u64>,
+    /// Client threads, each with its own runtime and its share of the rooms, pinned to the
+    /// CPUs this process may use in turn (`taskset -c 2-3 partyflow-loadgen --threads 2`), so one
+    /// client core is never the bottleneck of a capacity test.
+    #[arg(long, default_value_t = 1, global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     #[command(subcommand)]
     scenario: Scenario,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Scenario {
     /// Create rooms through the API and play the real game (host swipes, players join teams).
     Party(party::PartyArgs),
@@ -82,8 +89,23 @@ enum Scenario {
     Soak(soak::SoakArgs),
 }
 
+/// Which rooms one client thread drives: those whose number is `index` modulo `count`.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Share {
+    pub fn owns(&self, room: usize) -> bool {
+        room % self.count.max(1) == self.index
+    }
+}
+
 /// What every scenario needs from the driver.
 pub struct RunContext {
+    /// This thread's rooms.
+    pub share: Share,
     /// The first (or only) `--url`: API calls, metrics and every non-relay scenario.
     pub target: Rc<net::Target>,
     /// Every `--url`, in order.
@@ -142,42 +164,38 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Scenario::Soak(a) => a.party.rooms * (a.party.players + 2),
     };
     net::ensure_open_files(connections)?;
-    let targets = cli.url.iter().map(|url| net::Target::parse(url, cli.source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
-    let target = targets.first().cloned().ok_or_else(|| anyhow::anyhow!("--url is required"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let local = tokio::task::LocalSet::new();
-    let stats = Rc::new(RefCell::new(Stats::default()));
-    let phase = Rc::new(RefCell::new("starting".to_string()));
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let ctx = Rc::new(RunContext {
-        target: target.clone(),
-        targets,
-        pacer: Pacer::new(cli.connect_rate),
-        stats: stats.clone(),
-        phase: phase.clone(),
-        warmup: cli.warmup,
-        duration: cli.duration,
+    let threads = usize::from(cli.threads);
+    let cpus = allowed_cpus();
+    let started = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|index| {
+                let (cli, cpu) = (&cli, cpus.get(index % cpus.len().max(1)).copied());
+                scope.spawn(move || {
+                    if threads > 1 {
+                        pin_to(cpu);
+                    }
+                    drive(cli, Share { index, count: threads })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked")))).collect::<Vec<_>>()
     });
-    let server_pid = cli.server_pid.map(|p| p.to_string());
-    let max_rss_growth = if let Scenario::Soak(a) = &cli.scenario { a.max_rss_growth_kib_per_min } else { None };
-    let (scenario, work): (&'static str, ScenarioFuture) = match cli.scenario {
-        Scenario::Party(a) => ("party", Box::pin(party::run(ctx, a, None))),
-        Scenario::Storm(a) => ("storm", Box::pin(party::run(ctx, a.party, Some(a.drop_fraction)))),
-        Scenario::Relay(a) => ("relay", Box::pin(relay::run(ctx, a))),
-        Scenario::Soak(a) => ("soak", Box::pin(soak::run(ctx, a, server_pid.clone()))),
+    let mut stats = Stats::default();
+    let mut observed = None;
+    for result in started {
+        let (thread_stats, usage) = result?;
+        stats.absorb(thread_stats);
+        observed = observed.or(usage);
+    }
+    let (measured, server, loadgen_cpu) = observed.ok_or_else(|| anyhow::anyhow!("the first client thread measured nothing"))?;
+    let scenario = match cli.scenario {
+        Scenario::Party(_) => "party",
+        Scenario::Storm(_) => "storm",
+        Scenario::Relay(_) => "relay",
+        Scenario::Soak(_) => "soak",
     };
-    let (measured, server, loadgen_cpu) = local.block_on(&runtime, async {
-        let progress = tokio::task::spawn_local(show_progress(stats.clone(), phase.clone()));
-        let watcher = tokio::task::spawn_local(watch_resources(stats.clone(), phase.clone(), server_pid, target.clone()));
-        let result = work.await;
-        *phase.borrow_mut() = "stopping".into();
-        progress.abort();
-        let usage = watcher.await?;
-        result.map(|()| usage)
-    })?;
-    let measured = measured.min(cli.duration);
-    let stats = std::mem::take(&mut *stats.borrow_mut());
-    let report = Report { scenario, command, measured, stats, server: Some(server), loadgen_cpu_share: loadgen_cpu };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = Report { scenario, command, measured: measured.min(cli.duration), stats, server: Some(server), loadgen_cpu_share: loadgen_cpu, threads };
     print!("{}", report.table());
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
@@ -185,6 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(path) = &cli.html {
         std::fs::write(path, report.html())?;
     }
+    let max_rss_growth = if let Scenario::Soak(a) = &cli.scenario { a.max_rss_growth_kib_per_min } else { None };
     let gates = Gates { p95_ms: cli.slo_p95_ms, p99_ms: cli.slo_p99_ms, max_error_rate: cli.max_error_rate, max_lost: cli.max_lost, max_rss_growth };
     let violations = report.violations(&gates);
     for v in &violations {
@@ -194,6 +213,93 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         println!("gates: passed");
     }
     Ok(if violations.is_empty() { 0 } else { 1 })
+}
+
+/// What the first thread observed of the server and of the load generator: the measured
+/// window, the server's usage and the load generator's CPU share (all threads).
+type Observed = (Duration, ServerUsage, f64);
+
+/// One client thread: its own runtime driving its share of the rooms. The first thread also
+/// shows progress and samples the server.
+fn drive(cli: &Cli, share: Share) -> anyhow::Result<(Stats, Option<Observed>)> {
+    let targets = cli.url.iter().map(|url| net::Target::parse(url, cli.source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    let target = targets.first().cloned().ok_or_else(|| anyhow::anyhow!("--url is required"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    let stats = Rc::new(RefCell::new(Stats::default()));
+    let phase = Rc::new(RefCell::new("starting".to_string()));
+    let ctx = Rc::new(RunContext {
+        share,
+        target: target.clone(),
+        targets,
+        pacer: Pacer::new(cli.connect_rate / share.count as f64),
+        stats: stats.clone(),
+        phase: phase.clone(),
+        warmup: cli.warmup,
+        duration: cli.duration,
+    });
+    let server_pid = cli.server_pid.map(|p| p.to_string());
+    let work: ScenarioFuture = match cli.scenario.clone() {
+        Scenario::Party(a) => Box::pin(party::run(ctx, a, None)),
+        Scenario::Storm(a) => Box::pin(party::run(ctx, a.party, Some(a.drop_fraction))),
+        Scenario::Relay(a) => Box::pin(relay::run(ctx, a)),
+        Scenario::Soak(a) => Box::pin(soak::run(ctx, a, server_pid.clone())),
+    };
+    let first = share.index == 0;
+    let observed = local.block_on(&runtime, async {
+        let lag = tokio::task::spawn_local(measure_scheduling_lag(stats.clone()));
+        let progress = first.then(|| tokio::task::spawn_local(show_progress(stats.clone(), phase.clone())));
+        let watcher = first.then(|| tokio::task::spawn_local(watch_resources(stats.clone(), phase.clone(), server_pid, target.clone())));
+        let result = work.await;
+        *phase.borrow_mut() = "stopping".into();
+        lag.abort();
+        if let Some(progress) = progress {
+            progress.abort();
+        }
+        let usage = match watcher {
+            Some(watcher) => Some(watcher.await?),
+            None => None,
+        };
+        result.map(|()| usage)
+    })?;
+    let stats = std::mem::take(&mut *stats.borrow_mut());
+    Ok((stats, observed))
+}
+
+/// How late a 10 ms timer of this thread's runtime fires, recorded while measuring.
+async fn measure_scheduling_lag(stats: Rc<RefCell<Stats>>) {
+    const PERIOD: Duration = Duration::from_millis(10);
+    loop {
+        let due = Instant::now() + PERIOD;
+        tokio::time::sleep(PERIOD).await;
+        let late = Instant::now().saturating_duration_since(due);
+        stats.borrow_mut().record_scheduling_lag(late.as_micros() as u64);
+    }
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the zeroed set it is given; CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
+    }
+}
+
+/// Pins the calling thread to `cpu` (nothing if none).
+fn pin_to(cpu: Option<usize>) {
+    let Some(cpu) = cpu else { return };
+    // SAFETY: the set is zeroed, then one CPU is set; sched_setaffinity(0) applies to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("partyflow-loadgen: cannot pin a client thread to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
 }
 
 /// Samples the server (from /proc with `--server-pid`, else its /metrics) and this process when

@@ -170,7 +170,7 @@ pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut setups = Vec::new();
     *phase.borrow_mut() = "connecting".into();
-    for r in 0..args.rooms {
+    for r in (0..args.rooms).filter(|r| ctx.share.owns(*r)) {
         let (ctx, args, stop_rx) = (ctx.clone(), args.clone(), stop_rx.clone());
         setups.push(tokio::task::spawn_local(async move { setup_room(r, &ctx, &args, &stop_rx).await }));
     }

@@ -66,7 +66,7 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
     let mut publishers: Vec<OwnedWriteHalf> = Vec::new();
     // Dropping a write half shuts the socket's sending side, which ends the session: keep them.
     let mut listeners: Vec<OwnedWriteHalf> = Vec::new();
-    for room in 0..args.rooms {
+    for room in (0..args.rooms).filter(|r| ctx.share.owns(*r)) {
         for member in 0..args.members {
             pacer.wait().await;
             let n = room * args.members + member;

@@ -36,7 +36,10 @@ pub struct Report {
     pub measured: Duration,
     pub stats: Stats,
     pub server: Option<ServerUsage>,
+    /// CPU of every client thread together, as a share of one core.
     pub loadgen_cpu_share: f64,
+    /// Client threads (`--threads`).
+    pub threads: usize,
 }
 
 fn ms(h: &Histogram<u64>, p: f64) -> f64 {
@@ -151,6 +154,9 @@ impl Report {
         if !s.tick_jitter.is_empty() {
             let _ = writeln!(out, "{}", percentile_row("timer tick jitter", &s.tick_jitter));
         }
+        if !s.scheduling_lag.is_empty() {
+            let _ = writeln!(out, "{}", percentile_row("loadgen sched. lag", &s.scheduling_lag));
+        }
         if !s.soak.samples.is_empty() {
             out.push_str(&self.soak_table());
         }
@@ -168,9 +174,10 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "loadgen: CPU {:.1} % of a core{}",
+            "loadgen: CPU {:.1} % of a core ({} threads){}",
             self.loadgen_cpu_share * 100.0,
-            if self.loadgen_cpu_share > 0.9 { "  (saturated: latencies include the client's own queueing)" } else { "" }
+            self.threads,
+            if self.loadgen_cpu_share > 0.9 * self.threads as f64 { "  (saturated: latencies include the client's own queueing)" } else { "" }
         );
         out
     }
@@ -216,6 +223,7 @@ impl Report {
             "latencyByTypeMs": by_type,
             "connectMs": percentiles_json(&s.connect),
             "timerTickJitterMs": percentiles_json(&s.tick_jitter),
+            "loadgenSchedulingLagMs": percentiles_json(&s.scheduling_lag),
             "reconnects": {
                 "latencyMs": percentiles_json(&s.reconnects.latency),
                 "backfill": s.reconnects.backfill,
@@ -228,6 +236,7 @@ impl Report {
                 "cpuUsPerDelivery": u.cpu_share.map(|c| c * 1e6 / self.delivered_per_sec().max(1e-9)),
                 "messagesOutPerSec": u.messages_out_per_sec})),
             "loadgenCpuShare": self.loadgen_cpu_share,
+            "loadgenThreads": self.threads,
             "timeline": timeline,
             "soak": {
                 "roomsFinished": s.soak.rooms_finished,

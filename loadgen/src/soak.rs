@@ -50,6 +50,7 @@ pub async fn run(ctx: Rc<RunContext>, args: SoakArgs, server_pid: Option<String>
     let (stop_tx, stop_rx) = watch::channel(false);
     *ctx.phase.borrow_mut() = "warm-up".into();
     let slots: Vec<_> = (0..args.party.rooms)
+        .filter(|slot| ctx.share.owns(*slot))
         .map(|slot| {
             let (ctx, args, stop) = (ctx.clone(), args.clone(), stop_rx.clone());
             tokio::task::spawn_local(async move { run_slot(slot, &ctx, &args, stop).await })
@@ -62,8 +63,12 @@ pub async fn run(ctx: Rc<RunContext>, args: SoakArgs, server_pid: Option<String>
     let mut ticker = tokio::time::interval(args.sample_interval);
     while started.elapsed() < ctx.duration {
         ticker.tick().await;
-        let sample = sample(&ctx, server_pid.as_deref(), started).await;
-        ctx.stats.borrow_mut().soak.samples.push(sample);
+        // With several client threads the first one samples (its errors column counts its own
+        // clients; the report's totals count every thread's).
+        if ctx.share.index == 0 {
+            let sample = sample(&ctx, server_pid.as_deref(), started).await;
+            ctx.stats.borrow_mut().soak.samples.push(sample);
+        }
     }
     *ctx.phase.borrow_mut() = "stopping".into();
     let _ = stop_tx.send(true);

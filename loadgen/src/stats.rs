@@ -37,6 +37,9 @@ pub struct Stats {
     pub connect: Histogram<u64>,
     /// |interval between consecutive TIMER_TICKs − 1 s| at each client, µs.
     pub tick_jitter: Histogram<u64>,
+    /// How late the load generator's own 10 ms timer fires, µs: the delay any ready client task
+    /// waits for its thread, which would otherwise be charged to the server.
+    pub scheduling_lag: Histogram<u64>,
     pub sent: u64,
     pub delivered: u64,
     pub lost: u64,
@@ -124,6 +127,7 @@ impl Default for Stats {
             by_type: BTreeMap::new(),
             connect: histogram(),
             tick_jitter: histogram(),
+            scheduling_lag: histogram(),
             sent: 0,
             delivered: 0,
             lost: 0,
@@ -191,6 +195,66 @@ impl Stats {
     pub fn record_tick_jitter(&mut self, us: u64) {
         if self.is_measuring() {
             let _ = self.tick_jitter.record(us.max(1));
+        }
+    }
+
+    pub fn record_scheduling_lag(&mut self, us: u64) {
+        if self.is_measuring() {
+            let _ = self.scheduling_lag.record(us.max(1));
+        }
+    }
+
+    /// Adds another thread's measurements to these. Timelines are joined second by second:
+    /// deliveries add up, and each second's percentiles are the worst thread's.
+    pub fn absorb(&mut self, other: Stats) {
+        for (mine, theirs) in [
+            (&mut self.latency, &other.latency),
+            (&mut self.connect, &other.connect),
+            (&mut self.tick_jitter, &other.tick_jitter),
+            (&mut self.scheduling_lag, &other.scheduling_lag),
+            (&mut self.reconnects.latency, &other.reconnects.latency),
+        ] {
+            let _ = mine.add(theirs);
+        }
+        for (kind, h) in &other.by_type {
+            let _ = self.by_type.entry(kind.clone()).or_insert_with(histogram).add(h);
+        }
+        for (code, n) in &other.errors {
+            *self.errors.entry(code.clone()).or_default() += n;
+        }
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.out_of_order += other.out_of_order;
+        self.resent += other.resent;
+        self.acks_sent += other.acks_sent;
+        self.connections += other.connections;
+        self.late_swipes += other.late_swipes;
+        let r = &other.reconnects;
+        self.reconnects.backfill += r.backfill;
+        self.reconnects.snapshot += r.snapshot;
+        self.reconnects.expired += r.expired;
+        self.reconnects.backfilled_events += r.backfilled_events;
+        self.reconnects.gaps_after_backfill += r.gaps_after_backfill;
+        for (i, theirs) in other.timeline.into_iter().enumerate() {
+            match self.timeline.get_mut(i) {
+                Some(mine) => {
+                    mine.delivered += theirs.delivered;
+                    mine.p50_ms = mine.p50_ms.max(theirs.p50_ms);
+                    mine.p95_ms = mine.p95_ms.max(theirs.p95_ms);
+                    mine.p99_ms = mine.p99_ms.max(theirs.p99_ms);
+                }
+                None => self.timeline.push(theirs),
+            }
+        }
+        let k = other.soak;
+        self.soak.rooms_finished += k.rooms_finished;
+        self.soak.drops += k.drops;
+        self.soak.leaves += k.leaves;
+        self.soak.joins += k.joins;
+        if self.soak.samples.is_empty() {
+            self.soak.samples = k.samples;
         }
     }
 
