@@ -166,7 +166,9 @@ impl Report {
                 let _ = writeln!(out, "server: CPU {:.1} % of a core, {:.2} CPU-µs per delivery", cpu * 100.0, per_delivery);
             }
             if let (Some(rss), Some(peak)) = (server.rss_kib, server.peak_rss_kib) {
-                let _ = writeln!(out, "server: RSS {rss} KiB (peak {peak} KiB), {:.0} B per connection", rss as f64 * 1024.0 / s.connections.max(1) as f64);
+                // Connections open at the end: a soak's last sample (it opened many more in all).
+                let open = s.soak.samples.last().and_then(|p| p.connections).unwrap_or(s.connections as f64).max(1.0);
+                let _ = writeln!(out, "server: RSS {rss} KiB (peak {peak} KiB), {:.0} B per open connection", rss as f64 * 1024.0 / open);
             }
             if let Some(rate) = server.messages_out_per_sec {
                 let _ = writeln!(out, "server /metrics: {rate:.0} messages queued per second");
