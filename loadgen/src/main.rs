@@ -165,7 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     net::ensure_open_files(connections)?;
     let threads = usize::from(cli.threads);
-    let cpus = allowed_cpus();
+    let cpus = partyflow::runtime::limits::allowed_cpus().unwrap_or_default();
     let started = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
@@ -274,18 +274,6 @@ async fn measure_scheduling_lag(stats: Rc<RefCell<Stats>>) {
         tokio::time::sleep(PERIOD).await;
         let late = Instant::now().saturating_duration_since(due);
         stats.borrow_mut().record_scheduling_lag(late.as_micros() as u64);
-    }
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: sched_getaffinity fills the zeroed set it is given; CPU_ISSET reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
     }
 }
 
