@@ -310,6 +310,7 @@ fn attacks() -> Vec<(&'static str, Attack)> {
                         let mut out = Vec::new();
                         for byte in b"GET /health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
                             if c.write_all(&[*byte]).is_err() {
+                                // Answered and closed already: the answer is still to be read.
                                 break;
                             }
                             match c.read_to_end(&mut out) {
@@ -318,13 +319,21 @@ fn attacks() -> Vec<(&'static str, Attack)> {
                                 Err(_) => break,
                             }
                         }
+                        if out.is_empty() {
+                            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                            let _ = c.read_to_end(&mut out);
+                        }
                         status(&String::from_utf8_lossy(&out))
                     })
                 })
                 .collect();
             let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-            assert!(statuses.iter().all(|s| *s == 408 || *s == 503), "{statuses:?}");
-            assert!(statuses.contains(&408), "{statuses:?}");
+            let count = |code: u16| statuses.iter().filter(|s| **s == code).count();
+            // At most 64 held until the timeout; the rest refused at once. A refused client that
+            // had already sent a byte may see the refusal as a reset (0) instead of the 503.
+            assert!((1..=64).contains(&count(408)), "{statuses:?}");
+            assert_eq!(count(408) + count(503) + count(0), 100, "{statuses:?}");
+            assert!(count(503) >= 1, "{statuses:?}");
             assert!(started.elapsed() < Duration::from_secs(8), "held past the request timeout");
         }),
         ("slowloris body", |s| {
