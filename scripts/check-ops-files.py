@@ -3,7 +3,8 @@
 
 usage: check-ops-files.py METRICS_FILE PARTYFLOW_BINARY
 
-- tuning/prometheus-alerts.yml passes `promtool check rules`;
+- tuning/prometheus-alerts.yml passes `promtool check rules`, and its unit tests
+  (tuning/prometheus-alerts.test.yml) pass `promtool test rules`;
 - every query of tuning/grafana-dashboard.json is valid PromQL (checked by promtool as recording
   rules, with Grafana's variables filled in);
 - every metric the alerts and the dashboard use exists in METRICS_FILE (a /metrics scrape);
@@ -47,6 +48,8 @@ for line in open(metrics_file):
 alerts = os.path.join(TUNING, "prometheus-alerts.yml")
 ok, said = run(["promtool", "check", "rules", alerts])
 check(ok, f"promtool check rules tuning/prometheus-alerts.yml: {said.splitlines()[-1] if said else ''}")
+ok, said = run(["promtool", "test", "rules", os.path.join(TUNING, "prometheus-alerts.test.yml")])
+check(ok, "promtool test rules tuning/prometheus-alerts.test.yml (the alerts fire on made-up series)" + ("" if ok else f": {said}"))
 
 dashboard = json.load(open(os.path.join(TUNING, "grafana-dashboard.json")))
 exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
