@@ -213,6 +213,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_CONNECTION_MESSAGE_RATE", default_value_t = 2000.0)]
     pub connection_message_rate: f64,
 
+    /// Message bytes any connection (game, `/relay`, `/echo`) may send per second, in bursts of
+    /// twice that (at least one largest message); more closes it with 1008.
+    #[arg(long, env = "PARTYFLOW_CONNECTION_BYTE_RATE", default_value_t = 1024 * 1024)]
+    pub connection_byte_rate: u64,
+
     /// Pings answered per second per connection (bursts of twice that); more go unanswered.
     #[arg(long, env = "PARTYFLOW_PINGS_PER_SEC", default_value_t = 10.0)]
     pub pings_per_sec: f64,
@@ -387,6 +392,9 @@ impl ServeConfig {
                 return Err(format!("{flag} must be above 0 and at most 1000000 (got {rate})"));
             }
         }
+        if !(1024..=1 << 40).contains(&self.connection_byte_rate) {
+            return Err(format!("--connection-byte-rate must be between 1024 and 1099511627776 bytes per second (got {})", self.connection_byte_rate));
+        }
         let sizes = [
             ("--max-message-bytes", self.max_message_bytes, 1 << 30),
             ("--max-outbound-bytes", self.max_outbound_bytes, 1 << 30),
@@ -525,6 +533,7 @@ mod tests {
             ("--ping-interval", "0s"),
             ("--token-ttl", "1000years"),
             ("--client-message-rate", "NaN"),
+            ("--connection-byte-rate", "0"),
             ("--max-message-bytes", "0"),
             ("--shards", "0"),
         ] {

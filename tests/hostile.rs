@@ -42,6 +42,10 @@ const FLAGS: &[&str] = &[
     "262144",
     "--api-rate-per-ip",
     "20",
+    // 8 MiB/s, bursts of 16 MiB: the slow-reader attack needs megabytes to fill the kernel's
+    // buffers first; the byte flood sends more than the burst.
+    "--connection-byte-rate",
+    "8388608",
 ];
 
 /// Round trips (µs) of the healthy rooms since the last [`Bystanders::take`].
@@ -235,6 +239,23 @@ fn attacks() -> Vec<(&'static str, Attack)> {
                 }
             };
             assert_eq!(code, 1008);
+            sender.join().unwrap();
+        }),
+        ("byte flood: 60 KiB messages at full speed", |s| {
+            // Well under the message rate, far over --connection-byte-rate (8 MiB/s, 16 MiB burst).
+            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 22]), "/echo");
+            let mut writer = c.stream.try_clone().unwrap();
+            let sender = std::thread::spawn(move || {
+                let _ = writer.write_all(&frame(0x82, &[7u8; 60 * 1024]).repeat(600));
+            });
+            let reason = loop {
+                let (first, payload) = c.read_frame().expect("a close frame");
+                if first & 0x0f == 0x8 {
+                    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+                    break String::from_utf8_lossy(&payload[2..]).into_owned();
+                }
+            };
+            assert_eq!(reason, "byte rate limit exceeded");
             sender.join().unwrap();
         }),
         ("a client that never reads", |s| {

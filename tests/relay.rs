@@ -73,7 +73,8 @@ fn relay_delivery_is_exact_across_shards() {
 /// member that keeps reading receives every message.
 #[test]
 fn slow_consumer_is_disconnected_and_the_room_keeps_going() {
-    let server = Arc::new(Server::start(&["--shards", "1", "--max-outbound-bytes", "262144"]));
+    // The publisher sends as fast as the fast member reads: no byte rate limit in the way.
+    let server = Arc::new(Server::start(&["--shards", "1", "--max-outbound-bytes", "262144", "--connection-byte-rate", "1073741824"]));
     const COUNT: usize = 600;
     const SIZE: usize = 32 * 1024;
     let mut slow = RawClient::connect(&server, "/relay?room=slow");

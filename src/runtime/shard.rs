@@ -620,6 +620,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, join
             heartbeat: (config.ping_interval, config.pong_timeout),
             max_outbound_bytes: config.max_outbound_bytes,
             messages_per_sec: config.connection_message_rate,
+            bytes_per_sec: (config.connection_byte_rate as f64, (2 * config.connection_byte_rate).max(config.max_message_bytes as u64) as f64),
             pings_per_sec: config.pings_per_sec,
             idle_timeout: (!config.idle_connection_timeout.is_zero()).then_some(config.idle_connection_timeout),
         };

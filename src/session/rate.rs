@@ -24,11 +24,16 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_n(now, 1.0)
+    }
+
+    /// Takes `n` tokens if there are that many (a byte budget takes a message's size).
+    pub fn try_take_n(&mut self, now: Instant, n: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
         self.last = now.max(self.last);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -50,5 +55,10 @@ mod tests {
         assert!(b.try_take(t0 + Duration::from_millis(100)));
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 5, "never more than the burst");
+        // A byte budget: 1,000 B/s with a 2,000 B burst takes messages by their size.
+        let mut bytes = TokenBucket::new(t0, 1000.0, 2000.0);
+        assert!(bytes.try_take_n(t0, 1500.0));
+        assert!(!bytes.try_take_n(t0, 600.0));
+        assert!(bytes.try_take_n(t0 + Duration::from_millis(100), 600.0));
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Conn {
     left_game: bool,
     /// `/relay` and `/echo` messages this connection may still send (game rooms limit their own).
     messages: TokenBucket,
+    /// Message bytes this connection may still send (every endpoint).
+    bytes: TokenBucket,
     /// Pings this connection may still have answered; past that they are not.
     pings: TokenBucket,
     /// When the peer last sent a data message (or connected), and how long it may stay silent.
@@ -91,6 +93,8 @@ pub(crate) struct ConnSettings {
     pub(crate) max_outbound_bytes: usize,
     /// Messages on `/relay` and `/echo` per second (bursts of twice that).
     pub(crate) messages_per_sec: f64,
+    /// Message bytes per second any connection may send, and its burst.
+    pub(crate) bytes_per_sec: (f64, f64),
     /// Pings answered per second (bursts of twice that).
     pub(crate) pings_per_sec: f64,
     /// A connection that sends no data message this long is closed (`None`: never).
@@ -245,7 +249,7 @@ impl ShardState {
 
     /// Adds an upgraded connection and joins its room.
     pub(crate) fn register(&mut self, m: &ShardMetrics, now: Instant, endpoint: Endpoint, permit: Permit, settings: ConnSettings) -> ConnId {
-        let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, pings_per_sec, idle_timeout } = settings;
+        let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, bytes_per_sec, pings_per_sec, idle_timeout } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
             Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } => None,
@@ -260,6 +264,7 @@ impl ShardState {
             terminate: false,
             left_game: false,
             messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
+            bytes: TokenBucket::new(now, bytes_per_sec.0, bytes_per_sec.1),
             pings: TokenBucket::new(now, pings_per_sec, 2.0 * pings_per_sec),
             last_message: now,
             idle_timeout,
@@ -336,6 +341,11 @@ impl ShardState {
             return;
         }
         conn.last_message = now;
+        if !conn.bytes.try_take_n(now, payload.len() as f64) {
+            m.rate_limit_closes.add(1);
+            conn.begin_close(m, now, close_code::POLICY_VIOLATION, "byte rate limit exceeded", true);
+            return;
+        }
         if let Endpoint::Game(room) = &conn.endpoint {
             let room = room.clone();
             if self.fence_if_expired(m, now, &room) {
