@@ -13,9 +13,11 @@ mod report;
 mod sampler;
 mod soak;
 mod stats;
+mod window;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -116,6 +118,27 @@ pub struct RunContext {
     pub phase: Rc<RefCell<String>>,
     pub warmup: Duration,
     pub duration: Duration,
+    /// The measured window shared with the other client threads.
+    pub window: Arc<window::Window>,
+}
+
+impl RunContext {
+    /// Opens the measured window, together with every other client thread.
+    pub async fn start_measuring(&self) -> anyhow::Result<Instant> {
+        self.window.all_here().await?;
+        let now = Instant::now();
+        self.stats.borrow_mut().start_measuring(now);
+        *self.phase.borrow_mut() = "measuring".into();
+        Ok(now)
+    }
+
+    /// Closes the measured window, then waits for every other thread to close theirs: only
+    /// then may the clients be torn down.
+    pub async fn stop_measuring(&self) -> anyhow::Result<()> {
+        self.stats.borrow_mut().stop_measuring();
+        *self.phase.borrow_mut() = "stopping".into();
+        self.window.all_here().await
+    }
 }
 
 type ScenarioFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
@@ -166,15 +189,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     net::ensure_open_files(connections)?;
     let threads = usize::from(cli.threads);
     let cpus = partyflow::runtime::limits::allowed_cpus().unwrap_or_default();
+    let window = Arc::new(window::Window::new(threads));
     let started = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
-                let (cli, cpu) = (&cli, cpus.get(index % cpus.len().max(1)).copied());
+                let (cli, cpu, window) = (&cli, cpus.get(index % cpus.len().max(1)).copied(), window.clone());
                 scope.spawn(move || {
                     if threads > 1 {
                         pin_to(cpu);
                     }
-                    drive(cli, Share { index, count: threads })
+                    let result = drive(cli, Share { index, count: threads }, window.clone());
+                    if result.is_err() {
+                        window.abandon();
+                    }
+                    result
                 })
             })
             .collect();
@@ -221,7 +249,7 @@ type Observed = (Duration, ServerUsage, f64);
 
 /// One client thread: its own runtime driving its share of the rooms. The first thread also
 /// shows progress and samples the server.
-fn drive(cli: &Cli, share: Share) -> anyhow::Result<(Stats, Option<Observed>)> {
+fn drive(cli: &Cli, share: Share, window: Arc<window::Window>) -> anyhow::Result<(Stats, Option<Observed>)> {
     let targets = cli.url.iter().map(|url| net::Target::parse(url, cli.source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
     let target = targets.first().cloned().ok_or_else(|| anyhow::anyhow!("--url is required"))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -237,6 +265,7 @@ fn drive(cli: &Cli, share: Share) -> anyhow::Result<(Stats, Option<Observed>)> {
         phase: phase.clone(),
         warmup: cli.warmup,
         duration: cli.duration,
+        window,
     });
     let server_pid = cli.server_pid.map(|p| p.to_string());
     let work: ScenarioFuture = match cli.scenario.clone() {
@@ -299,7 +328,7 @@ async fn watch_resources(
     server_pid: Option<String>,
     target: Rc<net::Target>,
 ) -> (Duration, ServerUsage, f64) {
-    while !stats.borrow().is_measuring() {
+    while !stats.borrow().has_started() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let scrape = |target: Rc<net::Target>| async move {

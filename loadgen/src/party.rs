@@ -180,8 +180,7 @@ pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64
     }
     *phase.borrow_mut() = "warm-up".into();
     tokio::time::sleep(warmup).await;
-    stats.borrow_mut().start_measuring(Instant::now());
-    *phase.borrow_mut() = "measuring".into();
+    ctx.start_measuring().await?;
     if let Some(fraction) = drop_fraction {
         tokio::time::sleep(duration / 2).await;
         *phase.borrow_mut() = "storm".into();
@@ -197,7 +196,7 @@ pub async fn run(ctx: Rc<RunContext>, args: PartyArgs, drop_fraction: Option<f64
     } else {
         tokio::time::sleep(duration).await;
     }
-    *phase.borrow_mut() = "stopping".into();
+    ctx.stop_measuring().await?;
     let _ = stop_tx.send(true);
     // Let the clients record their last windows.
     tokio::time::sleep(Duration::from_millis(200)).await;

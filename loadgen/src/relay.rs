@@ -114,15 +114,14 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
         }));
     }
     tokio::time::sleep(warmup).await;
-    stats.borrow_mut().start_measuring(Instant::now());
-    *phase.borrow_mut() = "measuring".into();
+    ctx.start_measuring().await?;
     let mut sinks = Vec::new();
     for task in tasks {
         sinks.push(task.await?);
     }
     // Let in-flight messages arrive before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    *phase.borrow_mut() = "stopping".into();
+    ctx.stop_measuring().await?;
     let _ = stop_tx.send(true);
     for mut sink in sinks.into_iter().chain(listeners) {
         let _ = sink.shutdown().await;

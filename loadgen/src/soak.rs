@@ -57,9 +57,7 @@ pub async fn run(ctx: Rc<RunContext>, args: SoakArgs, server_pid: Option<String>
         })
         .collect();
     tokio::time::sleep(ctx.warmup).await;
-    let started = Instant::now();
-    ctx.stats.borrow_mut().start_measuring(started);
-    *ctx.phase.borrow_mut() = "measuring".into();
+    let started = ctx.start_measuring().await?;
     let mut ticker = tokio::time::interval(args.sample_interval);
     while started.elapsed() < ctx.duration {
         ticker.tick().await;
@@ -70,7 +68,7 @@ pub async fn run(ctx: Rc<RunContext>, args: SoakArgs, server_pid: Option<String>
             ctx.stats.borrow_mut().soak.samples.push(sample);
         }
     }
-    *ctx.phase.borrow_mut() = "stopping".into();
+    ctx.stop_measuring().await?;
     let _ = stop_tx.send(true);
     for slot in slots {
         slot.await?;

@@ -29,6 +29,8 @@ pub struct Second {
 /// Everything measured; updated by every client task of the (single-threaded) load generator.
 pub struct Stats {
     measuring_since: Option<Instant>,
+    /// The measured window has closed.
+    stopped: bool,
     /// End-to-end latency of every measured delivery, µs.
     pub latency: Histogram<u64>,
     /// The same, per event type.
@@ -123,6 +125,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             measuring_since: None,
+            stopped: false,
             latency: histogram(),
             by_type: BTreeMap::new(),
             connect: histogram(),
@@ -157,7 +160,18 @@ impl Stats {
         *self = Stats { connect, connections, soak, measuring_since: Some(now), ..Stats::default() };
     }
 
+    /// Ends the measured window: what arrives later (the clients being torn down) is not
+    /// counted.
+    pub fn stop_measuring(&mut self) {
+        self.stopped = true;
+    }
+
     pub fn is_measuring(&self) -> bool {
+        self.measuring_since.is_some() && !self.stopped
+    }
+
+    /// Whether the measured window has opened (it may have closed since).
+    pub fn has_started(&self) -> bool {
         self.measuring_since.is_some()
     }
 
