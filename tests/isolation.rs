@@ -33,7 +33,14 @@ fn a_panicking_room_is_closed_and_the_other_rooms_of_its_shard_play_on() {
     other_host.send("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
     other_host.recv_until("WORD_RESULT");
     assert_eq!(server.metric("partyflow_room_panics_total", ""), 1.0);
-    assert!(server.log().iter().any(|l| l.contains("a game room panicked")));
+    // The log names the room and the actor whose message it was handling.
+    let actor = players[0].0.actor.clone();
+    let room = host.room.clone();
+    assert!(
+        server.log().iter().any(|l| l.contains("a game room panicked") && l.contains(&room) && l.contains(&actor)),
+        "no panic line naming room {room} and actor {actor}: {:?}",
+        server.log()
+    );
     assert_eq!(get_json(&server, "/health"), (200, get_json(&server, "/health").1));
 }
 

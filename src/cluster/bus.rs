@@ -151,10 +151,7 @@ impl BusHandle {
     pub fn forward(&self, to: &str, message: &Forward) -> bool {
         let bytes = forward::encode(&self.instance, message);
         match self.publish.try_send((inbox(&self.prefix, to), bytes)) {
-            Ok(()) => {
-                self.stats.forwarded.fetch_add(1, Relaxed);
-                true
-            }
+            Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.forward_dropped.fetch_add(1, Relaxed);
                 false
@@ -193,7 +190,11 @@ impl BusHandle {
             ("partyflow_relay_received_total", "Relay messages received from other instances", s.received.load(Relaxed)),
             ("partyflow_relay_received_dropped_total", "Relay messages from other instances dropped (shard queue full)", s.received_dropped.load(Relaxed)),
             ("partyflow_forward_sent_total", "Game-room messages sent to another instance (edge and owner)", s.forwarded.load(Relaxed)),
-            ("partyflow_forward_dropped_total", "Game-room messages for another instance dropped (queue full)", s.forward_dropped.load(Relaxed)),
+            (
+                "partyflow_forward_dropped_total",
+                "Game-room messages for another instance dropped (queue full or Redis unreachable)",
+                s.forward_dropped.load(Relaxed),
+            ),
             ("partyflow_forward_received_total", "Game-room messages received from another instance", s.forward_received.load(Relaxed)),
         ];
         write_unlabelled(out, "counter", &counters);
@@ -214,6 +215,17 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Counts a batch that was published (`sent`) or lost: relay messages and game-room
+    /// messages for other instances each in their own counters.
+    fn count(&self, batch: &[(String, Vec<u8>)], sent: bool) {
+        let inbox_prefix = inbox(&self.config.prefix, "");
+        let forwards = batch.iter().filter(|(channel, _)| channel.starts_with(&inbox_prefix)).count() as u64;
+        let relays = (batch.len() as u64).saturating_sub(forwards);
+        let (relay, forward) = if sent { (&self.stats.published, &self.stats.forwarded) } else { (&self.stats.publish_dropped, &self.stats.forward_dropped) };
+        relay.fetch_add(relays, Relaxed);
+        forward.fetch_add(forwards, Relaxed);
+    }
+
     fn run(self, rx: Receiver<(String, Vec<u8>)>) {
         let mut conn: Option<redis::Connection> = None;
         let mut backoff = MIN_BACKOFF;
@@ -253,7 +265,7 @@ impl Publisher {
                 }
             }
             let Some(c) = conn.as_mut() else {
-                self.stats.publish_dropped.fetch_add(batch.len() as u64, Relaxed);
+                self.count(&batch, false);
                 batch.clear();
                 continue;
             };
@@ -267,7 +279,6 @@ impl Publisher {
                 let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                 pipe.cmd("SET").arg(instance_key(&self.config.prefix, &self.config.instance_id)).arg(unix_ms).arg("PX").arg(HEARTBEAT_TTL_MS).ignore();
             }
-            let sent = batch.len() as u64;
             let result = pipe.query::<()>(c).and_then(|()| {
                 if now >= next_list {
                     next_list = now + LIST_EVERY;
@@ -282,13 +293,11 @@ impl Publisher {
                 }
                 Ok(())
             });
+            self.count(&batch, result.is_ok());
             batch.clear();
             match result {
-                Ok(()) => {
-                    self.stats.published.fetch_add(sent, Relaxed);
-                }
+                Ok(()) => {}
                 Err(e) => {
-                    self.stats.publish_dropped.fetch_add(sent, Relaxed);
                     warn!(error = %e, "relay publish failed; reconnecting");
                     self.stats.publisher_up.store(false, Relaxed);
                     conn = None;

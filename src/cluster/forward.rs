@@ -120,6 +120,29 @@ pub fn make_id(shard: usize, counter: u64) -> u64 {
     ((shard as u64 & 0xffff) << 48) | (counter & 0xffff_ffff_ffff)
 }
 
+/// The link and request ids of one edge shard. Each process starts them at a random point of
+/// the 48-bit space: an instance restarted under the same id (a crash and a quick restart)
+/// must not hand out ids of its previous life that an owner may still hold, or that owner's
+/// frames, host-only ones included, would reach the new holder of the id.
+#[derive(Debug, Clone)]
+pub struct IdSource {
+    shard: usize,
+    counter: u64,
+}
+
+impl IdSource {
+    /// Ids for `shard`, from a random start.
+    pub fn new(shard: usize) -> Self {
+        IdSource { shard, counter: rand::random() }
+    }
+
+    /// The next id.
+    pub fn next_id(&mut self) -> u64 {
+        self.counter = self.counter.wrapping_add(1);
+        make_id(self.shard, self.counter)
+    }
+}
+
 impl Forward {
     /// The room the owner must route this to (messages for the edge have none).
     pub fn room(&self) -> Option<&RoomId> {
@@ -328,6 +351,18 @@ mod tests {
 
     fn room() -> RoomId {
         RoomId::parse("ROOM42").unwrap()
+    }
+
+    #[test]
+    fn a_restarted_instance_does_not_hand_out_its_earlier_ids() {
+        // Two lives of the same edge shard: their first thousand ids do not meet.
+        let (mut before, mut after) = (IdSource::new(5), IdSource::new(5));
+        let earlier: std::collections::HashSet<u64> = (0..1000).map(|_| before.next_id()).collect();
+        for _ in 0..1000 {
+            let id = after.next_id();
+            assert_eq!(shard_of(id), 5);
+            assert!(!earlier.contains(&id));
+        }
     }
 
     #[test]

@@ -12,9 +12,10 @@ use rand::Rng;
 use serde_json::json;
 
 use super::shard::Shard;
+use super::state::Acting;
 use crate::api::{parse_join, CreateRoom};
 use crate::auth::Claims;
-use crate::cluster::forward::make_id;
+use crate::cluster::forward::IdSource;
 use crate::cluster::{Call, Forward};
 use crate::config::ServeConfig;
 use crate::game::{GameConfig, Role};
@@ -258,13 +259,17 @@ async fn elsewhere(store: &crate::store::StoreHandle, room: &RoomId, holder: Str
 }
 
 /// Calls this edge shard is waiting on, by request id.
-#[derive(Default)]
 pub(crate) struct Calls {
-    next: u64,
+    ids: IdSource,
     waiting: AHashMap<u64, flume::Sender<(u16, Vec<u8>)>>,
 }
 
 impl Calls {
+    /// No calls yet, for edge shard `shard`.
+    pub(crate) fn new(shard: usize) -> Self {
+        Calls { ids: IdSource::new(shard), waiting: AHashMap::new() }
+    }
+
     /// Delivers the owner's answer to request `id` (ignored if it came too late).
     pub(crate) fn answer(&mut self, id: u64, status: u16, body: Vec<u8>) {
         if let Some(waiter) = self.waiting.remove(&id) {
@@ -280,8 +285,7 @@ pub(crate) async fn call_owner(shard: &Shard, owner: &str, room: &RoomId, call: 
     let (tx, rx) = flume::bounded(1);
     let id = {
         let mut calls = shard.calls.borrow_mut();
-        calls.next += 1;
-        let id = make_id(shard.index, calls.next);
+        let id = calls.ids.next_id();
         calls.waiting.insert(id, tx);
         id
     };
@@ -345,7 +349,11 @@ pub(crate) fn join_room(shard: &Shard, host: &str, room: &RoomId, body: &[u8]) -
         Err(response) => return response,
     };
     let player_id = new_actor_id("player");
-    let joined = shard.state.borrow_mut().with_game(shard.metrics(), Instant::now(), room, |r| r.join(Instant::now(), &player_id, &name));
+    if let Some(moving) = fenced(shard, room) {
+        return moving;
+    }
+    let joined =
+        shard.state.borrow_mut().with_game_for(shard.metrics(), Instant::now(), room, Acting::Actor(&player_id), |r| r.join(Instant::now(), &player_id, &name));
     match joined {
         None => not_found(),
         Some(Err(rejection)) => {
@@ -364,9 +372,23 @@ pub(crate) fn join_room(shard: &Shard, host: &str, room: &RoomId, body: &[u8]) -
     }
 }
 
+/// `503 ROOM_MOVING` if `room`'s lease ran out here: the room is given up at once (its
+/// clients told to reconnect) instead of acting past its lease.
+fn fenced(shard: &Shard, room: &RoomId) -> Option<Response> {
+    let mut state = shard.state.borrow_mut();
+    if !state.has_game(room) || !state.fence_if_expired(shard.metrics(), Instant::now(), room) {
+        return None;
+    }
+    let response = Response::error(Status::ServiceUnavailable, "ROOM_MOVING", "the room's lease ran out on this instance; retry");
+    Some(response.header("Retry-After", "1"))
+}
+
 /// Before upgrading a game connection: the room must exist here and `actor_id` be in it.
 pub(crate) fn check_member(shard: &Shard, room: &RoomId, actor_id: &str) -> Result<(), (Refusal, Response)> {
-    let role = shard.state.borrow_mut().with_game(shard.metrics(), Instant::now(), room, |r| r.role_of(actor_id));
+    if let Some(moving) = fenced(shard, room) {
+        return Err((Refusal::Overloaded, moving));
+    }
+    let role = shard.state.borrow_mut().with_game_for(shard.metrics(), Instant::now(), room, Acting::Actor(actor_id), |r| r.role_of(actor_id));
     match role {
         None => Err((Refusal::NotFound, not_found())),
         Some(None) => Err((Refusal::Unauthorized, Response::error(Status::Unauthorized, "UNAUTHORIZED", "not a member of this room"))),

@@ -103,7 +103,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         state: RefCell::new(ShardState::new(mesh.peer_id(), persist, leases, bus)),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         api_limiter: RefCell::new(api_limiter),
-        calls: RefCell::new(api::Calls::default()),
+        calls: RefCell::new(api::Calls::new(mesh.peer_id())),
         mesh,
     });
     for (_, receiver) in inbox.streams() {

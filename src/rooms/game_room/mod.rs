@@ -171,6 +171,11 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         &self.id
     }
 
+    /// The actor `conn` is connected as, if it is a member.
+    pub fn actor_of(&self, conn: C) -> Option<&str> {
+        self.members.iter().find(|m| m.conn == conn).map(|m| m.actor_id.as_str())
+    }
+
     /// `actor_id`'s role, if it is in the room.
     pub fn role_of(&self, actor_id: &str) -> Option<Role> {
         self.game.role_of(actor_id)

@@ -19,9 +19,9 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use slab::Slab;
 
-use super::{ConnId, ConnSettings, Endpoint, Member, ShardState};
+use super::{Acting, ConnId, ConnSettings, Endpoint, Member, ShardState};
 use crate::admission::Permit;
-use crate::cluster::forward::{make_id, shard_of};
+use crate::cluster::forward::{shard_of, IdSource};
 use crate::cluster::{BusHandle, Forward};
 use crate::metrics::ShardMetrics;
 use crate::rooms::RoomId;
@@ -160,8 +160,7 @@ impl ShardState {
         permit: Permit,
         settings: ConnSettings,
     ) -> ConnId {
-        self.next_link += 1;
-        let link = make_id(self.index, self.next_link);
+        let link = self.link_ids.get_or_insert_with(|| IdSource::new(self.index)).next_id();
         let attach = Forward::Attach { room: room.clone(), link, actor, version };
         let id = self.register(m, now, Endpoint::Forwarded { room, owner: owner.clone(), link }, permit, settings);
         self.links.insert(link, id);
@@ -190,23 +189,36 @@ impl ShardState {
                     }
                     return;
                 }
+                // The same link again (the edge restarted and its random ids met an old one):
+                // the old member is gone first, so nothing meant for it reaches the new client.
+                if let Some(old) = self.remotes.find(from, link) {
+                    self.drop_remote(m, now, old);
+                }
                 let key = self.remotes.add(from, link, room.clone());
-                self.with_game(m, now, &room, |r| {
+                self.with_game_for(m, now, &room, Acting::Actor(&actor), |r| {
                     let _ = r.connect(now, Member::Remote(key), &actor, &version);
                 });
             }
             Forward::FromClient { room, link, kind, payload } => {
                 m.messages_in.add(1);
-                let Some(key) = self.remotes.find(from, link) else { return };
+                let Some(key) = self.remotes.find(from, link) else {
+                    // The room let this client go (it was fenced, or closed it while the edge
+                    // was unreachable): tell the edge, or the client would wait forever.
+                    if let Some(bus) = &self.bus {
+                        let reason = "the room is not served by this instance; reconnect".to_string();
+                        bus.forward(from, &Forward::Close { link, code: CLOSE_RECONNECT, reason });
+                    }
+                    return;
+                };
                 if self.fence_if_expired(m, now, &room) {
                     return;
                 }
-                self.with_game(m, now, &room, |r| r.handle_message(now, Member::Remote(key), kind, &payload));
+                self.with_game_for(m, now, &room, Acting::Member(Member::Remote(key)), |r| r.handle_message(now, Member::Remote(key), kind, &payload));
             }
-            Forward::Detach { room, link } => {
-                let Some(key) = self.remotes.find(from, link) else { return };
-                self.remotes.remove(key);
-                self.with_game(m, now, &room, |r| r.disconnect(now, Member::Remote(key)));
+            Forward::Detach { link, .. } => {
+                if let Some(key) = self.remotes.find(from, link) {
+                    self.drop_remote(m, now, key);
+                }
             }
             // Edge side.
             Forward::ToClients { links, frame } => {
@@ -237,6 +249,15 @@ impl ShardState {
         }
     }
 
+    /// Remote member `key` is gone: its room hears of it (if the room may still act here).
+    fn drop_remote(&mut self, m: &ShardMetrics, now: Instant, key: usize) {
+        let Some(room) = self.remotes.members.get(key).map(|r| r.room.clone()) else { return };
+        self.remotes.remove(key);
+        if !self.fence_if_expired(m, now, &room) {
+            self.with_game_for(m, now, &room, Acting::Member(Member::Remote(key)), |r| r.disconnect(now, Member::Remote(key)));
+        }
+    }
+
     /// Once a second: clients whose edge instance is gone leave their rooms here, and clients
     /// here whose owner instance is gone are told to reconnect (another instance takes the room
     /// over once the owner's lease runs out).
@@ -252,16 +273,15 @@ impl ShardState {
         self.remotes.last_heard.retain(|_, at| now < *at + HEARD_RECENTLY);
         let heard = &self.remotes.last_heard;
         let live = |id: &str| heard.contains_key(id) || bus.is_live(id);
-        let gone: Vec<(usize, RoomId)> = self.remotes.members.iter().filter(|(_, r)| !live(&r.edge)).map(|(key, r)| (key, r.room.clone())).collect();
+        let gone: Vec<usize> = self.remotes.members.iter().filter(|(_, r)| !live(&r.edge)).map(|(key, _)| key).collect();
         let orphaned: Vec<ConnId> = self
             .links
             .values()
             .copied()
             .filter(|id| self.conns.get(*id).is_some_and(|c| matches!(&c.endpoint, Endpoint::Forwarded { owner, .. } if !live(owner))))
             .collect();
-        for (key, room) in gone {
-            self.remotes.remove(key);
-            self.with_game(m, now, &room, |r| r.disconnect(now, Member::Remote(key)));
+        for key in gone {
+            self.drop_remote(m, now, key);
         }
         for id in orphaned {
             if let Some(conn) = self.conns.get_mut(id) {

@@ -21,9 +21,9 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
 }
 
 impl ShardState {
-    /// `room` panicked while handling something at `now`: close it for everyone.
-    pub(super) fn room_panicked(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, why: &str) {
-        tracing::error!(room = room.as_str(), panic = why, "a game room panicked; closing it (its clients get ROOM_CLOSED internal_error and 1011)");
+    /// `room` panicked while handling something for `actor` at `now`: close it for everyone.
+    pub(super) fn room_panicked(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, actor: &str, why: &str) {
+        tracing::error!(room = room.as_str(), actor, panic = why, "a game room panicked; closing it (its clients get ROOM_CLOSED internal_error and 1011)");
         m.room_panics.add(1);
         if self.games.remove(room).is_some() {
             m.rooms.add(-1);

@@ -36,7 +36,7 @@ impl ShardState {
 
     /// Fences `room` if its lease is no longer valid here; true if it did (or the room is
     /// gone). Checked before every action, so a room never acts past its lease.
-    pub(super) fn fence_if_expired(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId) -> bool {
+    pub(crate) fn fence_if_expired(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId) -> bool {
         let Some(leases) = self.leases.as_ref() else { return false };
         if leases.is_valid(room, now) {
             return false;

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::admission::Permit;
+use crate::cluster::forward::IdSource;
 use crate::cluster::{BusHandle, Leases, Subscriptions};
 use crate::metrics::latency::{self, Latency};
 use crate::metrics::ShardMetrics;
@@ -39,6 +40,17 @@ pub(crate) type ConnId = usize;
 pub(crate) enum Member {
     Local(ConnId),
     Remote(usize),
+}
+
+/// Who a game room's handling acts for: named in the log if the room panics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Acting<'a> {
+    /// The room's timers or the server itself.
+    Server,
+    /// A member's message or departure.
+    Member(Member),
+    /// An actor joining, connecting or being checked.
+    Actor(&'a str),
 }
 
 /// How long a closing connection may take to flush its close frame and hear the peer's.
@@ -221,7 +233,8 @@ pub(crate) struct ShardState {
     remotes: forwarding::RemoteMembers,
     /// This shard's connections forwarded to game rooms on other instances, by link id.
     links: AHashMap<u64, ConnId>,
-    next_link: u64,
+    /// Ids for this shard's forwarded links (made at the first one).
+    link_ids: Option<IdSource>,
     /// Test hook: the shard's timer panics (outside every boundary) at its next wake-up.
     #[cfg(feature = "fault-injection")]
     pub(crate) fault_abort: bool,
@@ -287,7 +300,7 @@ impl ShardState {
 
     /// Registers a game connection and connects it to its room as `actor_id`.
     pub(crate) fn register_player(&mut self, m: &ShardMetrics, now: Instant, room: &RoomId, conn: ConnId, actor_id: &str, version: &str) {
-        let connected = self.with_game(m, now, room, |r| {
+        let connected = self.with_game_for(m, now, room, Acting::Actor(actor_id), |r| {
             let _ = r.connect(now, Member::Local(conn), actor_id, version);
         });
         if connected.is_none() {
@@ -351,7 +364,7 @@ impl ShardState {
             if self.fence_if_expired(m, now, &room) {
                 return;
             }
-            self.with_game(m, now, &room, |r| r.handle_message(now, Member::Local(id), kind, payload));
+            self.with_game_for(m, now, &room, Acting::Member(Member::Local(id)), |r| r.handle_message(now, Member::Local(id), kind, payload));
             return;
         }
         if !conn.messages.try_take(now) {
@@ -439,7 +452,7 @@ impl ShardState {
         match &conn.endpoint {
             Endpoint::Game(room) => {
                 let room = room.clone();
-                self.with_game(m, now, &room, |r| r.disconnect(now, Member::Local(id)));
+                self.with_game_for(m, now, &room, Acting::Member(Member::Local(id)), |r| r.disconnect(now, Member::Local(id)));
             }
             Endpoint::Forwarded { room, owner, link } => {
                 if let Some(bus) = &self.bus {
@@ -537,12 +550,31 @@ impl ShardState {
     /// Runs `f` on a game room, then carries out what the room asks for (sends, closes),
     /// re-arms its timer, and drops the room once it is closed. `None` if no such room.
     pub(crate) fn with_game<R>(&mut self, m: &ShardMetrics, now: Instant, id: &RoomId, f: impl FnOnce(&mut GameRoom<Member>) -> R) -> Option<R> {
+        self.with_game_for(m, now, id, Acting::Server, f)
+    }
+
+    /// [`ShardState::with_game`] on behalf of `acting`, who is named in the log if the room
+    /// panics.
+    pub(crate) fn with_game_for<R>(
+        &mut self,
+        m: &ShardMetrics,
+        now: Instant,
+        id: &RoomId,
+        acting: Acting<'_>,
+        f: impl FnOnce(&mut GameRoom<Member>) -> R,
+    ) -> Option<R> {
         let entry = self.games.get_mut(id)?;
         // The room boundary: a panic in the room's handling closes that room, not the shard.
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut entry.room))) {
             Ok(result) => result,
             Err(panic) => {
-                self.room_panicked(m, now, id, panic_message(panic.as_ref()));
+                // A lookup in the member list names the member; nothing else of the room is used.
+                let actor = match acting {
+                    Acting::Server => "(server)".to_string(),
+                    Acting::Member(member) => entry.room.actor_of(member).unwrap_or("(unknown member)").to_string(),
+                    Acting::Actor(actor) => actor.to_string(),
+                };
+                self.room_panicked(m, now, id, &actor, panic_message(panic.as_ref()));
                 return None;
             }
         };
