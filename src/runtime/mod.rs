@@ -36,8 +36,9 @@ const RING_DEPTH: usize = 1024;
 /// How long a shard runs ready tasks before it polls its rings again. A connection whose reads
 /// keep succeeding (glommio tries the `recv` before the ring) stays runnable, and glommio's
 /// default of 100 ms let one flooding client hold every other socket of its shard unread for
-/// that long; 2 ms bounds that wait at the cost of one extra ring poll per 2 ms of busy work.
-const PREEMPT_TIMER: Duration = Duration::from_millis(2);
+/// that long. 10 ms bounds that wait (a byte flood held healthy rooms' replies 4-15 ms instead of
+/// 14-79 ms); 2 ms raised the party run's maximum, see perf/RESULTS.md.
+const PREEMPT_TIMER: Duration = Duration::from_millis(10);
 /// Capacity of each shard-to-shard hand-off channel.
 const HANDOFF_CHANNEL: usize = 1024;
 
