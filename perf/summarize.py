@@ -51,8 +51,31 @@ def capacity(path, machine):
           f"{fmt(r['timerTickJitterMs']['p99'])} | {r['loadgenCpuShare'] * 100:.0f} |")
 
 
+def cross_instance(results, stamp, machine):
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(results, f"cross-instance-{stamp}-*.json"))):
+        setup, rate = os.path.basename(path)[len(f"cross-instance-{stamp}-"):-5].rsplit("-", 1)
+        runs.setdefault(rate, {})[setup] = load(path)
+    print(f"### relay across instances {stamp} ({machine})\n")
+    print("| deliveries/s | two instances p50 / p95 / p99 / max ms | lost (dropped at the instances) | Redis commands/s, CPU | one instance p50 / p95 / p99 / max ms | lost |")
+    print("|---|---|---|---|---|---|")
+    lat = lambda r: " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p95", "p99", "max"))
+    lost = lambda r: r["lost"] + r["outOfOrder"] + r["duplicated"]
+    for rate in sorted(runs, key=float):
+        two, one = runs[rate].get("two"), runs[rate].get("one")
+        if not two or not one:
+            continue
+        redis = two.get("redis") or {}
+        print(f"| {two['deliveredPerSec']:,.0f} | {lat(two)} | {lost(two)} ({fmt(two.get('relayDroppedAtInstances'), ',')}) | {fmt(redis.get('commandsPerSec'), ',.0f')}, "
+              f"{fmt(redis.get('cpuShare') and redis['cpuShare'] * 100, '.1f')} % | {lat(one)} | {lost(one)} |")
+    ok = [r["two"]["deliveredPerSec"] for r in runs.values() if "two" in r and r["two"]["latencyMs"]["p99"] < 100 and lost(r["two"]) == 0]
+    print(f"\nHighest rate across instances with p99 < 100 ms and nothing lost: {fmt(max(ok) if ok else None, ',.0f')} deliveries/s")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "compare":
         compare(*sys.argv[2:5])
+    elif sys.argv[1] == "cross-instance":
+        cross_instance(*sys.argv[2:5])
     else:
         capacity(sys.argv[2], sys.argv[3])
