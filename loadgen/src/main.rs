@@ -222,7 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Scenario::Relay(_) => "relay",
         Scenario::Soak(_) => "soak",
     };
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = command_line(std::env::args());
     let report = Report { scenario, command, measured: measured.min(cli.duration), stats, server: Some(server), loadgen_cpu_share: loadgen_cpu, threads };
     print!("{}", report.table());
     if let Some(path) = &cli.json {
@@ -367,5 +367,29 @@ async fn show_progress(stats: Rc<RefCell<Stats>>, phase: Rc<RefCell<String>>) {
         let (rate, p95) = s.last_second().map_or((0, 0.0), |l| (l.delivered, l.p95_ms));
         bar.set_message(format!("{:10} connections {:6}  delivered {rate:7}/s  p95 {p95:8.3} ms  errors {}", phase.borrow(), s.connections, s.error_count()));
         bar.tick();
+    }
+}
+
+/// The command line for the report, absolute paths cut to their file names: reports are kept in
+/// the repository and must not name the directories of the machine that ran them.
+fn command_line(args: impl Iterator<Item = String>) -> String {
+    let file_name = |arg: String| match arg.strip_prefix('/').and(std::path::Path::new(&arg).file_name()) {
+        Some(name) => name.to_string_lossy().into_owned(),
+        None => arg,
+    };
+    args.map(file_name).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn absolute_paths_are_cut_to_file_names() {
+        let args = ["/opt/build/release/partyflow-loadgen", "--url", "http://127.0.0.1:9000", "--json", "/srv/runs/party.json", "party"];
+        assert_eq!(
+            command_line(args.into_iter().map(String::from)),
+            "partyflow-loadgen --url http://127.0.0.1:9000 --json party.json party"
+        );
     }
 }
