@@ -387,9 +387,6 @@ mod tests {
     #[test]
     fn absolute_paths_are_cut_to_file_names() {
         let args = ["/opt/build/release/partyflow-loadgen", "--url", "http://127.0.0.1:9000", "--json", "/srv/runs/party.json", "party"];
-        assert_eq!(
-            command_line(args.into_iter().map(String::from)),
-            "partyflow-loadgen --url http://127.0.0.1:9000 --json party.json party"
-        );
+        assert_eq!(command_line(args.into_iter().map(String::from)), "partyflow-loadgen --url http://127.0.0.1:9000 --json party.json party");
     }
 }
