@@ -20,14 +20,26 @@ def fmt(v, spec=".2f"):
     return "–" if v is None else format(v, spec)
 
 
+def runs(results, script, stamp):
+    """(setup, rate, report) of every `SCRIPT-STAMP-SETUP-RATE.json` one run of a script wrote."""
+    prefix = f"{script}-{stamp}-"
+    for path in sorted(glob.glob(os.path.join(results, f"{prefix}*.json"))):
+        setup, rate = os.path.basename(path)[len(prefix):-5].rsplit("-", 1)
+        yield setup, rate, load(path)
+
+
+def table(title, *columns):
+    """Prints a markdown heading and the head of a table with these columns."""
+    print(f"### {title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
 def compare(results, stamp, machine):
     rows = {}
-    for path in sorted(glob.glob(os.path.join(results, f"compare-{stamp}-*.json"))):
-        server, rate = os.path.basename(path)[len(f"compare-{stamp}-"):-5].rsplit("-", 1)
-        rows.setdefault(server, {})[rate] = load(path)
-    print(f"### relay comparison {stamp} ({machine})\n")
-    print("| server | offered msgs/s/room | delivered/s | p50 ms | p99 ms | lost | server CPU % | CPU-s per 1M deliveries |")
-    print("|---|---|---|---|---|---|---|---|")
+    for server, rate, report in runs(results, "compare", stamp):
+        rows.setdefault(server, {})[rate] = report
+    table(f"relay comparison {stamp} ({machine})", "server", "offered msgs/s/room", "delivered/s", "p50 ms", "p99 ms", "lost", "server CPU %", "CPU-s per 1M deliveries")
     for server, by_rate in rows.items():
         for rate in sorted((k for k in by_rate if k != "rss"), key=float):
             r = by_rate[rate]
@@ -52,23 +64,21 @@ def capacity(path, machine):
 
 
 def cross_instance(results, stamp, machine):
-    runs = {}
-    for path in sorted(glob.glob(os.path.join(results, f"cross-instance-{stamp}-*.json"))):
-        setup, rate = os.path.basename(path)[len(f"cross-instance-{stamp}-"):-5].rsplit("-", 1)
-        runs.setdefault(rate, {})[setup] = load(path)
-    print(f"### relay across instances {stamp} ({machine})\n")
-    print("| deliveries/s | two instances p50 / p95 / p99 / max ms | lost (dropped at the instances) | Redis commands/s, CPU | one instance p50 / p95 / p99 / max ms | lost |")
-    print("|---|---|---|---|---|---|")
+    by_rate = {}
+    for setup, rate, report in runs(results, "cross-instance", stamp):
+        by_rate.setdefault(rate, {})[setup] = report
+    table(f"relay across instances {stamp} ({machine})", "deliveries/s", "two instances p50 / p95 / p99 / max ms", "lost (dropped at the instances)",
+          "Redis commands/s, CPU", "one instance p50 / p95 / p99 / max ms", "lost")
     lat = lambda r: " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p95", "p99", "max"))
     lost = lambda r: r["lost"] + r["outOfOrder"] + r["duplicated"]
-    for rate in sorted(runs, key=float):
-        two, one = runs[rate].get("two"), runs[rate].get("one")
+    for rate in sorted(by_rate, key=float):
+        two, one = by_rate[rate].get("two"), by_rate[rate].get("one")
         if not two or not one:
             continue
         redis = two.get("redis") or {}
         print(f"| {two['deliveredPerSec']:,.0f} | {lat(two)} | {lost(two)} ({fmt(two.get('relayDroppedAtInstances'), ',')}) | {fmt(redis.get('commandsPerSec'), ',.0f')}, "
               f"{fmt(redis.get('cpuShare') and redis['cpuShare'] * 100, '.1f')} % | {lat(one)} | {lost(one)} |")
-    ok = [r["two"]["deliveredPerSec"] for r in runs.values() if "two" in r and r["two"]["latencyMs"]["p99"] < 100 and lost(r["two"]) == 0]
+    ok = [r["two"]["deliveredPerSec"] for r in by_rate.values() if "two" in r and r["two"]["latencyMs"]["p99"] < 100 and lost(r["two"]) == 0]
     print(f"\nHighest rate across instances with p99 < 100 ms and nothing lost: {fmt(max(ok) if ok else None, ',.0f')} deliveries/s")
 
 
