@@ -27,7 +27,8 @@ use crate::ws::{self, close_code, DataKind, Decoder, Event};
 
 /// Most frames gathered into one `sendmsg`.
 const MAX_IOVECS: usize = 64;
-/// Reads between voluntary yields, so one busy connection cannot hold the shard.
+/// Reads before a connection waits for the shard's next ring poll, so one busy connection cannot
+/// hold the shard (see `turn.rs`).
 const POLL_BUDGET: usize = 16;
 /// Smallest single read; the largest is the shard's scratch buffer.
 const READ_MIN: usize = 4 * 1024;
@@ -251,7 +252,7 @@ impl Future for ConnDriver {
                 }
             }
         }
-        cx.waker().wake_by_ref();
+        this.shard.next_turn.defer(cx.waker());
         Poll::Pending
     }
 }

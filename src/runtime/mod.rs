@@ -11,12 +11,13 @@ mod handoff;
 pub mod limits;
 mod shard;
 mod state;
+mod turn;
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -33,12 +34,6 @@ use crate::store::{RedisStore, StoreConfig};
 
 /// Depth of each shard's io_uring rings.
 const RING_DEPTH: usize = 1024;
-/// How long a shard runs ready tasks before it polls its rings again. A connection whose reads
-/// keep succeeding (glommio tries the `recv` before the ring) stays runnable, and glommio's
-/// default of 100 ms let one flooding client hold every other socket of its shard unread for
-/// that long. 10 ms bounds that wait (a byte flood held healthy rooms' replies 4-15 ms instead of
-/// 14-79 ms); 2 ms raised the party run's maximum, see perf/RESULTS.md.
-const PREEMPT_TIMER: Duration = Duration::from_millis(10);
 /// Capacity of each shard-to-shard hand-off channel.
 const HANDOFF_CHANNEL: usize = 1024;
 
@@ -124,7 +119,6 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             .name(&format!("shard-{i}"))
             .io_memory(io_memory)
             .ring_depth(RING_DEPTH)
-            .preempt_timer(PREEMPT_TIMER)
             .spawn(move || {
                 let lost = LostShardGuard { index: i, listener: fd, lost: shared.lost_shard.clone(), shutdown: shared.shutdown.clone() };
                 async move {

@@ -25,6 +25,7 @@ use super::api::{self, Placement};
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
 use super::state::{ConnSettings, Endpoint, Persist, ShardState};
+use super::turn::NextTurn;
 use crate::admission::{Admission, ApiLimiter, CapReached, Permit};
 use crate::auth::{Claims, TokenKey};
 use crate::cluster::{BusHandle, Call, Forward, Incoming, Leases};
@@ -76,6 +77,8 @@ pub(crate) struct Shard {
     api_limiter: RefCell<ApiLimiter>,
     /// Room-API calls this shard waits on other instances for.
     pub(crate) calls: RefCell<api::Calls>,
+    /// Connections that spent their poll budget, waiting for the next ring poll.
+    pub(crate) next_turn: NextTurn,
     mesh: Senders<Handoff>,
 }
 
@@ -104,8 +107,13 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         api_limiter: RefCell::new(api_limiter),
         calls: RefCell::new(api::Calls::new(mesh.peer_id())),
+        next_turn: NextTurn::default(),
         mesh,
     });
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move { shard.next_turn.run().await }).detach();
+    }
     for (_, receiver) in inbox.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
