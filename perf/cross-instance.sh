@@ -15,7 +15,7 @@ cd "$ROOT"
 cargo build --release -q -p partyflow -p partyflow-loadgen
 command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 69; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-relay_args() { echo "--warmup 3s --duration $DURATION relay --rooms 100 --members 10 --publishers 2 --rate $1 --payload 128"; }
+relay_args() { echo "--threads ${THREADS:-1} --warmup 3s --duration $DURATION relay --rooms 100 --members 10 --publishers 2 --rate $1 --payload 128"; }
 # redis_stat PORT PID: commands processed so far and the CPU seconds of redis-server.
 redis_stat() {
     local cmds ticks
@@ -41,7 +41,7 @@ for rate in $RATES; do
     read -r cmds0 ticks0 < <(redis_stat "$rport" "$redis_pid")
     start=$(date +%s.%N)
     # shellcheck disable=SC2046
-    loadgen --url "http://127.0.0.1:$a" --url "http://127.0.0.1:$b" --threads "${THREADS:-1}" \
+    loadgen --url "http://127.0.0.1:$a" --url "http://127.0.0.1:$b" \
         --json "$RESULTS/cross-instance-$stamp-two-$rate.json" $(relay_args "$rate") >/dev/null || true
     read -r cmds1 ticks1 < <(redis_stat "$rport" "$redis_pid")
     dropped=$(( $(relay_dropped "$a") + $(relay_dropped "$b") ))
@@ -60,7 +60,7 @@ EOF
     one=$(free_port)
     start_server partyflow "$one" --shards 1
     # shellcheck disable=SC2046
-    loadgen --url "http://127.0.0.1:$one" --server-pid "$SERVER_PID" --threads "${THREADS:-1}" \
+    loadgen --url "http://127.0.0.1:$one" --server-pid "$SERVER_PID" \
         --json "$RESULTS/cross-instance-$stamp-one-$rate.json" $(relay_args "$rate") >/dev/null || true
     stop_server
 done

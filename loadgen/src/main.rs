@@ -373,9 +373,12 @@ async fn show_progress(stats: Rc<RefCell<Stats>>, phase: Rc<RefCell<String>>) {
 /// The command line for the report, absolute paths cut to their file names: reports are kept in
 /// the repository and must not name the directories of the machine that ran them.
 fn command_line(args: impl Iterator<Item = String>) -> String {
-    let file_name = |arg: String| match arg.strip_prefix('/').and(std::path::Path::new(&arg).file_name()) {
-        Some(name) => name.to_string_lossy().into_owned(),
-        None => arg,
+    let file_name = |arg: String| {
+        let path = std::path::Path::new(&arg);
+        match path.file_name().filter(|_| path.is_absolute()) {
+            Some(name) => name.to_string_lossy().into_owned(),
+            None => arg,
+        }
     };
     args.map(file_name).collect::<Vec<_>>().join(" ")
 }

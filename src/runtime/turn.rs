@@ -42,8 +42,13 @@ impl NextTurn {
             })
             .await;
             glommio::timer::sleep(Duration::from_micros(1)).await;
-            let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
-            waiting.into_iter().for_each(Waker::wake);
+            let mut waking = std::mem::take(&mut *self.waiting.borrow_mut());
+            waking.drain(..).for_each(Waker::wake);
+            // Keep the allocation for the next turn: under a flood this runs every ring poll.
+            let mut waiting = self.waiting.borrow_mut();
+            if waiting.is_empty() {
+                *waiting = waking;
+            }
         }
     }
 }
