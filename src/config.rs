@@ -76,9 +76,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
-    /// Most WebSocket connections from one IP address. Default: no per-address limit.
-    #[arg(long, env = "PARTYFLOW_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
+    /// Most connections from one IP address, those still sending their request and upgraded
+    /// ones together (more: 503 at once). A carrier-grade NAT puts many players behind one
+    /// address; raise it for load tests from a few addresses.
+    #[arg(long, env = "PARTYFLOW_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
 
     /// Origins allowed to open WebSockets (repeat, or comma-separate). Default: any origin.
     #[arg(long, env = "PARTYFLOW_ALLOWED_ORIGIN", value_delimiter = ',')]
@@ -241,9 +243,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_IDLE_CONNECTION_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_connection_timeout: Duration,
 
-    /// Most frames one WebSocket message may be fragmented into (more: close 1009).
-    #[arg(long, env = "PARTYFLOW_MAX_FRAGMENTS", default_value_t = 1024)]
-    pub max_fragments: usize,
+    /// Most frames one WebSocket message may be fragmented into (more: close 1009). Default:
+    /// one frame per 64 bytes of --max-message-bytes, at least 1024, so any message within the
+    /// size limit may come in 64-byte frames while an endless run of empty frames is cut off.
+    #[arg(long, env = "PARTYFLOW_MAX_FRAGMENTS")]
+    pub max_fragments: Option<usize>,
 
     /// Most game rooms one shard holds; creating more answers 503 SERVER_FULL.
     #[arg(long, env = "PARTYFLOW_MAX_ROOMS_PER_SHARD", default_value_t = 20_000)]
@@ -266,6 +270,14 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
+
+/// Default of `--max-connections-per-ip`: far above what one household or office holds, and
+/// enough for a carrier-grade NAT's share of players on one server; a flood of idle connections
+/// from one address stops there.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
+
+/// The smallest average frame the default `--max-fragments` allows a message to arrive in.
+const MIN_AVERAGE_FRAGMENT_BYTES: usize = 64;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -402,7 +414,8 @@ impl ServeConfig {
             ("--max-body-bytes", self.max_body_bytes, 1 << 24),
             ("--max-pending-connections", self.max_pending_connections, 1 << 24),
             ("--max-pending-per-ip", self.max_pending_per_ip, 1 << 24),
-            ("--max-fragments", self.max_fragments, 1 << 24),
+            ("--max-fragments", self.effective_max_fragments(), 1 << 24),
+            ("--max-connections-per-ip", self.max_connections_per_ip, 1 << 24),
             ("--max-rooms-per-shard", self.max_rooms_per_shard, 1 << 24),
         ];
         for (flag, value, max) in sizes {
@@ -452,6 +465,12 @@ impl ServeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The fragment cap in force: the flag, or one frame per 64 bytes of the message limit (at
+    /// least 1024).
+    pub fn effective_max_fragments(&self) -> usize {
+        self.max_fragments.unwrap_or_else(|| self.max_message_bytes.div_ceil(MIN_AVERAGE_FRAGMENT_BYTES).max(1024))
     }
 
     /// The connection cap in force: the flag, or what the open-file limit allows.

@@ -131,6 +131,10 @@ fn refusals_have_the_right_status_and_are_counted() {
     let cases: Vec<(String, u16, &str)> = vec![
         ("GET /nope HTTP/1.1\r\nHost: t\r\n\r\n".into(), 404, "not_found"),
         ("POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n".into(), 405, "method_not_allowed"),
+        // The method decides before the body: a wrong one is 405 whatever it carries.
+        ("POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello".into(), 405, "method_not_allowed"),
+        ("GET /rooms HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 405, "method_not_allowed"),
+        (format!("POST /echo HTTP/1.1\r\nHost: t\r\n{UPGRADE}Content-Length: 5\r\n\r\nhello"), 405, "method_not_allowed"),
         ("GET /echo HTTP/1.1\r\nHost: t\r\n\r\n".into(), 426, "upgrade_required"),
         (format!("GET /echo HTTP/1.1\r\nHost: t\r\n{}\r\n", UPGRADE.replace("Version: 13", "Version: 8")), 426, "upgrade_required"),
         (format!("POST /echo HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n"), 405, "method_not_allowed"),
@@ -150,6 +154,10 @@ fn refusals_have_the_right_status_and_are_counted() {
         assert!(v["error"]["code"].is_string(), "{body}");
         let after = server.metric("partyflow_handshakes_failed_total", &format!("reason=\"{reason}\""));
         assert_eq!(after, before + 1.0, "{reason} not counted");
+    }
+    for (head, allow) in [("POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", "GET"), ("GET /rooms HTTP/1.1\r\nHost: t\r\n\r\n", "POST")] {
+        let raw = http_raw(server.addr, head);
+        assert!(raw.contains(&format!("Allow: {allow}\r\n")), "405 must say which method to use: {raw}");
     }
     let raw = http_raw(server.addr, "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(raw.contains("Sec-WebSocket-Version: 13"), "426 must say which version to use");
@@ -194,7 +202,9 @@ fn connection_caps_answer_503_before_the_upgrade() {
     assert!(out.contains("SERVER_FULL"));
     drop(_a);
     server.wait_connections(2);
-    let _d = connect(&server, "/echo");
+    // A place in the total is free again (from a fresh address: 127.0.0.1's /health probes
+    // count against its own two places until the server has closed them).
+    let _d = tungstenite::client::client(server.url("/echo"), tcp_from(&server, [127, 0, 0, 4])).unwrap();
 }
 
 #[test]
@@ -203,7 +213,10 @@ fn ambiguous_framing_and_unexpected_bodies_are_refused() {
     let body = r#"{"hostName":"Hana"}"#;
     let n = body.len();
     let cases = [
-        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nContent-Length: {}\r\n\r\n{body}", n + 1), 400, "conflicting"),
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nContent-Length: {}\r\n\r\n{body}", n + 1), 400, "more than once"),
+        // Equal lengths too: a proxy in front may have framed the request by another header.
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nContent-Length: {n}\r\n\r\n{body}"), 400, "more than once"),
+        (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {n}, {n}\r\n\r\n{body}"), 400, "more than once"),
         (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: +{n}\r\n\r\n{body}"), 400, "digits"),
         (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{body}\r\n0\r\n\r\n"), 501, "Transfer-Encoding"),
         (format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"), 501, "Transfer-Encoding"),
@@ -244,6 +257,87 @@ fn room_requests_over_the_per_address_rate_get_429() {
     assert!(server.metric("partyflow_handshakes_failed_total", "reason=\"rate_limited\"") >= 8.0);
     // Reads are not limited.
     assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
+fn the_room_api_rate_is_per_address_for_the_whole_process_whatever_the_shards() {
+    // Four shards: counted per shard, the address would get four bursts.
+    let server = Server::start(&["--shards", "4", "--api-rate-per-ip", "5"]);
+    let body = r#"{"hostName":"Hana"}"#;
+    // Rooms under chosen ids are created on their owner shards, spread over all four.
+    let started = Instant::now();
+    let statuses: Vec<u16> = (0..40)
+        .map(|i| request(&server, &format!("POST /rooms?roomId=RATE{i:04} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len())).0)
+        .collect();
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    // One burst of twice the rate, and what refills while the requests run, for the process.
+    let allowed = 10 + (5.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!((10..=allowed).contains(&created), "{created} created (allowed {allowed}): {statuses:?}");
+    assert!(statuses.iter().all(|s| [201, 429].contains(s)), "{statuses:?}");
+    // Another address has its own allowance.
+    let mut s = tcp_from(&server, [127, 0, 0, 9]);
+    s.write_all(format!("POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+}
+
+#[test]
+fn an_address_holds_a_thousand_connections_by_default_pending_and_upgraded_together() {
+    let server = Server::start(&["--shards", "2"]);
+    let ip = [127, 0, 0, 23];
+    let upgrade = format!("GET /echo HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n");
+    // 990 upgraded connections and 10 that never finish their request: the address's 1,000.
+    let mut held = Vec::new();
+    for _ in 0..990 {
+        let mut c = tcp_from(&server, ip);
+        c.write_all(upgrade.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+        held.push(c);
+    }
+    for _ in 0..10 {
+        let mut c = tcp_from(&server, ip);
+        c.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+        held.push(c);
+    }
+    // The pending ones are counted once the server has accepted them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let mut c = tcp_from(&server, ip);
+        c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut raw = String::new();
+        let _ = c.read_to_string(&mut raw);
+        if !raw.is_empty() {
+            break raw;
+        }
+        assert!(Instant::now() < deadline, "the 1,001st connection was never refused");
+    };
+    // Refused at once, before it sent a byte.
+    let (status, body) = parse_response(&refusal);
+    assert_eq!(status, 503, "{refusal}");
+    assert!(body.contains("TOO_MANY_CONNECTIONS_FROM_ADDRESS"), "{body}");
+    // Another address is not affected.
+    let mut other = tcp_from(&server, [127, 0, 0, 24]);
+    other.write_all(upgrade.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    other.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    // A place comes back when a connection ends.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = tcp_from(&server, ip);
+        c.write_all(upgrade.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        if &head == b"HTTP/1.1 101" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place was never given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

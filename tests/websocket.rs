@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use common::{connect, connect_with, RawClient, Server};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
@@ -192,4 +194,40 @@ fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
     talking.send(Message::text("still here")).unwrap();
     while talking.read().unwrap() != Message::text("still here") {}
     assert_eq!(server.metric("partyflow_idle_closes_total", ""), 1.0);
+}
+
+#[test]
+fn the_default_fragment_bound_follows_the_message_limit() {
+    // The Autobahn runs' limit: 16 MiB messages, so up to 262,144 frames (64 bytes each on average).
+    let server = Server::start(&["--shards", "1", "--max-message-bytes", "16777216"]);
+    // Autobahn 9.3.1: 4 MiB of text in 64-byte frames (65,536 of them) is one message.
+    let mut ok = RawClient::connect(&server, "/echo");
+    let chunk = [b'x'; 64];
+    let mut bytes = RawClient::frame(0x01, &chunk, true);
+    for _ in 1..65_535 {
+        bytes.extend(RawClient::frame(0x00, &chunk, true));
+    }
+    bytes.extend(RawClient::frame(0x80, &chunk, true));
+    let mut writer = ok.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&bytes).unwrap());
+    let (first, payload) = ok.read_frame().unwrap();
+    sender.join().unwrap();
+    assert_eq!((first, payload.len()), (0x81, 4 << 20));
+    // An endless run of empty continuations is still cut off, at the 262,145th frame.
+    let mut endless = RawClient::connect(&server, "/echo");
+    let mut bytes = RawClient::frame(0x01, b"a", true);
+    bytes.extend(RawClient::frame(0x00, b"", true).repeat(300_000));
+    let mut writer = endless.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&bytes);
+    });
+    assert_eq!(endless.expect_close(), 1009);
+    sender.join().unwrap();
+    // At the default 64 KiB limit the bound is 1,024 frames.
+    let small = Server::start(&["--shards", "1"]);
+    let mut endless = RawClient::connect(&small, "/echo");
+    let mut bytes = RawClient::frame(0x01, b"a", true);
+    bytes.extend(RawClient::frame(0x00, b"", true).repeat(1_024));
+    endless.send_raw(&bytes);
+    assert_eq!(endless.expect_close(), 1009);
 }

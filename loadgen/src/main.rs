@@ -44,9 +44,10 @@ struct Cli {
     /// New connections (and API calls) per second while setting up.
     #[arg(long, default_value_t = 1000.0, global = true)]
     connect_rate: f64,
-    /// Loopback source addresses to spread connections over (127.0.0.1, .2, …).
-    #[arg(long, default_value_t = 8, global = true)]
-    source_ips: usize,
+    /// Loopback source addresses to spread connections over (127.0.0.1, .2, …). Default: enough
+    /// that each holds at most half the server's default --max-connections-per-ip, and at least 8.
+    #[arg(long, global = true)]
+    source_ips: Option<usize>,
     /// PID of a local server: its CPU and memory are read from /proc. Otherwise /metrics is
     /// scraped.
     #[arg(long, global = true)]
@@ -89,6 +90,25 @@ enum Scenario {
     /// Party rooms with churn for a long time (drops, reconnects, leaves, joins, rooms closed and
     /// replaced), sampling the server's memory, connections, rooms and the errors seen.
     Soak(soak::SoakArgs),
+}
+
+impl Scenario {
+    /// The most WebSocket connections the scenario holds at once.
+    fn connections(&self) -> usize {
+        match self {
+            Scenario::Party(a) => a.rooms * (a.players + 1),
+            Scenario::Storm(a) => a.party.rooms * (a.party.players + 1),
+            Scenario::Relay(a) => a.rooms * a.members,
+            // A leaving player's connection may still be closing when its replacement connects.
+            Scenario::Soak(a) => a.party.rooms * (a.party.players + 2),
+        }
+    }
+}
+
+/// Loopback source addresses for `connections` to one server: each address holds at most half
+/// the server's default per-address cap (room for reconnections and API calls beside them).
+fn default_source_ips(connections: usize) -> usize {
+    connections.div_ceil(partyflow::config::DEFAULT_MAX_CONNECTIONS_PER_IP / 2).clamp(8, 250)
 }
 
 /// Which rooms one client thread drives: those whose number is `index` modulo `count`.
@@ -179,14 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Scenario::Soak(a) => a.validate()?,
         Scenario::Party(_) | Scenario::Storm(_) => {}
     }
-    let connections = match &cli.scenario {
-        Scenario::Party(a) => a.rooms * (a.players + 1),
-        Scenario::Storm(a) => a.party.rooms * (a.party.players + 1),
-        Scenario::Relay(a) => a.rooms * a.members,
-        // A leaving player's connection may still be closing when its replacement connects.
-        Scenario::Soak(a) => a.party.rooms * (a.party.players + 2),
-    };
-    net::ensure_open_files(connections)?;
+    net::ensure_open_files(cli.scenario.connections())?;
     let threads = usize::from(cli.threads);
     let cpus = partyflow::runtime::limits::allowed_cpus().unwrap_or_default();
     let window = Arc::new(window::Window::new(threads));
@@ -250,7 +263,8 @@ type Observed = (Duration, ServerUsage, f64);
 /// One client thread: its own runtime driving its share of the rooms. The first thread also
 /// shows progress and samples the server.
 fn drive(cli: &Cli, share: Share, window: Arc<window::Window>) -> anyhow::Result<(Stats, Option<Observed>)> {
-    let targets = cli.url.iter().map(|url| net::Target::parse(url, cli.source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    let source_ips = cli.source_ips.unwrap_or_else(|| default_source_ips(cli.scenario.connections().div_ceil(cli.url.len().max(1))));
+    let targets = cli.url.iter().map(|url| net::Target::parse(url, source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
     let target = targets.first().cloned().ok_or_else(|| anyhow::anyhow!("--url is required"))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();

@@ -80,6 +80,19 @@ impl Route {
         }
     }
 
+    /// The one method this endpoint answers (others: 405 with `Allow`).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Route::Rooms(_) | Route::RoomPlayers(_) => "POST",
+            _ => "GET",
+        }
+    }
+
+    /// Whether requests to this endpoint carry a body.
+    pub fn takes_body(&self) -> bool {
+        self.method() == "POST"
+    }
+
     /// Whether this endpoint is a WebSocket endpoint.
     pub fn is_websocket(&self) -> bool {
         matches!(self, Route::Echo | Route::Relay(_) | Route::Game { .. })

@@ -60,7 +60,7 @@ pub(crate) struct ConnDriver {
 
 impl ConnDriver {
     pub(crate) fn new(shard: Rc<Shard>, id: ConnId, stream: TcpStream, leftover: &[u8]) -> Self {
-        let decoder = Decoder::new(shard.shared.config.max_message_bytes).with_max_fragments(shard.shared.config.max_fragments);
+        let decoder = Decoder::new(shard.shared.config.max_message_bytes).with_max_fragments(shard.shared.config.effective_max_fragments());
         ConnDriver { shard, id, stream, rbuf: BytesMut::from(leftover), decoder, reading: Reading::Frames, peer_sent_close: false, write_shut: false }
     }
 

@@ -4,22 +4,21 @@ use std::os::fd::OwnedFd;
 
 use crate::admission::Permit;
 
-/// The socket, the bytes already read from it, and its admission permit (WebSocket upgrades
-/// only). If the message is never delivered, dropping it closes the socket and releases the
-/// permit.
+/// The socket, the bytes already read from it, and its admission permit. If the message is
+/// never delivered, dropping it closes the socket and releases the permit.
 #[derive(Debug)]
 pub(crate) struct Handoff {
     fd: OwnedFd,
     head: Vec<u8>,
-    permit: Option<Permit>,
+    permit: Permit,
 }
 
 impl Handoff {
-    pub(crate) fn new(fd: OwnedFd, head: Vec<u8>, permit: Option<Permit>) -> Self {
+    pub(crate) fn new(fd: OwnedFd, head: Vec<u8>, permit: Permit) -> Self {
         Handoff { fd, head, permit }
     }
 
-    pub(crate) fn into_parts(self) -> (OwnedFd, Vec<u8>, Option<Permit>) {
+    pub(crate) fn into_parts(self) -> (OwnedFd, Vec<u8>, Permit) {
         (self.fd, self.head, self.permit)
     }
 }

@@ -25,7 +25,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, ApiLimiter, Caps};
 use crate::auth::TokenKey;
 use crate::config::ServeConfig;
 use crate::game::words::WordPack;
@@ -103,8 +103,13 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         store,
         bus,
         bus_inbox: Arc::new(std::sync::Mutex::new(bus_inbox)),
-        admission: Admission::new(max_connections, config.max_connections_per_ip),
-        pending: Admission::new(config.max_pending_connections, Some(config.max_pending_per_ip)),
+        admission: Admission::new(Caps {
+            max_open: max_connections,
+            max_pending: config.max_pending_connections,
+            max_per_ip: config.max_connections_per_ip,
+            max_pending_per_ip: config.max_pending_per_ip,
+        }),
+        api_limiter: Arc::new(ApiLimiter::new(config.api_rate_per_ip)),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::new(shards, started)),
         shutdown,

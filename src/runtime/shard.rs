@@ -26,7 +26,7 @@ use super::conn::ConnDriver;
 use super::handoff::Handoff;
 use super::state::{ConnSettings, Endpoint, Persist, ShardState};
 use super::turn::NextTurn;
-use crate::admission::{Admission, ApiLimiter, CapReached, Permit};
+use crate::admission::{Admission, ApiLimiter, Permit};
 use crate::auth::{Claims, TokenKey};
 use crate::cluster::{BusHandle, Call, Forward, Incoming, Leases};
 use crate::config::ServeConfig;
@@ -48,9 +48,10 @@ const LINGER_TIME: Duration = Duration::from_millis(500);
 pub(crate) struct Shared {
     pub(crate) config: Arc<ServeConfig>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Connection caps, for the whole process.
     pub(crate) admission: Arc<Admission>,
-    /// Connections still sending their request (before the upgrade or the answer).
-    pub(crate) pending: Arc<Admission>,
+    /// Room-API requests per client address, for the whole process.
+    pub(crate) api_limiter: Arc<ApiLimiter>,
     pub(crate) shutdown: Arc<AtomicBool>,
     /// Set when a shard thread died of a panic: `/health` answers 503 with it.
     pub(crate) lost_shard: Arc<std::sync::OnceLock<String>>,
@@ -73,8 +74,6 @@ pub(crate) struct Shard {
     pub(crate) state: RefCell<ShardState>,
     /// Where connection drivers read into; borrowed only within one synchronous read.
     pub(crate) read_scratch: RefCell<Vec<u8>>,
-    /// Room-API requests per client address on this shard.
-    api_limiter: RefCell<ApiLimiter>,
     /// Room-API calls this shard waits on other instances for.
     pub(crate) calls: RefCell<api::Calls>,
     /// Connections that spent their poll budget, waiting for the next ring poll.
@@ -97,7 +96,6 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let leases = shared.store.as_ref().map(|_| Leases::new(Instant::now(), shared.config.room_lease_ttl));
     let bus = shared.bus.clone();
-    let api_limiter = ApiLimiter::new(shared.config.api_rate_per_ip);
     let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
     let shard = Rc::new(Shard {
         index: mesh.peer_id(),
@@ -105,7 +103,6 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         shared,
         state: RefCell::new(ShardState::new(mesh.peer_id(), persist, leases, bus)),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
-        api_limiter: RefCell::new(api_limiter),
         calls: RefCell::new(api::Calls::new(mesh.peer_id())),
         next_turn: NextTurn::default(),
         mesh,
@@ -122,7 +119,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
                 let (fd, head, permit) = handoff.into_parts();
                 // SAFETY: the descriptor is an open TCP socket whose ownership the handoff carried.
                 let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-                glommio::spawn_local(serve(shard.clone(), stream, head, permit, None)).detach();
+                glommio::spawn_local(serve(shard.clone(), stream, head, permit)).detach();
             }
         })
         .detach();
@@ -180,17 +177,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         match listener.accept().await {
             Ok(stream) => {
                 let Ok(peer) = stream.peer_addr() else { continue };
-                match shard.shared.pending.try_admit(peer.ip()) {
-                    Ok(pending) => {
-                        glommio::spawn_local(serve(shard.clone(), stream, Vec::new(), None, Some(pending))).detach();
+                match shard.shared.admission.try_admit(peer.ip()) {
+                    Ok(permit) => {
+                        glommio::spawn_local(serve(shard.clone(), stream, Vec::new(), permit)).detach();
                     }
                     // Answered at once, without reading: a flood of idle connections costs
                     // one short write each, and real clients behind the cap get a clear 503.
                     Err(cap) => {
                         shard.metrics().refused(Refusal::Overloaded);
-                        let code = if cap == CapReached::PerIp { "TOO_MANY_PENDING_FROM_ADDRESS" } else { "SERVER_BUSY" };
-                        let message = "too many connections still sending their request; retry";
-                        let response = Response::error(Status::ServiceUnavailable, code, message).header("Retry-After", "1");
+                        let response = Response::error(Status::ServiceUnavailable, cap.code(), &cap.to_string()).header("Retry-After", "1");
                         glommio::spawn_local(async move {
                             let mut stream = stream;
                             let _ = glommio::timer::timeout(Duration::from_secs(1), async { Ok(stream.write_all(&response.to_bytes()).await) }).await;
@@ -283,9 +278,9 @@ async fn drain(shard: &Shard) {
 }
 
 /// Serves one connection from its first byte (or from `head`, the bytes another shard read).
-/// `_pending` holds the connection's place among those still sending their request, until it
-/// is upgraded, answered or handed to another shard.
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: Option<Permit>, _pending: Option<Permit>) {
+/// `permit` holds the connection's places (its address's, and among those still sending their
+/// request until the upgrade) for as long as the connection lives.
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permit: Permit) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
@@ -305,11 +300,17 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
             return refuse(&shard, stream, Refusal::BadRequest, response).await;
         }
     };
+    // The method first: a wrong one is 405 whatever the body (the connection closes after any
+    // refusal, so an unread body cannot be taken for a next request).
+    let allowed = route.method();
+    if request.method != allowed {
+        let response = Response::error(Status::MethodNotAllowed, "METHOD_NOT_ALLOWED", &format!("use {allowed}")).header("Allow", allowed);
+        return refuse(&shard, stream, Refusal::MethodNotAllowed, response).await;
+    }
     // One unambiguous body length, and a body only where one is read (RFC 9112 §6.3).
-    let takes_body = matches!(route, Route::Rooms(_) | Route::RoomPlayers(_)) && request.method == "POST";
     match request.body_length() {
         Ok(0) => {}
-        Ok(_) if takes_body => {}
+        Ok(_) if route.takes_body() => {}
         Ok(_) => {
             let response = Response::error(Status::BadRequest, "BAD_REQUEST", "this request takes no body");
             return refuse(&shard, stream, Refusal::BadRequest, response).await;
@@ -326,7 +327,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
     let owner = route.room().map_or(shard.index, |room| room.owner_shard(shard.shards));
     if !route.is_websocket() {
         if owner != shard.index {
-            return hand_off(&shard, stream, owner, buf, None, peer).await;
+            return hand_off(&shard, stream, owner, buf, permit, peer).await;
         }
         return serve_plain(&shard, stream, &request, &route, buf, head_len, peer.ip()).await;
     }
@@ -341,20 +342,12 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, permit: O
         },
         _ => None,
     };
-    let permit = match permit {
-        Some(permit) => permit,
-        None => match shard.shared.admission.try_admit(peer.ip()) {
-            Ok(permit) => permit,
-            Err(cap) => {
-                let message = cap.to_string();
-                let code = if cap == CapReached::PerIp { "TOO_MANY_CONNECTIONS_FROM_ADDRESS" } else { "SERVER_FULL" };
-                let response = Response::error(Status::ServiceUnavailable, code, &message).header("Retry-After", "1");
-                return refuse(&shard, stream, Refusal::Overloaded, response).await;
-            }
-        },
-    };
+    if let Err(cap) = permit.upgrade() {
+        let response = Response::error(Status::ServiceUnavailable, cap.code(), &cap.to_string()).header("Retry-After", "1");
+        return refuse(&shard, stream, Refusal::Overloaded, response).await;
+    }
     if owner != shard.index {
-        return hand_off(&shard, stream, owner, buf, Some(permit), peer).await;
+        return hand_off(&shard, stream, owner, buf, permit, peer).await;
     }
     let leftover = buf.get(head_len..).unwrap_or_default();
     match route {
@@ -440,17 +433,8 @@ fn refusal_of(status: Status) -> Refusal {
 }
 
 async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route: &Route, buf: Vec<u8>, head_len: usize, ip: std::net::IpAddr) {
-    let method = request.method.as_str();
-    let allowed = match route {
-        Route::Rooms(_) | Route::RoomPlayers(_) => "POST",
-        _ => "GET",
-    };
-    if method != allowed {
-        let response = Response::error(Status::MethodNotAllowed, "METHOD_NOT_ALLOWED", &format!("use {allowed}")).header("Allow", allowed);
-        return refuse(shard, stream, Refusal::MethodNotAllowed, response).await;
-    }
     if matches!(route, Route::Rooms(_) | Route::RoomPlayers(_)) {
-        let limited = shard.api_limiter.borrow_mut().check(Instant::now(), ip);
+        let limited = shard.shared.api_limiter.check(Instant::now(), ip);
         if let Err(retry_after) = limited {
             let response = Response::error(Status::TooManyRequests, "RATE_LIMITED", "too many room requests from this address; slow down")
                 .header("Retry-After", retry_after.as_secs().to_string());
@@ -585,7 +569,7 @@ async fn close_gracefully(mut stream: TcpStream) {
     let _ = glommio::timer::timeout(LINGER_TIME, linger).await;
 }
 
-async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>, permit: Option<Permit>, peer: SocketAddr) {
+async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>, permit: Permit, peer: SocketAddr) {
     // glommio streams cannot give up their descriptor, so the owner gets a duplicate and this
     // shard's copy closes when `stream` drops; the socket stays open through the duplicate.
     // SAFETY: the descriptor is open for as long as `stream`, which outlives this borrow.
