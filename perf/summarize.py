@@ -82,9 +82,42 @@ def cross_instance(results, stamp, machine):
     print(f"\nHighest rate across instances with p99 < 100 ms and nothing lost: {fmt(max(ok) if ok else None, ',.0f')} deliveries/s")
 
 
+def queue_delay(results, stamp, machine):
+    table(f"relay 100 x 11 at 57 msg/s per room, queue delay and tail {stamp} ({machine})", "server", "run", "delivered/s",
+          "end-to-end p50 / p99 / p99.9 / max ms", "outbound queue delay p50 / p99 / p99.9 (bucket bounds, ms)", "poll-budget deferrals",
+          "server CPU-µs per delivery")
+    for server, run, r in sorted(runs(results, "queue-delay", stamp), key=lambda x: (x[0], int(x[1]))):
+        lat = " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p99", "p99.9", "max"))
+        s = r.get("server") or {}
+        qd = (s.get("latencyBucketsMs") or {}).get("partyflow_outbound_queue_delay_seconds") or {}
+        qd = " / ".join(fmt(qd.get(q), "g") for q in ("p50", "p99", "p999")) if qd.get("count") else "–"
+        print(f"| {server} | {run} | {r['deliveredPerSec']:.0f} | {lat} | {qd} | {fmt(r.get('pollBudgetDeferrals'), 'd')} | {fmt(s.get('cpuUsPerDelivery'))} |")
+
+
+def ab(results, stamp, machine):
+    table(f"before (base) and after (new), alternating {stamp} ({machine})", "scenario", "build", "run", "delivered/s", "server CPU %",
+          "CPU-µs per delivery", "p50 / p95 / p99 / p99.9 ms", "RSS per connection", "queue delay p99 / p99.9 ms", "lost", "errors")
+    rows = []
+    for setup, run, r in runs(results, "ab", stamp):
+        scenario, build = setup.rsplit("-", 1)
+        rows.append((scenario, build, int(run), r))
+    for scenario, build, run, r in sorted(rows, key=lambda x: (x[0], x[1], x[2])):
+        s = r.get("server") or {}
+        lat = " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p95", "p99", "p99.9"))
+        per_conn = s.get("rssKiB") and s["rssKiB"] * 1024 / max(r["connections"], 1)
+        qd = (s.get("latencyBucketsMs") or {}).get("partyflow_outbound_queue_delay_seconds") or {}
+        qd = " / ".join(fmt(qd.get(q), "g") for q in ("p99", "p999")) if qd.get("count") else "–"
+        print(f"| {scenario} | {build} | {run} | {r['deliveredPerSec']:.0f} | {fmt(s.get('cpuShare') and s['cpuShare'] * 100, '.1f')} | "
+              f"{fmt(s.get('cpuUsPerDelivery'))} | {lat} | {fmt(per_conn, ',.0f')} B | {qd} | {r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "compare":
         compare(*sys.argv[2:5])
+    elif sys.argv[1] == "ab":
+        ab(*sys.argv[2:5])
+    elif sys.argv[1] == "queue-delay":
+        queue_delay(*sys.argv[2:5])
     elif sys.argv[1] == "cross-instance":
         cross_instance(*sys.argv[2:5])
     else:

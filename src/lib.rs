@@ -19,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod deadlines;
 pub mod doctor;
 pub mod game;
 pub mod http;

@@ -250,10 +250,15 @@ fn attacks() -> Vec<(&'static str, Attack)> {
         }),
         ("byte flood: 60 KiB messages at full speed", |s| {
             // Well under the message rate, far over --connection-byte-rate (8 MiB/s, 16 MiB burst).
-            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 22]), "/echo");
+            // On a game connection, which answers an oversized message with a small ERROR (at
+            // most five a second): on /echo the 60 KiB echoes would race the slow-consumer limit
+            // (--max-outbound-bytes 256 KiB) whenever this client's reads fell behind.
+            let room = common::game::create_room(s, json!({})).0;
+            let (_, token, _) = common::game::join(s, &room, "Flood");
+            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 22]), &format!("/ws?roomId={room}&token={token}&version=1.0"));
             let mut writer = c.stream.try_clone().unwrap();
             let sender = std::thread::spawn(move || {
-                let _ = writer.write_all(&frame(0x82, &[7u8; 60 * 1024]).repeat(600));
+                let _ = writer.write_all(&frame(0x81, &[b'x'; 60 * 1024]).repeat(600));
             });
             let reason = loop {
                 let (first, payload) = c.read_frame().expect("a close frame");

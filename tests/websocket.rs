@@ -231,3 +231,30 @@ fn the_default_fragment_bound_follows_the_message_limit() {
     endless.send_raw(&bytes);
     assert_eq!(endless.expect_close(), 1009);
 }
+
+#[test]
+fn connections_opened_together_are_pinged_at_spread_out_times() {
+    // Pinged together, a crowd that arrived at once (after a restart, a network blip) would
+    // cost the shard one burst of pings and pongs every interval, holding every other frame up.
+    let server = Server::start(&["--shards", "1", "--ping-interval", "2s", "--pong-timeout", "10s"]);
+    let mut clients: Vec<RawClient> = (0..100).map(|_| RawClient::connect(&server, "/echo")).collect();
+    let opened = std::time::Instant::now();
+    for c in &clients {
+        c.stream.set_nonblocking(true).unwrap();
+    }
+    let mut first_ping = vec![None; clients.len()];
+    while first_ping.iter().any(Option::is_none) {
+        assert!(opened.elapsed() < std::time::Duration::from_secs(10), "not every connection was pinged");
+        for (c, at) in clients.iter_mut().zip(first_ping.iter_mut()) {
+            if at.is_none() && c.try_read_frame().is_some_and(|(first, _)| first == 0x89) {
+                *at = Some(opened.elapsed());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let times: Vec<_> = first_ping.into_iter().flatten().collect();
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    // Each first ping falls at a random point of the interval's second half (1-2 s here).
+    assert!(*first >= std::time::Duration::from_millis(900), "first ping after {first:?}");
+    assert!(*last - *first >= std::time::Duration::from_millis(600), "100 first pings within {:?}", *last - *first);
+}

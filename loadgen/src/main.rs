@@ -299,11 +299,17 @@ fn drive(cli: &Cli, share: Share, window: Arc<window::Window>) -> anyhow::Result
         if let Some(progress) = progress {
             progress.abort();
         }
-        let usage = match watcher {
-            Some(watcher) => Some(watcher.await?),
-            None => None,
-        };
-        result.map(|()| usage)
+        // A scenario that failed (before measuring, maybe) has nothing for the watcher to sample.
+        if let Err(failed) = result {
+            if let Some(watcher) = watcher {
+                watcher.abort();
+            }
+            return Err(failed);
+        }
+        match watcher {
+            Some(watcher) => Ok(Some(watcher.await?)),
+            None => Ok(None),
+        }
     })?;
     let stats = std::mem::take(&mut *stats.borrow_mut());
     Ok((stats, observed))
@@ -345,25 +351,27 @@ async fn watch_resources(
     while !stats.borrow().has_started() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let scrape = |target: Rc<net::Target>| async move {
-        let text = target.get_text("/metrics").await.map(|(_, t)| t).unwrap_or_default();
-        sampler::metric_total(&text, "partyflow_messages_out_total")
-    };
+    let scrape = |target: Rc<net::Target>| async move { target.get_text("/metrics").await.map(|(_, t)| t).unwrap_or_default() };
     let start = Instant::now();
     let (server_start, self_start) = (server_pid.as_deref().and_then(sampler::sample), sampler::sample("self"));
-    let out_start = scrape(target.clone()).await;
+    let metrics_start = scrape(target.clone()).await;
     while *phase.borrow() != "stopping" {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let end = Instant::now();
     let (server_end, self_end) = (server_pid.as_deref().and_then(sampler::sample), sampler::sample("self"));
-    let out_end = scrape(target).await;
+    let metrics_end = scrape(target).await;
     let wall = end.saturating_duration_since(start);
+    let out = |text: &str| sampler::metric_total(text, "partyflow_messages_out_total");
     let usage = ServerUsage {
         cpu_share: server_start.zip(server_end).map(|(a, b)| sampler::cpu_share((start, a), (end, b))),
         rss_kib: server_end.map(|s| s.rss_kib),
         peak_rss_kib: server_end.map(|s| s.peak_rss_kib),
-        messages_out_per_sec: out_start.zip(out_end).map(|(a, b)| (b - a) / wall.as_secs_f64().max(1e-9)),
+        messages_out_per_sec: out(&metrics_start).zip(out(&metrics_end)).map(|(a, b)| (b - a) / wall.as_secs_f64().max(1e-9)),
+        latency: report::SERVER_LATENCIES
+            .iter()
+            .map(|(family, _)| sampler::Buckets::read(&metrics_end, family).since(&sampler::Buckets::read(&metrics_start, family)))
+            .collect(),
     };
     let loadgen = self_start.zip(self_end).map_or(0.0, |(a, b)| sampler::cpu_share((start, a), (end, b)));
     (wall, usage, loadgen)

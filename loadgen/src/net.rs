@@ -10,6 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 
+/// The longest an HTTP request to the server may take.
+const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The server under test and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -61,6 +64,13 @@ impl Target {
     }
 
     async fn raw(&self, n: usize, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
+        // A server that never answers must not hang the run (its report is what is needed then).
+        tokio::time::timeout(HTTP_TIMEOUT, self.raw_unbounded(n, method, path, body))
+            .await
+            .map_err(|_| anyhow!("{method} {path}: no answer within {HTTP_TIMEOUT:?}"))?
+    }
+
+    async fn raw_unbounded(&self, n: usize, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
         let body = body.map(Value::to_string).unwrap_or_default();
         let mut stream = self.tcp(n).await?;
         let head = format!(

@@ -6,10 +6,11 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::sampler::Buckets;
 use crate::stats::{Stats, PERCENTILES};
 
 /// Server resource use over the measured window (what could be observed).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerUsage {
     /// Share of one core (local server only).
     pub cpu_share: Option<f64>,
@@ -17,7 +18,21 @@ pub struct ServerUsage {
     pub peak_rss_kib: Option<u64>,
     /// Messages the server queued per second, from its /metrics.
     pub messages_out_per_sec: Option<f64>,
+    /// What the server's own histograms counted in the measured window, in the order of
+    /// [`SERVER_LATENCIES`] (empty when /metrics could not be read).
+    pub latency: Vec<Buckets>,
 }
+
+/// The server's latency histograms the report quotes: the time frames waited in outbound
+/// queues tells server time from client time in a capacity run.
+pub const SERVER_LATENCIES: [(&str, &str); 3] = [
+    ("partyflow_outbound_queue_delay_seconds", "outbound queue delay"),
+    ("partyflow_room_timer_lateness_seconds", "room timer lateness"),
+    ("partyflow_read_handling_seconds", "read handling"),
+];
+
+/// Quantiles of the server's histograms, as the bucket bounds they fall in.
+const SERVER_QUANTILES: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")];
 
 /// SLO gates; `None` disables one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,6 +55,30 @@ pub struct Report {
     pub loadgen_cpu_share: f64,
     /// Client threads (`--threads`).
     pub threads: usize,
+}
+
+/// A bucket bound in ms for the table (`+Inf` past the last bucket).
+fn bound_ms(bound: Option<f64>) -> String {
+    match bound {
+        Some(b) if b.is_finite() => format!("{}", b * 1000.0),
+        Some(_) => "+Inf".into(),
+        None => "-".into(),
+    }
+}
+
+/// Each server histogram's count and the bucket bounds (ms) its quantiles fall in.
+fn server_latency_json(latency: &[Buckets]) -> Value {
+    let mut m = serde_json::Map::new();
+    for ((family, _), buckets) in SERVER_LATENCIES.iter().zip(latency) {
+        let mut q = serde_json::Map::new();
+        for (quantile, name) in SERVER_QUANTILES {
+            let bound = buckets.quantile_bound(quantile).filter(|b| b.is_finite()).map(|b| b * 1000.0);
+            q.insert(name.replace('.', ""), bound.into());
+        }
+        q.insert("count".into(), buckets.count().into());
+        m.insert((*family).into(), Value::Object(q));
+    }
+    Value::Object(m)
 }
 
 fn ms(h: &Histogram<u64>, p: f64) -> f64 {
@@ -160,7 +199,7 @@ impl Report {
         if !s.soak.samples.is_empty() {
             out.push_str(&self.soak_table());
         }
-        if let Some(server) = self.server {
+        if let Some(server) = &self.server {
             if let Some(cpu) = server.cpu_share {
                 let per_delivery = cpu * 1e6 / self.delivered_per_sec().max(1e-9);
                 let _ = writeln!(out, "server: CPU {:.1} % of a core, {:.2} CPU-µs per delivery", cpu * 100.0, per_delivery);
@@ -172,6 +211,13 @@ impl Report {
             }
             if let Some(rate) = server.messages_out_per_sec {
                 let _ = writeln!(out, "server /metrics: {rate:.0} messages queued per second");
+            }
+            for ((_, what), buckets) in SERVER_LATENCIES.iter().zip(&server.latency) {
+                if buckets.count() > 0.0 {
+                    let quantiles: Vec<String> =
+                        SERVER_QUANTILES.iter().map(|(q, name)| format!("{name} <= {}", bound_ms(buckets.quantile_bound(*q)))).collect();
+                    let _ = writeln!(out, "server /metrics: {what} {} ms ({:.0} counted)", quantiles.join(", "), buckets.count());
+                }
             }
         }
         let _ = writeln!(
@@ -234,9 +280,10 @@ impl Report {
                 "backfilledEvents": s.reconnects.backfilled_events,
                 "gapsAfterBackfill": s.reconnects.gaps_after_backfill,
             },
-            "server": self.server.map(|u| json!({"cpuShare": u.cpu_share, "rssKiB": u.rss_kib, "peakRssKiB": u.peak_rss_kib,
+            "server": self.server.as_ref().map(|u| json!({"cpuShare": u.cpu_share, "rssKiB": u.rss_kib, "peakRssKiB": u.peak_rss_kib,
                 "cpuUsPerDelivery": u.cpu_share.map(|c| c * 1e6 / self.delivered_per_sec().max(1e-9)),
-                "messagesOutPerSec": u.messages_out_per_sec})),
+                "messagesOutPerSec": u.messages_out_per_sec,
+                "latencyBucketsMs": server_latency_json(&u.latency)})),
             "loadgenCpuShare": self.loadgen_cpu_share,
             "loadgenThreads": self.threads,
             "timeline": timeline,

@@ -44,6 +44,52 @@ pub fn metric_total(text: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// A Prometheus histogram family's cumulative bucket counts (`le` in seconds, `+Inf` last),
+/// summed over its series (the shards).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Buckets(pub Vec<(f64, f64)>);
+
+impl Buckets {
+    /// Reads `{name}_bucket` series from `/metrics` text.
+    pub fn read(text: &str, name: &str) -> Buckets {
+        let prefix = format!("{name}_bucket{{");
+        let mut sums: Vec<(f64, f64)> = Vec::new();
+        for line in text.lines().filter(|l| l.starts_with(&prefix)) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Some(le) = series.split("le=\"").nth(1).and_then(|rest| rest.split('"').next()) else { continue };
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
+            let Ok(count) = value.parse::<f64>() else { continue };
+            match sums.iter_mut().find(|(bound, _)| *bound == le) {
+                Some((_, sum)) => *sum += count,
+                None => sums.push((le, count)),
+            }
+        }
+        sums.retain(|(le, _)| !le.is_nan());
+        sums.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Buckets(sums)
+    }
+
+    /// What was counted between `earlier` and this scrape.
+    pub fn since(&self, earlier: &Buckets) -> Buckets {
+        let before = |le: f64| earlier.0.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, c)| *c);
+        Buckets(self.0.iter().map(|(le, c)| (*le, (c - before(*le)).max(0.0))).collect())
+    }
+
+    /// Observations counted.
+    pub fn count(&self) -> f64 {
+        self.0.last().map_or(0.0, |(_, c)| *c)
+    }
+
+    /// The upper bound (seconds) of the bucket holding quantile `q`: "p99 ≤ this".
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total <= 0.0 {
+            return None;
+        }
+        self.0.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| *le)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +98,23 @@ mod tests {
     fn reads_itself() {
         let s = sample("self").unwrap();
         assert!(s.rss_kib > 0 && s.peak_rss_kib >= s.rss_kib);
+    }
+
+    #[test]
+    fn bucket_quantiles_over_shards_and_a_window() {
+        let scrape = |a: u32, b: u32| {
+            format!(
+                "h_bucket{{shard=\"0\",le=\"0.001\"}} {a}\nh_bucket{{shard=\"0\",le=\"0.0025\"}} {b}\nh_bucket{{shard=\"0\",le=\"+Inf\"}} {b}\n\
+                 h_bucket{{shard=\"1\",le=\"0.001\"}} {a}\nh_bucket{{shard=\"1\",le=\"0.0025\"}} {b}\nh_bucket{{shard=\"1\",le=\"+Inf\"}} {b}\nh_sum 3\n"
+            )
+        };
+        let before = Buckets::read(&scrape(10, 10), "h");
+        let after = Buckets::read(&scrape(1000, 1010), "h");
+        let window = after.since(&before);
+        assert_eq!(window.count(), 2000.0);
+        assert_eq!(window.quantile_bound(0.5), Some(0.001));
+        assert_eq!(window.quantile_bound(0.999), Some(0.0025));
+        assert_eq!(Buckets::default().quantile_bound(0.5), None);
     }
 
     #[test]

@@ -166,6 +166,8 @@ pub struct ShardMetrics {
     pub room_panics: Counter,
     /// Connections closed with 1011 because their handling panicked.
     pub connection_panics: Counter,
+    /// Times a connection spent its poll budget and waited for the shard's next ring poll.
+    pub poll_budget_deferrals: Counter,
     handshake_failures: [Counter; Refusal::ALL.len()],
     close_codes_sent: [Counter; CLOSE_CODES.len() + 1],
     /// The shard's latency histograms as last published (about once a second) by the shard.
@@ -194,12 +196,16 @@ impl ShardMetrics {
 pub struct Metrics {
     shards: Vec<ShardMetrics>,
     started: Instant,
+    /// Resident memory and open descriptors, as last refreshed.
+    pub process: ProcessStats,
 }
 
 impl Metrics {
     /// Metrics for `shards` shards, the process having started at `started`.
     pub fn new(shards: usize, started: Instant) -> Self {
-        Metrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), started }
+        let process = ProcessStats::default();
+        process.refresh();
+        Metrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), started, process }
     }
 
     /// The counters of shard `index`.
@@ -238,7 +244,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
             }
         }
-        let counters: [Family<u64>; 21] = [
+        let counters: [Family<u64>; 22] = [
             ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
             ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
             ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
@@ -260,6 +266,9 @@ impl Metrics {
             ("partyflow_idle_closes_total", "Connections closed for sending no message within --idle-connection-timeout", |s| s.idle_closes.get()),
             ("partyflow_room_panics_total", "Game rooms closed (ROOM_CLOSED internal_error) because their handling panicked", |s| s.room_panics.get()),
             ("partyflow_connection_panics_total", "Connections closed with 1011 because their handling panicked", |s| s.connection_panics.get()),
+            ("partyflow_poll_budget_deferrals_total", "Times a connection spent its poll budget and waited for the shard's next ring poll", |s| {
+                s.poll_budget_deferrals.get()
+            }),
         ];
         let name = "partyflow_reconnects_total";
         family(&mut out, name, "RECONNECT answers, by outcome", "counter");
@@ -292,25 +301,41 @@ impl Metrics {
         family(&mut out, "partyflow_uptime_seconds", "Seconds since the server started", "gauge");
         let _ = writeln!(out, "partyflow_uptime_seconds {}", now.saturating_duration_since(self.started).as_secs());
         latency::render(&mut out, self.shards.iter().map(|s| &s.latency));
-        process_metrics(&mut out);
+        self.process.render(&mut out);
         out
     }
 }
 
-/// The standard process series (resident memory, open descriptors), read from `/proc/self` at
-/// each scrape, so a soak or a dashboard sees memory without access to the host.
-fn process_metrics(out: &mut String) {
-    // statm's second field is resident pages.
-    let resident_pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
-    // SAFETY: sysconf has no preconditions.
-    let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    if let Some(pages) = resident_pages {
-        family(out, "process_resident_memory_bytes", "Resident memory size in bytes", "gauge");
-        let _ = writeln!(out, "process_resident_memory_bytes {}", pages.saturating_mul(page_size));
+/// The standard process series (resident memory, open descriptors), so a soak or a dashboard
+/// sees memory without access to the host. Read from `/proc/self` by [`ProcessStats::refresh`]
+/// on a thread of its own, never by the shard answering a scrape: listing `/proc/self/fd` takes
+/// about a millisecond per thousand connections, a stall of the whole shard.
+#[derive(Debug, Default)]
+pub struct ProcessStats {
+    resident_bytes: AtomicU64,
+    open_fds: AtomicU64,
+}
+
+impl ProcessStats {
+    /// Reads the process's resident memory and open descriptors now.
+    pub fn refresh(&self) {
+        // statm's second field is resident pages.
+        let resident_pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+        // SAFETY: sysconf has no preconditions.
+        let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        if let Some(pages) = resident_pages {
+            self.resident_bytes.store(pages.saturating_mul(page_size), Relaxed);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.store(fds.count() as u64, Relaxed);
+        }
     }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+
+    fn render(&self, out: &mut String) {
+        family(out, "process_resident_memory_bytes", "Resident memory size in bytes", "gauge");
+        let _ = writeln!(out, "process_resident_memory_bytes {}", self.resident_bytes.load(Relaxed));
         family(out, "process_open_fds", "Number of open file descriptors", "gauge");
-        let _ = writeln!(out, "process_open_fds {}", fds.count());
+        let _ = writeln!(out, "process_open_fds {}", self.open_fds.load(Relaxed));
     }
 }
 

@@ -56,12 +56,24 @@ pub(crate) struct ConnDriver {
     reading: Reading,
     peer_sent_close: bool,
     write_shut: bool,
+    /// The close deadline is armed in the shard's timer heap.
+    close_armed: bool,
 }
 
 impl ConnDriver {
     pub(crate) fn new(shard: Rc<Shard>, id: ConnId, stream: TcpStream, leftover: &[u8]) -> Self {
         let decoder = Decoder::new(shard.shared.config.max_message_bytes).with_max_fragments(shard.shared.config.effective_max_fragments());
-        ConnDriver { shard, id, stream, rbuf: BytesMut::from(leftover), decoder, reading: Reading::Frames, peer_sent_close: false, write_shut: false }
+        ConnDriver {
+            shard,
+            id,
+            stream,
+            rbuf: BytesMut::from(leftover),
+            decoder,
+            reading: Reading::Frames,
+            peer_sent_close: false,
+            write_shut: false,
+            close_armed: false,
+        }
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
@@ -69,7 +81,14 @@ impl ConnDriver {
             Ok(flushed) => flushed,
             Err(_) => return Step::Done,
         };
-        if flushed && self.is_closing() {
+        let closing = self.is_closing();
+        if closing && !self.close_armed {
+            // The close deadline (the peer has that long to finish the handshake) is earlier
+            // than what the connection had armed in the shard's timer heap.
+            self.close_armed = true;
+            self.shard.state.borrow_mut().arm_conn(self.id);
+        }
+        if flushed && closing {
             if self.peer_sent_close {
                 // Close handshake complete: the server closes TCP first (RFC 6455 §7.1.1).
                 return Step::Done;
@@ -252,6 +271,7 @@ impl Future for ConnDriver {
                 }
             }
         }
+        this.shard.metrics().poll_budget_deferrals.add(1);
         this.shard.next_turn.defer(cx.waker());
         Poll::Pending
     }

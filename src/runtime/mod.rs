@@ -34,6 +34,8 @@ use crate::store::{RedisStore, StoreConfig};
 
 /// Depth of each shard's io_uring rings.
 const RING_DEPTH: usize = 1024;
+/// How often the process's memory and open descriptors are read for `/metrics`.
+const PROCESS_STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Capacity of each shard-to-shard hand-off channel.
 const HANDOFF_CHANNEL: usize = 1024;
 
@@ -114,6 +116,11 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         metrics: Arc::new(Metrics::new(shards, started)),
         shutdown,
     };
+    let metrics = shared.metrics.clone();
+    std::thread::Builder::new().name("process-stats".into()).spawn(move || loop {
+        std::thread::sleep(PROCESS_STATS_EVERY);
+        metrics.process.refresh();
+    })?;
     let mesh = MeshBuilder::full(shards, HANDOFF_CHANNEL);
     let mut handles = Vec::with_capacity(shards);
     for (i, listener) in listeners.into_iter().enumerate() {

@@ -2,8 +2,9 @@
 //!
 //! Every shard accepts on the shared port. A request for a room another shard owns is handed
 //! over with the bytes already read; the owner answers the handshake and keeps the connection
-//! for life. The shard's one periodic task (the sweeper) advances heartbeats and close
-//! deadlines of all its connections and watches for shutdown.
+//! for life. The shard's one timer task fires the deadlines of its rooms and connections
+//! (pings, timeouts, close deadlines), all kept as data in the shard state, and watches for
+//! shutdown.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -134,7 +135,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
         .detach();
     }
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
-    sweep_until_shutdown(&shard).await;
+    run_timers_until_shutdown(&shard).await;
     acceptor.cancel();
     drain(&shard).await;
 }
@@ -203,19 +204,17 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// The sweeper's period: fine enough for the configured timeouts, coarse enough to be free.
-fn sweep_period(config: &ServeConfig) -> Duration {
-    (config.ping_interval.min(config.pong_timeout) / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
-}
+/// The longest the shard's timer sleeps with nothing due: how soon it notices a shutdown and
+/// checks the instances of forwarded clients.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 
-/// The shard's one timer: sleeps until the earliest room deadline or the next heartbeat sweep,
-/// whichever is first, and is woken early when a room arms an earlier deadline.
-async fn sweep_until_shutdown(shard: &Rc<Shard>) {
-    let period = sweep_period(&shard.shared.config);
-    let mut next_sweep = Instant::now() + period;
+/// The shard's one timer: sleeps until the earliest room, connection or store deadline (or the
+/// housekeeping period), and is woken early when an earlier deadline is armed.
+async fn run_timers_until_shutdown(shard: &Rc<Shard>) {
     let mut next_publish = Instant::now() + PUBLISH_LATENCY_EVERY;
     while !shard.shared.shutdown.load(Ordering::Relaxed) {
-        let until = shard.state.borrow().next_deadline().map_or(next_sweep, |d| d.min(next_sweep));
+        let housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
+        let until = shard.state.borrow().next_deadline().map_or(housekeeping, |d| d.min(housekeeping));
         let sleep = glommio::timer::sleep(until.saturating_duration_since(Instant::now()));
         futures_lite::future::or(sleep, EarlierDeadline { shard, until }).await;
         let now = Instant::now();
@@ -228,10 +227,6 @@ async fn sweep_until_shutdown(shard: &Rc<Shard>) {
         }
         state.fire_deadlines(shard.metrics(), now);
         state.flush_store(now, api::unix_now().as_millis() as i64);
-        if now >= next_sweep {
-            state.handle_timeout(shard.metrics(), now);
-            next_sweep = now + period;
-        }
         drop(state);
         latency::record_work(now.elapsed());
         if now >= next_publish {
@@ -244,7 +239,7 @@ async fn sweep_until_shutdown(shard: &Rc<Shard>) {
 /// How often a shard moves its latency recordings where `/metrics` reads them.
 const PUBLISH_LATENCY_EVERY: Duration = Duration::from_secs(1);
 
-/// Completes when a room arms a deadline earlier than `until`.
+/// Completes when a room or a connection arms a deadline earlier than `until`.
 struct EarlierDeadline<'a> {
     shard: &'a Shard,
     until: Instant,
@@ -267,13 +262,12 @@ impl Future for EarlierDeadline<'_> {
 async fn drain(shard: &Shard) {
     let started = Instant::now();
     shard.state.borrow_mut().close_all(shard.metrics(), started);
-    let period = sweep_period(&shard.shared.config).min(Duration::from_millis(50));
     while shard.state.borrow().len() > 0 {
         if started.elapsed() >= shard.shared.config.shutdown_grace {
             shard.state.borrow_mut().terminate_all();
         }
-        glommio::timer::sleep(period).await;
-        shard.state.borrow_mut().handle_timeout(shard.metrics(), Instant::now());
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        shard.state.borrow_mut().fire_conn_deadlines(shard.metrics(), Instant::now());
     }
 }
 
@@ -610,6 +604,8 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, join
         let mut state = shard.state.borrow_mut();
         let settings = ConnSettings {
             heartbeat: (config.ping_interval, config.pong_timeout),
+            // A random phase, so that connections opened together are not pinged together.
+            first_ping: config.ping_interval.mul_f64(rand::random_range(0.5..=1.0)),
             max_outbound_bytes: config.max_outbound_bytes,
             messages_per_sec: config.connection_message_rate,
             bytes_per_sec: (config.connection_byte_rate as f64, (2 * config.connection_byte_rate).max(config.max_message_bytes as u64) as f64),

@@ -25,9 +25,13 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// A heartbeat for a connection opened at `now`.
-    pub fn new(now: Instant, ping_interval: Duration, pong_timeout: Duration) -> Self {
-        Heartbeat { ping_interval, pong_timeout, last_heard: now, next_ping: now + ping_interval }
+    /// A heartbeat for a connection opened at `now`, first pinged `first_ping` later and every
+    /// `ping_interval` after that. The caller spreads `first_ping` over the interval (a random
+    /// phase per connection): connections opened together would otherwise be pinged together
+    /// forever, and a shard answering thousands of pings and pongs at once holds every other
+    /// frame up for milliseconds.
+    pub fn new(now: Instant, ping_interval: Duration, pong_timeout: Duration, first_ping: Duration) -> Self {
+        Heartbeat { ping_interval, pong_timeout, last_heard: now, next_ping: now + first_ping }
     }
 
     /// The peer sent something at `now`.
@@ -61,7 +65,7 @@ mod tests {
     fn pings_on_schedule_and_times_out_a_silent_peer() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut hb = Heartbeat::new(t0, 10 * s, 20 * s);
+        let mut hb = Heartbeat::new(t0, 10 * s, 20 * s, 10 * s);
         assert_eq!(hb.poll_timeout(), t0 + 10 * s);
         assert_eq!(hb.handle_timeout(t0 + 5 * s), None);
         assert_eq!(hb.handle_timeout(t0 + 10 * s), Some(HeartbeatAction::SendPing));
@@ -71,10 +75,21 @@ mod tests {
     }
 
     #[test]
+    fn the_first_ping_keeps_its_phase() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut hb = Heartbeat::new(t0, 10 * s, 20 * s, 7 * s);
+        assert_eq!(hb.poll_timeout(), t0 + 7 * s);
+        assert_eq!(hb.handle_timeout(t0 + 7 * s), Some(HeartbeatAction::SendPing));
+        hb.on_activity(t0 + 7 * s);
+        assert_eq!(hb.poll_timeout(), t0 + 17 * s);
+    }
+
+    #[test]
     fn activity_keeps_it_alive() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut hb = Heartbeat::new(t0, 10 * s, 20 * s);
+        let mut hb = Heartbeat::new(t0, 10 * s, 20 * s, 10 * s);
         let mut now = t0;
         for _ in 0..10 {
             now += 9 * s;

@@ -236,6 +236,24 @@ impl RawClient {
         }
     }
 
+    /// Reads one server frame if a whole one is already there or arrives without blocking (the
+    /// stream must be non-blocking); `None` otherwise.
+    pub fn try_read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        if self.buf.len() < 2 || self.buf[1] & 0x7f >= 126 || self.buf.len() < 2 + (self.buf[1] & 0x7f) as usize {
+            return None;
+        }
+        let len = (self.buf[1] & 0x7f) as usize;
+        let frame = (self.buf[0], self.buf[2..2 + len].to_vec());
+        self.buf.drain(..2 + len);
+        Some(frame)
+    }
+
     /// Reads frames until a close frame, skipping pings; returns its status code.
     pub fn expect_close(&mut self) -> u16 {
         loop {

@@ -1,6 +1,6 @@
 //! A shard's connections and rooms: plain data, touched only by the shard's own thread.
 //!
-//! The connection drivers and the shard's sweeper borrow this for one synchronous step at a time
+//! The connection drivers and the shard's timer task borrow this for one synchronous step at a time
 //! and never across an await. Game rooms reached through or served for another instance are in
 //! [`forwarding`]; room leases in [`leasing`].
 
@@ -10,8 +10,6 @@ mod leasing;
 
 pub(crate) use isolation::panic_message;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -23,6 +21,7 @@ use slab::Slab;
 use crate::admission::Permit;
 use crate::cluster::forward::IdSource;
 use crate::cluster::{BusHandle, Leases, Subscriptions};
+use crate::deadlines::{round_up, Deadlines};
 use crate::metrics::latency::{self, Latency};
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
@@ -80,6 +79,8 @@ pub(crate) struct Conn {
     endpoint: Endpoint,
     /// Set once a close frame is queued: the moment the connection is cut regardless.
     close_deadline: Option<Instant>,
+    /// The deadline this connection holds in the shard's timer heap.
+    armed: Option<Instant>,
     /// The driver must stop now and drop the socket.
     pub(crate) terminate: bool,
     /// A game connection's room was told it is gone (at the first sign: close, error, timeout).
@@ -101,6 +102,8 @@ pub(crate) struct Conn {
 pub(crate) struct ConnSettings {
     /// Ping interval and pong timeout.
     pub(crate) heartbeat: (Duration, Duration),
+    /// When the first ping is due (a random phase within the ping interval).
+    pub(crate) first_ping: Duration,
     /// Outbound bytes queued before the connection is cut as a slow consumer.
     pub(crate) max_outbound_bytes: usize,
     /// Messages on `/relay` and `/echo` per second (bursts of twice that).
@@ -130,6 +133,48 @@ impl Conn {
     /// Whether a close frame is queued (nothing else will be sent).
     pub(crate) fn is_closing(&self) -> bool {
         self.outbox.is_sealed()
+    }
+
+    /// When this connection's timers next have something to do: its close deadline once it is
+    /// closing, else the earlier of its heartbeat and its idle timeout. `None` once cut.
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.terminate {
+            return None;
+        }
+        if let Some(deadline) = self.close_deadline {
+            return Some(deadline);
+        }
+        let heartbeat = self.heartbeat.poll_timeout();
+        Some(self.idle_timeout.map_or(heartbeat, |idle| heartbeat.min(self.last_message + idle)))
+    }
+
+    /// Advances this connection's timers to `now`: cuts it past its close deadline, closes it
+    /// when idle or silent (returning `true`: its room must hear it left), pings it when due.
+    fn handle_timeout(&mut self, m: &ShardMetrics, now: Instant) -> bool {
+        if let Some(deadline) = self.close_deadline {
+            if now >= deadline && !self.terminate {
+                self.terminate = true;
+                self.wake();
+            }
+            return false;
+        }
+        if self.idle_timeout.is_some_and(|idle| now >= self.last_message + idle) {
+            m.idle_closes.add(1);
+            self.begin_close(m, now, close_code::GOING_AWAY, "idle: no message within the idle timeout", false);
+            return true;
+        }
+        match self.heartbeat.handle_timeout(now) {
+            Some(HeartbeatAction::SendPing) => {
+                self.queue(m, now, ws::ping_frame());
+                false
+            }
+            Some(HeartbeatAction::TimedOut) => {
+                m.heartbeat_timeouts.add(1);
+                self.begin_close(m, now, close_code::GOING_AWAY, "no data or pong within the pong timeout", true);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Queues a close frame. `discard` drops what is still queued (a slow or dead reader would
@@ -206,6 +251,10 @@ impl Persist {
     }
 }
 
+/// Connection deadlines need no precision: the shard wakes for them on this grain, each time
+/// for all that are due, instead of once per connection.
+const CONN_TIMER_GRAIN: Duration = Duration::from_millis(10);
+
 /// How often a full persistence queue is logged, at most.
 const QUEUE_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -215,9 +264,13 @@ pub(crate) struct ShardState {
     conns: Slab<Conn>,
     rooms: Rooms<ConnId>,
     games: AHashMap<RoomId, GameEntry>,
-    /// Room deadlines, earliest first. Entries whose time no longer matches the room's `armed`
-    /// are stale and skipped, so re-arming never searches the heap.
-    deadlines: BinaryHeap<Reverse<(Instant, RoomId)>>,
+    /// Room deadlines (an entry whose time is not its room's `armed` is stale).
+    deadlines: Deadlines<RoomId>,
+    /// Connection deadlines: pings, pong and idle timeouts, close deadlines (an entry whose
+    /// time is not its connection's `armed` is stale).
+    conn_deadlines: Deadlines<ConnId>,
+    /// Where the wake-ups for connection deadlines are counted from (see [`CONN_TIMER_GRAIN`]).
+    origin: Option<Instant>,
     /// What the shard's timer task sleeps until, and how to wake it for an earlier deadline.
     timer_sleeps_until: Option<Instant>,
     timer_waker: Option<Waker>,
@@ -257,12 +310,12 @@ impl ShardState {
     /// An empty shard `index`; with `persist`, its game rooms are written behind to Redis and
     /// held through `leases`; with `bus`, its rooms are joined with other instances'.
     pub(crate) fn new(index: usize, persist: Option<Persist>, leases: Option<Leases>, bus: Option<BusHandle>) -> Self {
-        ShardState { index, persist, leases, bus, ..ShardState::default() }
+        ShardState { index, persist, leases, bus, origin: Some(Instant::now()), ..ShardState::default() }
     }
 
     /// Adds an upgraded connection and joins its room.
     pub(crate) fn register(&mut self, m: &ShardMetrics, now: Instant, endpoint: Endpoint, permit: Permit, settings: ConnSettings) -> ConnId {
-        let ConnSettings { heartbeat, max_outbound_bytes, messages_per_sec, bytes_per_sec, pings_per_sec, idle_timeout } = settings;
+        let ConnSettings { heartbeat, first_ping, max_outbound_bytes, messages_per_sec, bytes_per_sec, pings_per_sec, idle_timeout } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
             Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } => None,
@@ -271,9 +324,10 @@ impl ShardState {
             outbox: Outbox::new(max_outbound_bytes),
             queued_since: None,
             waker: None,
-            heartbeat: Heartbeat::new(now, heartbeat.0, heartbeat.1),
+            heartbeat: Heartbeat::new(now, heartbeat.0, heartbeat.1, first_ping),
             endpoint,
             close_deadline: None,
+            armed: None,
             terminate: false,
             left_game: false,
             messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
@@ -283,6 +337,7 @@ impl ShardState {
             idle_timeout,
             _permit: permit,
         });
+        self.arm_conn(id);
         let rooms_before = self.rooms.len();
         if let Some(room) = room {
             self.rooms.join(&room, id);
@@ -470,35 +525,39 @@ impl ShardState {
         }
     }
 
-    /// Advances every connection's timers to `now`: pings, heartbeat timeouts, close deadlines.
-    pub(crate) fn handle_timeout(&mut self, m: &ShardMetrics, now: Instant) {
+    /// Arms `id`'s next deadline in the timer heap if it is earlier than the one armed (a later
+    /// one is found when the armed entry fires: activity never touches the heap). Called when a
+    /// connection opens and by its driver once it is closing.
+    pub(crate) fn arm_conn(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(next) = conn.next_deadline() else { return };
+        if conn.armed.is_none_or(|armed| next < armed) {
+            conn.armed = Some(next);
+            self.conn_deadlines.arm(next, id);
+            let origin = self.origin.unwrap_or(next);
+            self.wake_timer_for(Some(round_up(next, origin, CONN_TIMER_GRAIN)));
+        }
+    }
+
+    /// Advances the timers of the connections whose deadline is due at `now` (pings, pong and
+    /// idle timeouts, close deadlines) and re-arms them.
+    pub(crate) fn fire_conn_deadlines(&mut self, m: &ShardMetrics, now: Instant) {
         let mut timed_out = Vec::new();
-        for (id, conn) in self.conns.iter_mut() {
-            if let Some(deadline) = conn.close_deadline {
-                if now >= deadline && !conn.terminate {
-                    conn.terminate = true;
-                    conn.wake();
-                }
+        while let Some((at, id)) = self.conn_deadlines.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(id) else { continue };
+            if conn.armed != Some(at) {
                 continue;
             }
-            if conn.idle_timeout.is_some_and(|idle| now >= conn.last_message + idle) {
-                m.idle_closes.add(1);
-                conn.begin_close(m, now, close_code::GOING_AWAY, "idle: no message within the idle timeout", false);
+            if conn.handle_timeout(m, now) {
                 timed_out.push(id);
-                continue;
             }
-            match conn.heartbeat.handle_timeout(now) {
-                Some(HeartbeatAction::SendPing) => {
-                    conn.queue(m, now, ws::ping_frame());
-                }
-                Some(HeartbeatAction::TimedOut) => {
-                    m.heartbeat_timeouts.add(1);
-                    conn.begin_close(m, now, close_code::GOING_AWAY, "no data or pong within the pong timeout", true);
-                    timed_out.push(id);
-                }
-                None => {}
+            conn.armed = conn.next_deadline();
+            if let Some(next) = conn.armed {
+                self.conn_deadlines.arm(next, id);
             }
         }
+        let conns = &self.conns;
+        self.conn_deadlines.compact(conns.len(), || conns.iter().filter_map(|(id, c)| c.armed.map(|at| (at, id))).collect());
         for id in timed_out {
             self.leave_game(m, now, id);
         }
@@ -651,7 +710,7 @@ impl ShardState {
         if deadline != entry.armed {
             entry.armed = deadline;
             if let Some(at) = deadline {
-                self.deadlines.push(Reverse((at, id.clone())));
+                self.deadlines.arm(at, id.clone());
                 earliest = Some(earliest.map_or(at, |e: Instant| e.min(at)));
             }
         }
@@ -660,14 +719,10 @@ impl ShardState {
         Some(result)
     }
 
-    /// Re-arming leaves the old entry in the heap (skipped when it comes up); once stale
-    /// entries outnumber live rooms, the heap is rebuilt from the rooms' armed deadlines, so it
-    /// stays within a small multiple of the number of rooms.
+    /// Keeps the room heap within a small multiple of the rooms (see [`Deadlines::compact`]).
     fn compact_deadlines(&mut self) {
-        if self.deadlines.len() <= 2 * self.games.len() + 64 {
-            return;
-        }
-        self.deadlines = self.games.iter().filter_map(|(id, e)| e.armed.map(|at| Reverse((at, id.clone())))).collect();
+        let games = &self.games;
+        self.deadlines.compact(games.len(), || games.iter().filter_map(|(id, e)| e.armed.map(|at| (at, id.clone()))).collect());
     }
 
     /// Entries in the deadline heap (live and stale).
@@ -724,13 +779,14 @@ impl ShardState {
         }
     }
 
-    /// The earliest room or persistence deadline (possibly stale, which only costs an early
-    /// wake-up).
+    /// The earliest room, connection or persistence deadline (possibly stale, which only costs
+    /// an early wake-up). Connection deadlines are rounded up to [`CONN_TIMER_GRAIN`].
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let room = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        let room = self.deadlines.next();
+        let conn = self.conn_deadlines.next().map(|at| self.origin.map_or(at, |origin| round_up(at, origin, CONN_TIMER_GRAIN)));
         let flush = self.persist.as_ref().and_then(|p| p.write_behind.poll_timeout());
         let lease = self.leases.as_ref().and_then(Leases::poll_timeout);
-        [room, flush, lease].into_iter().flatten().min()
+        [room, conn, flush, lease].into_iter().flatten().min()
     }
 
     /// Records what the timer task sleeps until and the waker for an earlier deadline.
@@ -739,14 +795,11 @@ impl ShardState {
         self.timer_waker = Some(waker.clone());
     }
 
-    /// Fires every room deadline due at `now`.
+    /// Fires every room and connection deadline due at `now`.
     pub(crate) fn fire_deadlines(&mut self, m: &ShardMetrics, now: Instant) {
         self.timer_sleeps_until = None;
-        while let Some(Reverse((at, _))) = self.deadlines.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, id))) = self.deadlines.pop() else { break };
+        self.fire_conn_deadlines(m, now);
+        while let Some((at, id)) = self.deadlines.pop_due(now) {
             let current = self.games.get_mut(&id).is_some_and(|e| e.armed == Some(at));
             if current {
                 if let Some(e) = self.games.get_mut(&id) {
