@@ -30,15 +30,41 @@ enum Command {
     /// sysctls, CPUs) and print each finding with its fix. Exit 0: fine, 1: warnings, 2: cannot
     /// run.
     Doctor(ServeConfig),
+    /// Print a `/pubsub` token (a JWT signed HS256 with --pubsub-secret) for one user, for
+    /// operations and testing; an app's backend mints its own with any JWT library.
+    Token(TokenArgs),
+}
+
+/// What `partyflow token` signs.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (the token's `sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Rooms the token admits (comma-separated or repeated; a trailing `*` matches a prefix).
+    /// Default: any room.
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Vec<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// A JSON object shown beside the user in presence.
+    #[arg(long)]
+    pub meta: Option<String>,
+    /// The server's --pubsub-secret.
+    #[arg(long, env = "PARTYFLOW_PUBSUB_SECRET", hide_env_values = true)]
+    pub pubsub_secret: String,
 }
 
 /// What the command line asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Mode {
     /// Run the server.
     Serve,
     /// Check the host (`partyflow doctor`).
     Doctor,
+    /// Print a `/pubsub` token (`partyflow token`).
+    Token(TokenArgs),
 }
 
 /// Settings of a running server.
@@ -262,6 +288,21 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
+    /// HS256 secret of `/pubsub` tokens (JWTs with `sub`, optional `exp`, `rooms`, `meta`):
+    /// the upgrade then needs one in `?token=` or `Authorization: Bearer`. Default: `/pubsub`
+    /// is open and each connection is its own user (for development).
+    #[arg(long, env = "PARTYFLOW_PUBSUB_SECRET", hide_env_values = true)]
+    pub pubsub_secret: Option<String>,
+
+    /// Rooms one `/pubsub` connection may be in at once (more: TOO_MANY_ROOMS).
+    #[arg(long, env = "PARTYFLOW_PUBSUB_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    pub pubsub_max_rooms_per_connection: usize,
+
+    /// Key of the server API (`/api/...`, `Authorization: Bearer KEY`) for an app's backend:
+    /// publish, send to a user, presence, disconnect. Default: the API is off (404).
+    #[arg(long, env = "PARTYFLOW_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `partyflow=debug`).
     #[arg(long, env = "PARTYFLOW_LOG", default_value = "info")]
     pub log: String,
@@ -323,6 +364,17 @@ pub enum ConfigError {
     Value(String),
 }
 
+impl Default for ServeConfig {
+    /// The built-in defaults, as the flag table gives them; the environment is not read (an
+    /// embedding program decides what its own environment means).
+    fn default() -> Self {
+        let command = ServeConfig::augment_args(clap::Command::new("partyflow")).mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["partyflow"]);
+        // Every field has a default or is optional, so the empty command line always parses.
+        ServeConfig::from_arg_matches(&matches).unwrap_or_else(|e| unreachable!("the built-in defaults parse: {e}"))
+    }
+}
+
 impl ServeConfig {
     /// Parses `argv` (program name first), the environment and the `--config` file.
     pub fn load<I, T>(argv: I) -> Result<ServeConfig, ConfigError>
@@ -341,6 +393,9 @@ impl ServeConfig {
     {
         let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
         let matches = Cli::command().try_get_matches_from(&argv)?;
+        if let Some(token) = matches.subcommand_matches("token") {
+            return Ok((Mode::Token(TokenArgs::from_arg_matches(token)?), ServeConfig::default()));
+        }
         let serve = serve_matches(&matches);
         if let Some(path) = serve.get_one::<PathBuf>("config") {
             argv.extend(file_args(path, serve)?);
@@ -417,6 +472,7 @@ impl ServeConfig {
             ("--max-fragments", self.effective_max_fragments(), 1 << 24),
             ("--max-connections-per-ip", self.max_connections_per_ip, 1 << 24),
             ("--max-rooms-per-shard", self.max_rooms_per_shard, 1 << 24),
+            ("--pubsub-max-rooms-per-connection", self.pubsub_max_rooms_per_connection, 100_000),
         ];
         for (flag, value, max) in sizes {
             if !(1..=max).contains(&value) {
@@ -428,6 +484,11 @@ impl ServeConfig {
         }
         if !(1..=100_000).contains(&self.event_log_max_events) {
             return Err(format!("--event-log-max-events must be 1..=100000 (got {})", self.event_log_max_events));
+        }
+        for (flag, secret) in [("--pubsub-secret", &self.pubsub_secret), ("--api-key", &self.api_key)] {
+            if secret.as_ref().is_some_and(|s| s.len() < 16) {
+                return Err(format!("{flag} must be at least 16 characters (a short secret can be guessed)"));
+            }
         }
         if self.redis.is_some() && self.secret.is_none() {
             return Err("--redis needs --secret: with a random per-process key, no token issued before a restart would be accepted after it, so recovered rooms could not be rejoined".into());
@@ -519,6 +580,16 @@ fn file_args(path: &PathBuf, given: &ArgMatches) -> Result<Vec<OsString>, Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_library_defaults_are_the_flag_defaults() {
+        let built_in = ServeConfig::default();
+        built_in.validate().unwrap();
+        if std::env::vars().all(|(key, _)| !key.starts_with("PARTYFLOW_")) {
+            assert_eq!(format!("{:?}", ServeConfig::load(["partyflow"]).unwrap()), format!("{built_in:?}"));
+        }
+        assert_eq!((built_in.listen.to_string().as_str(), built_in.max_message_bytes, built_in.shards), ("127.0.0.1:8080", 65536, None));
+    }
 
     #[test]
     fn defaults_and_subcommand() {

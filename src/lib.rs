@@ -26,11 +26,16 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod pubsub;
 pub mod rooms;
 pub mod runtime;
+mod server;
 pub mod session;
 pub mod store;
 pub mod ws;
+
+pub use runtime::ShutdownHandle;
+pub use server::{Server, ServerBuilder};
 
 /// The server's version and the git commit it was built from, e.g. `0.1.0 (3f2a9c01b4de)`.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PARTYFLOW_GIT_COMMIT"), ")");

@@ -16,7 +16,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if mode == Mode::Doctor {
+    if let Mode::Token(args) = &mode {
+        return match partyflow::pubsub::token::mint(args, std::time::SystemTime::now()) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("partyflow token: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if matches!(mode, Mode::Doctor) {
         let (text, code) = partyflow::doctor::report(&partyflow::doctor::check(&partyflow::doctor::HostFacts::read(), &config));
         print!("partyflow doctor {}: this host, for the configuration given\n\n{text}", partyflow::VERSION);
         return ExitCode::from(code);
@@ -27,7 +39,7 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
     }
-    match partyflow::runtime::run(config) {
+    match partyflow::runtime::run(config, partyflow::pubsub::Handlers::default()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("partyflow: {err:#}");

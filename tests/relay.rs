@@ -46,7 +46,7 @@ fn relay_delivery_is_exact_across_shards() {
                     assert_eq!(parts[0], room, "message from another room");
                     let expected = next.entry(parts[1]).or_default();
                     assert_eq!(parts[2], *expected, "sender {} out of order or duplicated", parts[1]);
-                    assert_eq!(is_text, parts[2] % 2 == 0, "message kind changed in transit");
+                    assert_eq!(is_text, parts[2].is_multiple_of(2), "message kind changed in transit");
                     *expected += 1;
                 }
                 assert!(next.values().all(|&n| n == PER_SENDER));

@@ -146,7 +146,7 @@ async fn churn(ctx: &RunContext, args: &SoakArgs, room: &mut RoomHandle, n: u64,
     let live: Vec<usize> = (0..room.clients.len()).filter(|i| !room.clients[*i].task.is_finished()).collect();
     let players: Vec<usize> = live.iter().copied().filter(|i| room.clients[*i].role != Role::Host).collect();
     let pick = |from: &[usize]| from.get(rand::rng().random_range(0..from.len().max(1))).copied();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         if let Some(i) = pick(&live) {
             let _ = room.clients[i].commands.send(Command::Reconnect);
             ctx.stats.borrow_mut().soak.drops += 1;

@@ -8,7 +8,7 @@ mod response;
 mod route;
 
 pub use response::{Response, Status};
-pub use route::{Route, RouteError};
+pub use route::{ApiCall, Route, RouteError};
 
 /// Most headers a request may carry.
 const MAX_HEADERS: usize = 64;

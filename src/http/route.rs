@@ -22,6 +22,13 @@ pub enum Route {
     Room(RoomId),
     /// `POST /rooms/{id}/players`
     RoomPlayers(RoomId),
+    /// `GET /pubsub[?token=..]` (WebSocket): the generic rooms and pub/sub protocol.
+    PubSub {
+        /// The JWT from the query, if any (it may come in `Authorization` instead).
+        token: Option<String>,
+    },
+    /// The server API for an app's backend (`/api/...`, with `--api-key`).
+    Api(ApiCall),
     /// `GET /ws?roomId=..&token=..[&version=1.0]` (WebSocket)
     Game {
         /// The room.
@@ -31,6 +38,19 @@ pub enum Route {
         /// Requested protocol version (`1.0` when absent).
         version: String,
     },
+}
+
+/// The calls of the server API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiCall {
+    /// `POST /api/publish {"room","event","data"}`
+    Publish,
+    /// `POST /api/send {"to","event","data"}`
+    Send,
+    /// `POST /api/disconnect {"user"}`
+    Disconnect,
+    /// `GET /api/rooms/{room}/presence`
+    Presence(RoomId),
 }
 
 /// A target that names no endpoint, or names one with bad parameters.
@@ -53,6 +73,10 @@ impl Route {
             "/metrics" => Ok(Route::Metrics),
             "/echo" => Ok(Route::Echo),
             "/relay" => room_param(query, "room").map(Route::Relay),
+            "/pubsub" => Ok(Route::PubSub { token: query_param(query, "token") }),
+            "/api/publish" => Ok(Route::Api(ApiCall::Publish)),
+            "/api/send" => Ok(Route::Api(ApiCall::Send)),
+            "/api/disconnect" => Ok(Route::Api(ApiCall::Disconnect)),
             "/word-packs" => Ok(Route::WordPacks),
             "/rooms" => match query_param(query, "roomId") {
                 None => Ok(Route::Rooms(None)),
@@ -68,6 +92,10 @@ impl Route {
             }),
             _ => {
                 let not_found = || RouteError::NotFound(path.chars().take(64).collect());
+                if let Some(rest) = path.strip_prefix("/api/rooms/") {
+                    let room = rest.strip_suffix("/presence").and_then(RoomId::parse).ok_or_else(not_found)?;
+                    return Ok(Route::Api(ApiCall::Presence(room)));
+                }
                 let rest = path.strip_prefix("/rooms/").ok_or_else(not_found)?;
                 let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
                 let room = RoomId::parse(id).ok_or_else(not_found)?;
@@ -83,7 +111,7 @@ impl Route {
     /// The one method this endpoint answers (others: 405 with `Allow`).
     pub fn method(&self) -> &'static str {
         match self {
-            Route::Rooms(_) | Route::RoomPlayers(_) => "POST",
+            Route::Rooms(_) | Route::RoomPlayers(_) | Route::Api(ApiCall::Publish | ApiCall::Send | ApiCall::Disconnect) => "POST",
             _ => "GET",
         }
     }
@@ -95,13 +123,13 @@ impl Route {
 
     /// Whether this endpoint is a WebSocket endpoint.
     pub fn is_websocket(&self) -> bool {
-        matches!(self, Route::Echo | Route::Relay(_) | Route::Game { .. })
+        matches!(self, Route::Echo | Route::Relay(_) | Route::PubSub { .. } | Route::Game { .. })
     }
 
     /// The room whose owner shard must serve this connection, if any.
     pub fn room(&self) -> Option<&RoomId> {
         match self {
-            Route::Relay(room) | Route::Room(room) | Route::RoomPlayers(room) | Route::Game { room, .. } => Some(room),
+            Route::Relay(room) | Route::Room(room) | Route::RoomPlayers(room) | Route::Game { room, .. } | Route::Api(ApiCall::Presence(room)) => Some(room),
             Route::Rooms(room) => room.as_ref(),
             _ => None,
         }
@@ -145,5 +173,13 @@ mod tests {
         assert!(matches!(Route::parse("/rooms/a.b"), Err(RouteError::NotFound(_))));
         assert_eq!(Route::parse("/ws?roomId=ABC234&token=t.k").unwrap(), Route::Game { room, token: "t.k".into(), version: "1.0".into() });
         assert!(matches!(Route::parse("/ws?token=x"), Err(RouteError::BadParameter(_))));
+        assert_eq!(Route::parse("/pubsub").unwrap(), Route::PubSub { token: None });
+        assert_eq!(Route::parse("/pubsub?token=a.b.c").unwrap(), Route::PubSub { token: Some("a.b.c".into()) });
+        assert_eq!(Route::parse("/api/publish").unwrap().method(), "POST");
+        let presence = Route::parse("/api/rooms/lobby/presence").unwrap();
+        assert_eq!(presence.room().map(RoomId::as_str), Some("lobby"));
+        assert_eq!(presence.method(), "GET");
+        assert!(matches!(Route::parse("/api/rooms/a%20b/presence"), Err(RouteError::NotFound(_))));
+        assert!(matches!(Route::parse("/api/nope"), Err(RouteError::NotFound(_))));
     }
 }

@@ -191,6 +191,54 @@ impl ShardMetrics {
     }
 }
 
+/// The seed's server statistics: connections and rooms now, messages and bytes since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Open WebSocket connections.
+    pub connections: i64,
+    /// Rooms with members: relay rooms with a member on the shard, game rooms and `/pubsub`
+    /// rooms the shard owns.
+    pub rooms: i64,
+    /// Data messages queued for delivery, one per recipient.
+    pub messages_sent: u64,
+    /// Data messages received.
+    pub messages_recv: u64,
+    /// Bytes written to sockets.
+    pub bytes_sent: u64,
+    /// Bytes read from sockets.
+    pub bytes_recv: u64,
+}
+
+impl std::ops::Add for Stats {
+    type Output = Stats;
+
+    fn add(self, o: Stats) -> Stats {
+        Stats {
+            connections: self.connections + o.connections,
+            rooms: self.rooms + o.rooms,
+            messages_sent: self.messages_sent.wrapping_add(o.messages_sent),
+            messages_recv: self.messages_recv.wrapping_add(o.messages_recv),
+            bytes_sent: self.bytes_sent.wrapping_add(o.bytes_sent),
+            bytes_recv: self.bytes_recv.wrapping_add(o.bytes_recv),
+        }
+    }
+}
+
+impl ShardMetrics {
+    /// This shard's [`Stats`].
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.connections.get(),
+            rooms: self.rooms.get(),
+            messages_sent: self.messages_out.get(),
+            messages_recv: self.messages_in.get(),
+            bytes_sent: self.bytes_out.get(),
+            bytes_recv: self.bytes_in.get(),
+        }
+    }
+}
+
 /// All shards' metrics plus process facts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -214,6 +262,11 @@ impl Metrics {
         &self.shards[index]
     }
 
+    /// The [`Stats`] of every shard, summed.
+    pub fn stats(&self) -> Stats {
+        self.shards.iter().map(ShardMetrics::stats).fold(Stats::default(), |a, b| a + b)
+    }
+
     fn total(&self, f: impl Fn(&ShardMetrics) -> i64) -> i64 {
         self.shards.iter().map(f).sum()
     }
@@ -228,7 +281,16 @@ impl Metrics {
             "rooms": self.total(|s| s.rooms.get()),
             "uptimeSec": now.saturating_duration_since(self.started).as_secs(),
             "latencyMs": latency::summary(self.shards.iter().map(|s| &s.latency)),
+            "stats": self.stats_json(),
         })
+    }
+
+    /// `{connections, rooms, messagesSent, …, "shards": [{…}, …]}`: the sum and each shard.
+    fn stats_json(&self) -> serde_json::Value {
+        let mut total = serde_json::to_value(self.stats()).unwrap_or_default();
+        let shards: Vec<serde_json::Value> = self.shards.iter().map(|s| serde_json::to_value(s.stats()).unwrap_or_default()).collect();
+        crate::protocol::set_field(&mut total, "shards", shards);
+        total
     }
 
     /// Prometheus text exposition format (version 0.0.4).

@@ -35,8 +35,13 @@ impl RoomId {
 
     /// Index of the shard that owns this room among `shards` shards.
     pub fn owner_shard(&self, shards: usize) -> usize {
-        (OWNER_HASH.hash_one(self.0.as_bytes()) % shards.max(1) as u64) as usize
+        owner_shard_of(&self.0, shards)
     }
+}
+
+/// Index of the shard that owns `key` (a room id, a `/pubsub` user) among `shards` shards.
+pub fn owner_shard_of(key: &str, shards: usize) -> usize {
+    (OWNER_HASH.hash_one(key.as_bytes()) % shards.max(1) as u64) as usize
 }
 
 /// Which members are in which room, on one shard. `M` is the runtime's member handle.

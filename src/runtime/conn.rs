@@ -162,6 +162,12 @@ impl ConnDriver {
     }
 
     fn read(&mut self, cx: &mut Context<'_>) -> Step {
+        // A `/pubsub` connection waits while the shard's messages to the other shards pile up:
+        // its client is held back by TCP instead of the shard by memory.
+        if self.shard.mesh_out.is_congested() && self.shard.state.borrow_mut().conn(self.id).is_some_and(|c| c.is_pubsub()) {
+            self.shard.mesh_out.hold(cx.waker());
+            return Step::Idle;
+        }
         // Reads land in the shard's scratch buffer (zeroed once) and only the bytes received are
         // copied to the connection, so no read zero-fills or keeps a per-connection buffer.
         let shard = self.shard.clone();

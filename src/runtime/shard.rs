@@ -25,7 +25,8 @@ use tracing::{debug, warn};
 use super::api::{self, Placement};
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
-use super::state::{ConnSettings, Endpoint, Persist, ShardState};
+use super::mesh::{MeshOut, ShardMsg};
+use super::state::{ConnSettings, Endpoint, Persist, PubSub, PubSubSettings, ShardState};
 use super::turn::NextTurn;
 use crate::admission::{Admission, ApiLimiter, Permit};
 use crate::auth::{Claims, TokenKey};
@@ -65,6 +66,10 @@ pub(crate) struct Shared {
     /// Each shard's receiver of other instances' relay messages, taken by the shard at start
     /// (indexed by shard index).
     pub(crate) bus_inbox: Arc<std::sync::Mutex<Vec<Option<flume::Receiver<Incoming>>>>>,
+    /// `/pubsub`: the app's handlers and limits.
+    pub(crate) pubsub: PubSubSettings,
+    /// `/pubsub` token key (`--pubsub-secret`).
+    pub(crate) pubsub_key: Option<crate::pubsub::TokenKey>,
 }
 
 /// A shard's runtime context, shared by its tasks through `Rc`.
@@ -79,7 +84,9 @@ pub(crate) struct Shard {
     pub(crate) calls: RefCell<api::Calls>,
     /// Connections that spent their poll budget, waiting for the next ring poll.
     pub(crate) next_turn: NextTurn,
-    mesh: Senders<Handoff>,
+    mesh: Rc<Senders<ShardMsg>>,
+    /// What this shard's state sends the other shards, on its way to the mesh.
+    pub(crate) mesh_out: Rc<MeshOut>,
 }
 
 /// Size of a shard's read scratch buffer: the largest single read.
@@ -92,22 +99,30 @@ impl Shard {
 }
 
 /// Runs shard `mesh.peer_id()` until shutdown has drained its connections.
-pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Handoff>, mut inbox: Receivers<Handoff>) {
+pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<ShardMsg>, mut inbox: Receivers<ShardMsg>) {
     let instance = shared.bus.as_ref().map(|bus| bus.instance_id().to_string());
+    let (index, shards) = (mesh.peer_id(), mesh.nr_consumers());
+    let mesh_out = Rc::new(MeshOut::new(shards));
+    let pubsub = PubSub::new(index, shards, shared.pubsub.clone(), mesh_out.clone());
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let leases = shared.store.as_ref().map(|_| Leases::new(Instant::now(), shared.config.room_lease_ttl));
     let bus = shared.bus.clone();
     let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
+    let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard {
-        index: mesh.peer_id(),
-        shards: mesh.nr_consumers(),
+        index,
+        shards,
         shared,
-        state: RefCell::new(ShardState::new(mesh.peer_id(), persist, leases, bus)),
+        state: RefCell::new(ShardState::new(index, persist, leases, bus, pubsub)),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
-        calls: RefCell::new(api::Calls::new(mesh.peer_id())),
+        calls: RefCell::new(api::Calls::new(index)),
         next_turn: NextTurn::default(),
-        mesh,
+        mesh: mesh.clone(),
+        mesh_out: mesh_out.clone(),
     });
+    for peer in (0..shards).filter(|peer| *peer != index) {
+        glommio::spawn_local(mesh_out.clone().send_to(peer, mesh.clone())).detach();
+    }
     {
         let shard = shard.clone();
         glommio::spawn_local(async move { shard.next_turn.run().await }).detach();
@@ -115,12 +130,17 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Han
     for (_, receiver) in inbox.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            while let Some(handoff) = receiver.recv().await {
-                shard.metrics().handoffs_received.add(1);
-                let (fd, head, permit) = handoff.into_parts();
-                // SAFETY: the descriptor is an open TCP socket whose ownership the handoff carried.
-                let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-                glommio::spawn_local(serve(shard.clone(), stream, head, permit)).detach();
+            while let Some(message) = receiver.recv().await {
+                match message {
+                    ShardMsg::Handoff(handoff) => {
+                        shard.metrics().handoffs_received.add(1);
+                        let (fd, head, permit) = handoff.into_parts();
+                        // SAFETY: the descriptor is an open TCP socket whose ownership the handoff carried.
+                        let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                        glommio::spawn_local(serve(shard.clone(), stream, head, permit)).detach();
+                    }
+                    ShardMsg::PubSub(message) => shard.state.borrow_mut().on_shard_message(shard.metrics(), Instant::now(), message),
+                }
             }
         })
         .detach();
@@ -336,6 +356,13 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permi
         },
         _ => None,
     };
+    let grant = match &route {
+        Route::PubSub { token } => match super::pubsub_http::grant(&shard, &request, token.as_deref()) {
+            Ok(grant) => grant,
+            Err(response) => return refuse(&shard, stream, Refusal::Unauthorized, response).await,
+        },
+        _ => None,
+    };
     if let Err(cap) = permit.upgrade() {
         let response = Response::error(Status::ServiceUnavailable, cap.code(), &cap.to_string()).header("Retry-After", "1");
         return refuse(&shard, stream, Refusal::Overloaded, response).await;
@@ -346,6 +373,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permi
     let leftover = buf.get(head_len..).unwrap_or_default();
     match route {
         Route::Relay(room) => upgrade(shard, stream, &accept_key, Joining::Plain(Endpoint::Relay(room)), leftover, permit).await,
+        Route::PubSub { .. } => upgrade(shard, stream, &accept_key, Joining::PubSub(grant), leftover, permit).await,
         Route::Game { room, version, .. } => {
             let Some(claims) = claims else { return };
             let player = (claims.actor_id, version);
@@ -464,6 +492,15 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             Some(owner) => api::call_owner(shard, owner, room, Call::Summary).await,
             None => api::room_summary(shard, room),
         },
+        Route::Api(call) => {
+            let (mut stream, body) = match read_body(shard, stream, request, buf, head_len).await {
+                Ok(read) => read,
+                Err((stream, why, response)) => return refuse(shard, stream, why, response).await,
+            };
+            let response = super::pubsub_http::answer(shard, request, call, &body);
+            let _ = stream.write_all(&response.to_bytes()).await;
+            return close_gracefully(stream).await;
+        }
         Route::Rooms(_) | Route::RoomPlayers(_) => {
             let (mut stream, body) = match read_body(shard, stream, request, buf, head_len).await {
                 Ok(read) => read,
@@ -576,7 +613,7 @@ async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>,
     };
     drop(stream);
     shard.metrics().handoffs_sent.add(1);
-    if shard.mesh.send_to(owner, Handoff::new(fd, head, permit)).await.is_err() {
+    if shard.mesh.send_to(owner, ShardMsg::Handoff(Handoff::new(fd, head, permit))).await.is_err() {
         debug!(%peer, owner, "owner shard is gone; dropping connection");
     }
 }
@@ -585,6 +622,8 @@ async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>,
 enum Joining {
     /// `/echo` or `/relay`.
     Plain(Endpoint),
+    /// `/pubsub`, as the user a token granted (`None`: open `/pubsub`).
+    PubSub(Option<crate::pubsub::Grant>),
     /// A player (actor id, protocol version) of a game room served here.
     Game { room: RoomId, player: (String, String) },
     /// A player of a game room instance `owner` serves: this shard forwards.
@@ -615,6 +654,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, join
         let m = shard.metrics();
         match joining {
             Joining::Plain(endpoint) => state.register(m, now, endpoint, permit, settings),
+            Joining::PubSub(grant) => state.register_pubsub(m, now, grant, permit, settings),
             Joining::Game { room, player: (actor, version) } => {
                 let id = state.register(m, now, Endpoint::Game(room.clone()), permit, settings);
                 state.register_player(m, now, &room, id, &actor, &version);

@@ -278,4 +278,5 @@ impl RawClient {
 }
 
 pub mod game;
+pub mod pubsub;
 pub mod redis;

@@ -242,7 +242,7 @@ impl ShardState {
                 if let Some(conn) = self.conns.get_mut(id) {
                     conn.begin_close(m, now, code, &reason, false);
                     // The owner already let this client go.
-                    conn.left_game = true;
+                    conn.departed = true;
                 }
             }
             Forward::Request { .. } | Forward::Response { .. } => {}
@@ -285,7 +285,7 @@ impl ShardState {
         }
         for id in orphaned {
             if let Some(conn) = self.conns.get_mut(id) {
-                conn.left_game = true;
+                conn.departed = true;
                 conn.begin_close(m, now, CLOSE_RECONNECT, "the room's instance stopped; reconnect", false);
             }
         }

@@ -51,7 +51,7 @@ impl ShardState {
         let local: Vec<usize> = self.conns.iter().filter(|(_, c)| matches!(&c.endpoint, Endpoint::Game(r) if r == room)).map(|(id, _)| id).collect();
         for id in local {
             if let Some(conn) = self.conns.get_mut(id) {
-                conn.left_game = true;
+                conn.departed = true;
                 if conn.queue(m, now, frame.clone()) {
                     m.messages_out.add(1);
                 }

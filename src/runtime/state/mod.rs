@@ -7,6 +7,9 @@
 mod forwarding;
 mod isolation;
 mod leasing;
+mod pubsub;
+
+pub(crate) use pubsub::{PubSub, PubSubSettings};
 
 pub(crate) use isolation::panic_message;
 
@@ -56,7 +59,7 @@ pub(crate) enum Acting<'a> {
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a connection's messages do.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Endpoint {
     /// Every message comes back to its sender.
     Echo,
@@ -67,6 +70,8 @@ pub(crate) enum Endpoint {
     /// Messages are game protocol for this room, which instance `owner` serves; `link` names
     /// the connection there.
     Forwarded { room: RoomId, owner: Arc<str>, link: u64 },
+    /// Messages are the `/pubsub` protocol, run by the app's handlers.
+    PubSub(Box<crate::pubsub::Session>),
 }
 
 /// One WebSocket connection as the shard sees it.
@@ -83,8 +88,9 @@ pub(crate) struct Conn {
     armed: Option<Instant>,
     /// The driver must stop now and drop the socket.
     pub(crate) terminate: bool,
-    /// A game connection's room was told it is gone (at the first sign: close, error, timeout).
-    left_game: bool,
+    /// A game connection's room, or a `/pubsub` connection's rooms, were told it is gone (at
+    /// the first sign: close, error, timeout).
+    departed: bool,
     /// `/relay` and `/echo` messages this connection may still send (game rooms limit their own).
     messages: TokenBucket,
     /// Message bytes this connection may still send (every endpoint).
@@ -128,6 +134,11 @@ impl Conn {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+
+    /// Whether this is a `/pubsub` connection (whose messages feed the other shards).
+    pub(crate) fn is_pubsub(&self) -> bool {
+        matches!(self.endpoint, Endpoint::PubSub(_))
     }
 
     /// Whether a close frame is queued (nothing else will be sent).
@@ -288,6 +299,8 @@ pub(crate) struct ShardState {
     links: AHashMap<u64, ConnId>,
     /// Ids for this shard's forwarded links (made at the first one).
     link_ids: Option<IdSource>,
+    /// `/pubsub` (absent in unit tests of the rest).
+    pubsub: Option<PubSub>,
     /// Test hook: the shard's timer panics (outside every boundary) at its next wake-up.
     #[cfg(feature = "fault-injection")]
     pub(crate) fault_abort: bool,
@@ -309,8 +322,8 @@ mod fault {
 impl ShardState {
     /// An empty shard `index`; with `persist`, its game rooms are written behind to Redis and
     /// held through `leases`; with `bus`, its rooms are joined with other instances'.
-    pub(crate) fn new(index: usize, persist: Option<Persist>, leases: Option<Leases>, bus: Option<BusHandle>) -> Self {
-        ShardState { index, persist, leases, bus, origin: Some(Instant::now()), ..ShardState::default() }
+    pub(crate) fn new(index: usize, persist: Option<Persist>, leases: Option<Leases>, bus: Option<BusHandle>, pubsub: PubSub) -> Self {
+        ShardState { index, persist, leases, bus, origin: Some(Instant::now()), pubsub: Some(pubsub), ..ShardState::default() }
     }
 
     /// Adds an upgraded connection and joins its room.
@@ -318,7 +331,7 @@ impl ShardState {
         let ConnSettings { heartbeat, first_ping, max_outbound_bytes, messages_per_sec, bytes_per_sec, pings_per_sec, idle_timeout } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
-            Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } => None,
+            Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } | Endpoint::PubSub(_) => None,
         };
         let id = self.conns.insert(Conn {
             outbox: Outbox::new(max_outbound_bytes),
@@ -329,7 +342,7 @@ impl ShardState {
             close_deadline: None,
             armed: None,
             terminate: false,
-            left_game: false,
+            departed: false,
             messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
             bytes: TokenBucket::new(now, bytes_per_sec.0, bytes_per_sec.1),
             pings: TokenBucket::new(now, pings_per_sec, 2.0 * pings_per_sec),
@@ -361,7 +374,7 @@ impl ShardState {
         if connected.is_none() {
             // The room closed between the token check and the upgrade.
             if let Some(c) = self.conns.get_mut(conn) {
-                c.left_game = true;
+                c.departed = true;
                 c.begin_close(m, now, close_code::NORMAL, "room closed", false);
             }
         }
@@ -383,7 +396,7 @@ impl ShardState {
             Endpoint::Forwarded { link, .. } => {
                 self.links.remove(link);
             }
-            Endpoint::Echo | Endpoint::Game(_) => {}
+            Endpoint::Echo | Endpoint::Game(_) | Endpoint::PubSub(_) => {}
         }
         m.connections.add(-1);
         m.rooms.add(self.rooms.len() as i64 - rooms_before as i64);
@@ -422,6 +435,10 @@ impl ShardState {
             self.with_game_for(m, now, &room, Acting::Member(Member::Local(id)), |r| r.handle_message(now, Member::Local(id), kind, payload));
             return;
         }
+        if let Endpoint::PubSub(_) = &conn.endpoint {
+            // Its session limits its own rate (RATE_LIMITED, the connection stays open).
+            return self.on_pubsub_message(m, now, id, kind, payload);
+        }
         if !conn.messages.try_take(now) {
             m.rate_limit_closes.add(1);
             conn.begin_close(m, now, close_code::POLICY_VIOLATION, "message rate limit exceeded", true);
@@ -451,7 +468,7 @@ impl ShardState {
                     bus.forward(owner, &message);
                 }
             }
-            Endpoint::Game(_) => {}
+            Endpoint::Game(_) | Endpoint::PubSub(_) => {}
         }
     }
 
@@ -496,12 +513,12 @@ impl ShardState {
         self.leave_game(m, now, id);
     }
 
-    /// Tells a game connection's room, once, that the connection is gone as of `now`: the
-    /// disconnect timeline starts when the server first sees the close, the error or the
-    /// timeout, not when the socket is finally dropped.
+    /// Tells a game connection's room (or a `/pubsub` connection's rooms), once, that the
+    /// connection is gone as of `now`: the disconnect timeline starts when the server first sees
+    /// the close, the error or the timeout, not when the socket is finally dropped.
     fn leave_game(&mut self, m: &ShardMetrics, now: Instant, id: ConnId) {
         let Some(conn) = self.conns.get_mut(id) else { return };
-        if !matches!(conn.endpoint, Endpoint::Game(_) | Endpoint::Forwarded { .. }) || std::mem::replace(&mut conn.left_game, true) {
+        if !matches!(conn.endpoint, Endpoint::Game(_) | Endpoint::Forwarded { .. } | Endpoint::PubSub(_)) || std::mem::replace(&mut conn.departed, true) {
             return;
         }
         match &conn.endpoint {
@@ -514,6 +531,7 @@ impl ShardState {
                     bus.forward(owner, &crate::cluster::Forward::Detach { room: room.clone(), link: *link });
                 }
             }
+            Endpoint::PubSub(_) => self.depart_pubsub(m, now, id),
             Endpoint::Echo | Endpoint::Relay(_) => {}
         }
     }
@@ -649,7 +667,7 @@ impl ShardState {
                                 if c.queue(m, now, frame) {
                                     m.messages_out.add(1);
                                 } else {
-                                    c.left_game = true;
+                                    c.departed = true;
                                     overflowed.push(Member::Local(conn));
                                 }
                             }
@@ -659,7 +677,7 @@ impl ShardState {
                         if let Some(c) = self.conns.get_mut(conn) {
                             c.begin_close(m, now, code, &reason, false);
                             // The room already let this member go.
-                            c.left_game = true;
+                            c.departed = true;
                         }
                     }
                     RoomOutput::Send(Member::Remote(key), frame) => self.remotes.gather(&mut outgoing, key, frame),

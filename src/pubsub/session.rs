@@ -1,0 +1,159 @@
+//! One `/pubsub` connection on the shard that serves it: who it is, the rooms it is in, and the
+//! rates it may send at. A text message in, the handler's [`Command`]s out.
+
+use std::time::Instant;
+
+use super::app::{Conn, Ctx, Handlers};
+use super::message::{self, Message};
+use super::{Command, ErrorCode};
+use crate::metrics::Metrics;
+use crate::rooms::RoomId;
+use crate::session::TokenBucket;
+use crate::ws::{self, DataKind};
+
+/// Error replies a connection gets per second at most (bursts of twice that): a client that
+/// floods bad messages cannot make the server flood it back.
+const ERRORS_PER_SEC: f64 = 5.0;
+
+/// A connection's `/pubsub` state.
+#[derive(Debug)]
+pub struct Session {
+    /// Who it is.
+    pub conn: Conn,
+    /// The rooms it is in (or asked to join), in no order.
+    pub rooms: Vec<RoomId>,
+    max_rooms: usize,
+    messages: TokenBucket,
+    errors: TokenBucket,
+}
+
+impl Session {
+    /// A new connection's session: at most `max_rooms` rooms, `messages_per_sec` messages a
+    /// second (bursts of twice that) before `RATE_LIMITED`.
+    pub fn new(conn: Conn, now: Instant, max_rooms: usize, messages_per_sec: f64) -> Self {
+        Session {
+            conn,
+            rooms: Vec::new(),
+            max_rooms,
+            messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
+            errors: TokenBucket::new(now, ERRORS_PER_SEC, 2.0 * ERRORS_PER_SEC),
+        }
+    }
+
+    /// A data message arrived at `now`: parses it and runs its handler; what the handler asks
+    /// for goes to `out`.
+    pub fn handle_message(&mut self, now: Instant, kind: DataKind, payload: &[u8], handlers: &Handlers, metrics: &Metrics, out: &mut Vec<Command>) {
+        if !self.messages.try_take(now) {
+            return self.refuse(now, ErrorCode::RateLimited, "too many messages; slow down", None, out);
+        }
+        let text = match (kind, std::str::from_utf8(payload)) {
+            (DataKind::Text, Ok(text)) => text,
+            _ => return self.refuse(now, ErrorCode::InvalidMessage, "messages are JSON text frames", None, out),
+        };
+        let message: Message<'_> = match message::parse(text) {
+            Ok(message) => message,
+            Err(refused) => return self.refuse(now, refused.code, refused.message, refused.id.as_ref(), out),
+        };
+        let mut ctx = Ctx::new(&mut self.rooms, self.max_rooms, out, metrics);
+        handlers.for_message(&message)(&mut ctx, &self.conn, &message);
+    }
+
+    /// Runs `handler` (connect or disconnect) for this connection.
+    pub fn run(&mut self, handler: Option<&super::ConnHandler>, metrics: &Metrics, out: &mut Vec<Command>) {
+        if let Some(handler) = handler {
+            let mut ctx = Ctx::new(&mut self.rooms, self.max_rooms, out, metrics);
+            handler(&mut ctx, &self.conn);
+        }
+    }
+
+    fn refuse(&mut self, now: Instant, code: ErrorCode, text: &str, id: Option<&message::MessageId>, out: &mut Vec<Command>) {
+        if self.errors.try_take(now) {
+            out.push(Command::Reply { frame: ws::encode_data(DataKind::Text, &message::error(code, text, id)) });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pubsub::{ConnRef, RoomPatterns};
+
+    fn session(now: Instant, rooms: Option<Vec<String>>) -> Session {
+        let conn = Conn {
+            conn: ConnRef { shard: 0, key: 1, serial: 1 },
+            label: "c1".into(),
+            user: "ann".into(),
+            meta: None,
+            allowed: rooms.map_or_else(RoomPatterns::any, RoomPatterns::only),
+        };
+        Session::new(conn, now, 2, 10.0)
+    }
+
+    fn run(s: &mut Session, now: Instant, text: &str) -> Vec<Command> {
+        let metrics = Metrics::new(1, now);
+        let mut out = Vec::new();
+        s.handle_message(now, DataKind::Text, text.as_bytes(), &Handlers::default(), &metrics, &mut out);
+        out
+    }
+
+    fn reply(commands: &[Command]) -> serde_json::Value {
+        match commands {
+            [Command::Reply { frame }] => serde_json::from_slice(ws::frame_payload(frame)).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_built_in_protocol_turns_messages_into_commands() {
+        let t0 = Instant::now();
+        let mut s = session(t0, Some(vec!["a".into(), "b".into(), "c".into(), "x*".into()]));
+        assert!(matches!(&run(&mut s, t0, r#"{"event":"join","room":"a","id":1}"#)[..], [Command::Join { room, id: Some(_) }] if room.as_str() == "a"));
+        assert!(matches!(&run(&mut s, t0, r#"{"event":"chat","room":"a","data":"hi"}"#)[..], [Command::Publish { exclude: None, .. }]));
+        let e = reply(&run(&mut s, t0, r#"{"event":"chat","room":"b","id":"p"}"#));
+        assert_eq!((e["event"].as_str(), e["data"]["code"].as_str(), e["id"].as_str()), (Some("error"), Some("NOT_IN_ROOM"), Some("p")));
+        assert_eq!(reply(&run(&mut s, t0, r#"{"event":"join","room":"zzz"}"#))["data"]["code"], "FORBIDDEN");
+        assert!(matches!(&run(&mut s, t0, r#"{"event":"join","room":"x1"}"#)[..], [Command::Join { .. }]));
+        assert_eq!(reply(&run(&mut s, t0, r#"{"event":"join","room":"c"}"#))["data"]["code"], "TOO_MANY_ROOMS");
+        assert!(matches!(&run(&mut s, t0, r#"{"event":"leave","room":"a","id":2}"#)[..], [Command::Leave { .. }]));
+        assert_eq!(reply(&run(&mut s, t0 + Duration::from_secs(1), r#"{"event":"leave","room":"a"}"#))["data"]["code"], "NOT_IN_ROOM");
+        assert!(matches!(&run(&mut s, t0 + Duration::from_secs(1), r#"{"event":"dm","to":"bob"}"#)[..], [Command::ToUser { user, .. }] if &**user == "bob"));
+    }
+
+    #[test]
+    fn floods_are_rate_limited_and_so_are_the_errors_they_get() {
+        let t0 = Instant::now();
+        let mut s = session(t0, None);
+        let commands: Vec<Command> = (0..100).flat_map(|_| run(&mut s, t0, r#"{"event":"join","room":"a"}"#)).collect();
+        // 20 joins (a burst of twice the rate), then 10 RATE_LIMITED errors (twice the error rate).
+        assert_eq!(commands.iter().filter(|c| matches!(c, Command::Join { .. })).count(), 20);
+        assert_eq!(commands.iter().filter(|c| matches!(c, Command::Reply { .. })).count(), 10);
+        let metrics = Metrics::new(1, t0);
+        let mut out = Vec::new();
+        s.handle_message(t0 + Duration::from_secs(5), DataKind::Binary, b"x", &Handlers::default(), &metrics, &mut out);
+        assert_eq!(reply(&out)["data"]["code"], "INVALID_MESSAGE");
+    }
+
+    #[test]
+    fn an_app_handler_answers_its_event_and_the_rest_stay_built_in() {
+        let t0 = Instant::now();
+        let mut s = session(t0, None);
+        let mut handlers = Handlers::default();
+        handlers.on_message(
+            "ping",
+            Arc::new(|ctx: &mut Ctx<'_>, conn: &Conn, m: &Message<'_>| {
+                let data = serde_json::value::RawValue::from_string(format!("\"{}\"", conn.user())).unwrap();
+                ctx.reply("pong", None, Some(&data), m.id.as_ref());
+            }),
+        );
+        let metrics = Metrics::new(1, t0);
+        let mut out = Vec::new();
+        s.handle_message(t0, DataKind::Text, br#"{"event":"ping","to":"x","id":9}"#, &handlers, &metrics, &mut out);
+        assert_eq!(reply(&out), serde_json::json!({"event": "pong", "data": "ann", "id": 9}));
+        out.clear();
+        s.handle_message(t0, DataKind::Text, br#"{"event":"join","room":"r"}"#, &handlers, &metrics, &mut out);
+        assert!(matches!(&out[..], [Command::Join { .. }]));
+    }
+}

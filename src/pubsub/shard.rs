@@ -1,0 +1,495 @@
+//! One shard's part of `/pubsub`, sans-IO: the local members of rooms (to hand frames to), the
+//! rooms and users this shard owns, and the messages between shards.
+//!
+//! A connection's commands go to the owner of their room or user as [`ShardMessage`]s, in the
+//! order issued; the owner answers with frames for the shards of the members concerned, once per
+//! shard. Every input is a method; what the runtime must do comes out of [`PubSubShard::poll_output`]:
+//! a message for another shard, a frame for a local connection, a connection to close. A message
+//! for this shard is handled at once, so one shard runs the same code as many.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use super::app::{frame, Command, Conn};
+use super::message::{MessageId, Outgoing};
+use super::rooms::{presence_data, ConnRef, Member, OwnedRooms, Users};
+use crate::rooms::{owner_shard_of, RoomId};
+
+/// What one shard sends another.
+#[derive(Debug, Clone)]
+pub enum ShardMessage {
+    /// To a room's owner: `member` joins `room`, answered `joined` with `id`.
+    Join {
+        /// The room.
+        room: RoomId,
+        /// Who joins.
+        member: Member,
+        /// The id of the `joined` reply.
+        id: Option<MessageId>,
+    },
+    /// To a room's owner: `conn` leaves `room`; answered `left` with `id` when `answer`.
+    Leave {
+        /// The room.
+        room: RoomId,
+        /// Who leaves.
+        conn: ConnRef,
+        /// The id of the `left` reply.
+        id: Option<MessageId>,
+        /// Whether `left` is sent (not for a connection that is gone).
+        answer: bool,
+    },
+    /// To a room's owner: `conn` asks for its members.
+    Presence {
+        /// The room.
+        room: RoomId,
+        /// Who asks.
+        conn: ConnRef,
+        /// The id of the `presence` reply.
+        id: Option<MessageId>,
+    },
+    /// To a room's owner: `frame` to every member but `exclude`.
+    Publish {
+        /// The room.
+        room: RoomId,
+        /// The encoded message.
+        frame: Bytes,
+        /// Not to this connection.
+        exclude: Option<ConnRef>,
+    },
+    /// To a user's owner: `user` connected through `conn`.
+    Online {
+        /// The user.
+        user: Arc<str>,
+        /// The connection.
+        conn: ConnRef,
+    },
+    /// To a user's owner: that connection is gone.
+    Offline {
+        /// The user.
+        user: Arc<str>,
+        /// The connection.
+        conn: ConnRef,
+    },
+    /// To a user's owner: `frame` to every connection of `user`.
+    ToUser {
+        /// The user.
+        user: Arc<str>,
+        /// The encoded message.
+        frame: Bytes,
+    },
+    /// To a user's owner: close every connection of `user`.
+    DisconnectUser {
+        /// The user.
+        user: Arc<str>,
+        /// The close code.
+        code: u16,
+    },
+    /// To a member's shard: the room has `conn`; `frame` is its `joined` reply.
+    Joined {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        conn: ConnRef,
+        /// The reply.
+        frame: Bytes,
+    },
+    /// To a member's shard: `frame` to its members of `room` but `exclude`.
+    Deliver {
+        /// The room.
+        room: RoomId,
+        /// The encoded message.
+        frame: Bytes,
+        /// Not to this connection.
+        exclude: Option<ConnRef>,
+    },
+    /// To a connection's shard: `frame` to it.
+    ToConn {
+        /// The connection.
+        conn: ConnRef,
+        /// The encoded message.
+        frame: Bytes,
+    },
+    /// To a connection's shard: close it with `code`.
+    Close {
+        /// The connection.
+        conn: ConnRef,
+        /// The close code.
+        code: u16,
+    },
+}
+
+/// What the runtime must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send `message` to shard `shard`.
+    ToShard(usize, ShardMessage),
+    /// Queue `frame` on a local connection (dropped if the connection is gone).
+    Send(ConnRef, Bytes),
+    /// `conn` is in `room` now, if it still wants to be (it may have left meanwhile: then it
+    /// only gets `frame`, its `joined` reply): add it to the room's local members with
+    /// [`PubSubShard::add_local`], then queue `frame`.
+    Joined(ConnRef, RoomId, Bytes),
+    /// Close a local connection with `code`.
+    Close(ConnRef, u16),
+    /// Rooms this shard owns changed by this much (the `rooms` gauge).
+    Rooms(i64),
+}
+
+/// One shard's `/pubsub` state.
+#[derive(Debug)]
+pub struct PubSubShard {
+    index: usize,
+    shards: usize,
+    /// The members of rooms on this shard (whoever owns the rooms).
+    local: AHashMap<RoomId, Vec<ConnRef>>,
+    owned: OwnedRooms,
+    users: Users,
+    outputs: VecDeque<Output>,
+}
+
+impl PubSubShard {
+    /// Shard `index` of `shards`.
+    pub fn new(index: usize, shards: usize) -> Self {
+        PubSubShard { index, shards, local: AHashMap::new(), owned: OwnedRooms::default(), users: Users::default(), outputs: VecDeque::new() }
+    }
+
+    /// The next thing to do.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// `conn` opened on this shard.
+    pub fn connect(&mut self, conn: &Conn) {
+        let user = conn.user.clone();
+        self.route(owner_shard_of(&user, self.shards), ShardMessage::Online { user, conn: conn.conn });
+    }
+
+    /// `conn` closed: it leaves `rooms` (the others get `user_left`) and its user forgets it.
+    pub fn depart(&mut self, conn: &Conn, rooms: &[RoomId]) {
+        for room in rooms {
+            self.remove_local(room, conn.conn);
+            self.route(room.owner_shard(self.shards), ShardMessage::Leave { room: room.clone(), conn: conn.conn, id: None, answer: false });
+        }
+        let user = conn.user.clone();
+        self.route(owner_shard_of(&user, self.shards), ShardMessage::Offline { user, conn: conn.conn });
+    }
+
+    /// Carries out what a handler of `origin` asked for (all but [`Command::SetMeta`], which is
+    /// the session's).
+    pub fn handle_command(&mut self, origin: &Conn, command: Command) {
+        match command {
+            Command::Join { room, id } => {
+                let member = Member { conn: origin.conn, label: origin.label.clone(), user: origin.user.clone(), meta: origin.meta.clone() };
+                self.route(room.owner_shard(self.shards), ShardMessage::Join { room, member, id });
+            }
+            Command::Leave { room, id } => {
+                // Nothing more of the room reaches it from now on.
+                self.remove_local(&room, origin.conn);
+                self.route(room.owner_shard(self.shards), ShardMessage::Leave { room, conn: origin.conn, id, answer: true });
+            }
+            Command::Presence { room, id } => self.route(room.owner_shard(self.shards), ShardMessage::Presence { room, conn: origin.conn, id }),
+            Command::Publish { room, frame, exclude } => self.publish(room, frame, exclude),
+            Command::ToUser { user, frame } => self.send_to_user(user, frame),
+            Command::ToConn { conn, frame } => self.route(conn.shard, ShardMessage::ToConn { conn, frame }),
+            Command::Reply { frame } => self.outputs.push_back(Output::Send(origin.conn, frame)),
+            Command::DisconnectUser { user, code } => self.disconnect_user(user, code),
+            Command::SetMeta { .. } => {}
+        }
+    }
+
+    /// `frame` to every member of `room` but `exclude` (a publish from a connection or the API).
+    pub fn publish(&mut self, room: RoomId, frame: Bytes, exclude: Option<ConnRef>) {
+        self.route(room.owner_shard(self.shards), ShardMessage::Publish { room, frame, exclude });
+    }
+
+    /// `frame` to every connection of `user`.
+    pub fn send_to_user(&mut self, user: Arc<str>, frame: Bytes) {
+        self.route(owner_shard_of(&user, self.shards), ShardMessage::ToUser { user, frame });
+    }
+
+    /// Closes every connection of `user` with `code`.
+    pub fn disconnect_user(&mut self, user: Arc<str>, code: u16) {
+        self.route(owner_shard_of(&user, self.shards), ShardMessage::DisconnectUser { user, code });
+    }
+
+    /// `room`'s presence data (`{"members":[…]}`), if this shard owns it.
+    pub fn presence(&self, room: &RoomId) -> String {
+        self.owned.get(room).map_or_else(|| presence_data(std::iter::empty()), |r| r.presence_data())
+    }
+
+    /// Adds `conn` to the local members of `room` (see [`Output::Joined`]).
+    pub fn add_local(&mut self, room: &RoomId, conn: ConnRef) {
+        let members = self.local.entry(room.clone()).or_default();
+        if !members.contains(&conn) {
+            members.push(conn);
+        }
+    }
+
+    fn remove_local(&mut self, room: &RoomId, conn: ConnRef) {
+        if let Some(members) = self.local.get_mut(room) {
+            members.retain(|c| *c != conn);
+            if members.is_empty() {
+                self.local.remove(room);
+            }
+        }
+    }
+
+    /// Rooms this shard owns.
+    pub fn owned_rooms(&self) -> usize {
+        self.owned.len()
+    }
+
+    /// Sends `message` to `shard`, or handles it now if that is this shard.
+    fn route(&mut self, shard: usize, message: ShardMessage) {
+        if shard == self.index {
+            self.handle_message(message);
+        } else {
+            self.outputs.push_back(Output::ToShard(shard, message));
+        }
+    }
+
+    /// A message from a shard (this one included).
+    pub fn handle_message(&mut self, message: ShardMessage) {
+        match message {
+            ShardMessage::Join { room, member, id } => {
+                let joiner = member.conn;
+                let data = member.data();
+                let (added, count) = self.owned.join(&room, member);
+                if added {
+                    if count == 1 {
+                        self.outputs.push_back(Output::Rooms(1));
+                    }
+                    let joined = frame(&Outgoing { event: "user_joined", room: Some(room.as_str()), data: Some(&data), ..Outgoing::default() });
+                    self.send_to_room(&room, joined, Some(joiner));
+                }
+                let members = format!("{{\"members\":{count}}}");
+                let reply = frame(&Outgoing { event: "joined", room: Some(room.as_str()), data: Some(&members), id: id.as_ref(), ..Outgoing::default() });
+                self.route(joiner.shard, ShardMessage::Joined { room, conn: joiner, frame: reply });
+            }
+            ShardMessage::Leave { room, conn, id, answer } => {
+                if let Some(member) = self.owned.leave(&room, conn) {
+                    if self.owned.get(&room).is_none() {
+                        self.outputs.push_back(Output::Rooms(-1));
+                    }
+                    let left = frame(&Outgoing { event: "user_left", room: Some(room.as_str()), data: Some(&member.data()), ..Outgoing::default() });
+                    self.send_to_room(&room, left, None);
+                }
+                if answer {
+                    let reply = frame(&Outgoing { event: "left", room: Some(room.as_str()), id: id.as_ref(), ..Outgoing::default() });
+                    self.route(conn.shard, ShardMessage::ToConn { conn, frame: reply });
+                }
+            }
+            ShardMessage::Presence { room, conn, id } => {
+                let data = self.presence(&room);
+                let reply = frame(&Outgoing { event: "presence", room: Some(room.as_str()), data: Some(&data), id: id.as_ref(), ..Outgoing::default() });
+                self.route(conn.shard, ShardMessage::ToConn { conn, frame: reply });
+            }
+            ShardMessage::Publish { room, frame, exclude } => self.send_to_room(&room, frame, exclude),
+            ShardMessage::Online { user, conn } => self.users.online(user, conn),
+            ShardMessage::Offline { user, conn } => self.users.offline(&user, conn),
+            ShardMessage::ToUser { user, frame } => {
+                for conn in self.users.conns(&user).to_vec() {
+                    self.route(conn.shard, ShardMessage::ToConn { conn, frame: frame.clone() });
+                }
+            }
+            ShardMessage::DisconnectUser { user, code } => {
+                for conn in self.users.conns(&user).to_vec() {
+                    self.route(conn.shard, ShardMessage::Close { conn, code });
+                }
+            }
+            ShardMessage::Joined { room, conn, frame } => self.outputs.push_back(Output::Joined(conn, room, frame)),
+            ShardMessage::Deliver { room, frame, exclude } => {
+                for conn in self.local.get(&room).into_iter().flatten() {
+                    if Some(*conn) != exclude {
+                        self.outputs.push_back(Output::Send(*conn, frame.clone()));
+                    }
+                }
+            }
+            ShardMessage::ToConn { conn, frame } => self.outputs.push_back(Output::Send(conn, frame)),
+            ShardMessage::Close { conn, code } => self.outputs.push_back(Output::Close(conn, code)),
+        }
+    }
+
+    /// On the owner: `frame` to every shard with members of `room`, once each.
+    fn send_to_room(&mut self, room: &RoomId, frame: Bytes, exclude: Option<ConnRef>) {
+        let Some(shards) = self.owned.get(room).map(|r| r.shards().collect::<Vec<_>>()) else { return };
+        for shard in shards {
+            self.route(shard, ShardMessage::Deliver { room: room.clone(), frame: frame.clone(), exclude });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::pubsub::session::Session;
+    use crate::pubsub::{Handlers, RoomPatterns};
+    use crate::ws::{frame_payload, DataKind};
+
+    /// Three shards and their sessions, messages between shards carried in order: a simulated
+    /// process, no sockets.
+    struct Sim {
+        shards: Vec<PubSubShard>,
+        sessions: BTreeMap<usize, Session>,
+        /// What each connection received, as JSON.
+        got: BTreeMap<usize, Vec<serde_json::Value>>,
+        /// Connections the shards were told to close, with the code.
+        closed: Vec<(usize, u16)>,
+        metrics: Metrics,
+        now: Instant,
+    }
+
+    impl Sim {
+        fn new(shards: usize) -> Sim {
+            let now = Instant::now();
+            Sim {
+                shards: (0..shards).map(|i| PubSubShard::new(i, shards)).collect(),
+                sessions: BTreeMap::new(),
+                got: BTreeMap::new(),
+                closed: Vec::new(),
+                metrics: Metrics::new(shards, now),
+                now,
+            }
+        }
+
+        /// Connection `key` (its own serial) of `user` on `shard`.
+        fn open(&mut self, key: usize, shard: usize, user: &str) {
+            let conn = Conn {
+                conn: ConnRef { shard, key, serial: key as u64 },
+                label: format!("c{key}").into(),
+                user: user.into(),
+                meta: None,
+                allowed: RoomPatterns::any(),
+            };
+            self.shards[shard].connect(&conn);
+            self.sessions.insert(key, Session::new(conn, self.now, 100, 1000.0));
+            self.settle();
+        }
+
+        fn close(&mut self, key: usize) {
+            let session = self.sessions.remove(&key).unwrap();
+            self.shards[session.conn.conn.shard].depart(&session.conn, &session.rooms);
+            self.settle();
+        }
+
+        fn send(&mut self, key: usize, text: &str) {
+            let session = self.sessions.get_mut(&key).unwrap();
+            let mut commands = Vec::new();
+            session.handle_message(self.now, DataKind::Text, text.as_bytes(), &Handlers::default(), &self.metrics, &mut commands);
+            let (shard, conn) = (session.conn.conn.shard, session.conn.clone());
+            for c in commands {
+                self.shards[shard].handle_command(&conn, c);
+            }
+            self.settle();
+        }
+
+        /// Carries every output until nothing is left (each shard's messages in order).
+        fn settle(&mut self) {
+            loop {
+                let mut progress = false;
+                for i in 0..self.shards.len() {
+                    while let Some(out) = self.shards[i].poll_output() {
+                        progress = true;
+                        match out {
+                            Output::ToShard(to, message) => self.shards[to].handle_message(message),
+                            Output::Send(conn, frame) => self.deliver(conn, &frame),
+                            Output::Joined(conn, room, frame) => {
+                                if self.sessions.get(&conn.key).is_some_and(|s| s.rooms.contains(&room)) {
+                                    self.shards[i].add_local(&room, conn);
+                                }
+                                self.deliver(conn, &frame);
+                            }
+                            Output::Close(conn, code) => self.closed.push((conn.key, code)),
+                            Output::Rooms(_) => {}
+                        }
+                    }
+                }
+                if !progress {
+                    return;
+                }
+            }
+        }
+
+        fn deliver(&mut self, conn: ConnRef, frame: &Bytes) {
+            if self.sessions.get(&conn.key).is_some_and(|s| s.conn.conn == conn) {
+                self.got.entry(conn.key).or_default().push(serde_json::from_slice(frame_payload(frame)).unwrap());
+            }
+        }
+
+        fn take(&mut self, key: usize) -> Vec<serde_json::Value> {
+            self.got.remove(&key).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn members_on_three_shards_join_publish_and_leave_in_order() {
+        let mut sim = Sim::new(3);
+        for (key, shard, user) in [(1, 0, "ann"), (2, 1, "bob"), (3, 2, "cid"), (4, 2, "dee")] {
+            sim.open(key, shard, user);
+        }
+        for key in 1..=4 {
+            sim.send(key, r#"{"event":"join","room":"lobby","id":1}"#);
+        }
+        assert_eq!(sim.take(4), vec![serde_json::json!({"event": "joined", "room": "lobby", "data": {"members": 4}, "id": 1})]);
+        // Ann was answered, then saw the three others arrive, in order.
+        let ann = sim.take(1);
+        assert_eq!(ann[0], serde_json::json!({"event": "joined", "room": "lobby", "data": {"members": 1}, "id": 1}));
+        let users: Vec<&str> = ann.iter().filter(|v| v["event"] == "user_joined").map(|v| v["data"]["user"].as_str().unwrap()).collect();
+        assert_eq!(users, ["bob", "cid", "dee"]);
+        assert_eq!(ann[1]["data"]["conn"], "c2");
+        sim.send(1, r#"{"event":"presence","room":"lobby","id":"p"}"#);
+        let presence = sim.take(1);
+        assert_eq!((presence[0]["event"].as_str(), presence[0]["id"].as_str()), (Some("presence"), Some("p")));
+        assert_eq!(presence[0]["data"]["members"].as_array().unwrap().len(), 4);
+        sim.take(2);
+        sim.take(3);
+        for n in 0..5 {
+            sim.send(2, &format!(r#"{{"event":"chat","room":"lobby","data":{n}}}"#));
+        }
+        // Everyone, the sender included, got the five in order, once.
+        for key in 1..=4 {
+            let chats: Vec<i64> = sim.take(key).iter().filter(|v| v["event"] == "chat").map(|v| v["data"].as_i64().unwrap()).collect();
+            assert_eq!(chats, [0, 1, 2, 3, 4], "conn {key}");
+        }
+        sim.send(3, r#"{"event":"leave","room":"lobby","id":7}"#);
+        assert_eq!(sim.take(3), vec![serde_json::json!({"event": "left", "room": "lobby", "id": 7})]);
+        assert_eq!(sim.take(4), vec![serde_json::json!({"event": "user_left", "room": "lobby", "data": {"user": "cid", "conn": "c3"}})]);
+        sim.close(4);
+        let seen: Vec<String> = sim.take(1).iter().map(|v| format!("{} {}", v["event"], v["data"]["user"])).collect();
+        assert_eq!(seen, ["\"user_left\" \"cid\"", "\"user_left\" \"dee\""]);
+        sim.send(2, r#"{"event":"chat","room":"lobby","data":"after"}"#);
+        assert!(sim.take(3).is_empty() && sim.take(4).is_empty());
+        assert_eq!(sim.take(1).len(), 1);
+    }
+
+    #[test]
+    fn directs_reach_every_connection_of_a_user_and_disconnects_close_them() {
+        let mut sim = Sim::new(3);
+        sim.open(1, 0, "ann");
+        sim.open(2, 1, "bob");
+        sim.open(3, 2, "bob");
+        sim.send(1, r#"{"event":"dm","to":"bob","data":{"t":"hi"}}"#);
+        sim.send(1, r#"{"event":"dm","to":"nobody","data":1}"#);
+        for key in [2, 3] {
+            assert_eq!(sim.take(key), vec![serde_json::json!({"event": "dm", "from": "ann", "data": {"t": "hi"}})]);
+        }
+        assert!(sim.take(1).is_empty());
+        // From any shard: the user's owner tells each connection's shard.
+        sim.shards[0].disconnect_user("bob".into(), 4001);
+        sim.settle();
+        sim.closed.sort();
+        assert_eq!(sim.closed, [(2, 4001), (3, 4001)]);
+        sim.close(2);
+        sim.send(1, r#"{"event":"dm","to":"bob","data":2}"#);
+        assert!(sim.take(2).is_empty());
+        assert_eq!(sim.take(3).len(), 1);
+    }
+}

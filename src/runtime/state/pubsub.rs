@@ -1,0 +1,186 @@
+//! `/pubsub` on a shard: its connections' sessions run the app's handlers, and what the shard's
+//! [`PubSubShard`] asks for is carried out here (frames queued on local connections, messages
+//! queued for the other shards).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{ConnId, ConnSettings, Endpoint, ShardState};
+use crate::admission::Permit;
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::pubsub::{Command, Conn, ConnRef, Grant, Handlers, Output, PubSubShard, Session, ShardMessage};
+use crate::rooms::RoomId;
+use crate::runtime::mesh::{MeshOut, ShardMsg};
+use crate::ws::DataKind;
+
+/// What every shard's `/pubsub` runs with.
+#[derive(Clone)]
+pub(crate) struct PubSubSettings {
+    pub(crate) handlers: Arc<Handlers>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) max_rooms: usize,
+    pub(crate) messages_per_sec: f64,
+    /// Random per process: connection ids differ between instances and restarts.
+    pub(crate) nonce: u32,
+}
+
+/// A shard's `/pubsub` part.
+pub(crate) struct PubSub {
+    core: PubSubShard,
+    settings: PubSubSettings,
+    mesh: Rc<MeshOut>,
+    next_serial: u64,
+    /// What the handler being run asked for (kept to reuse its allocation).
+    commands: Vec<Command>,
+}
+
+impl PubSub {
+    pub(crate) fn new(index: usize, shards: usize, settings: PubSubSettings, mesh: Rc<MeshOut>) -> Self {
+        PubSub { core: PubSubShard::new(index, shards), settings, mesh, next_serial: 0, commands: Vec::new() }
+    }
+}
+
+impl ShardState {
+    /// Registers an upgraded `/pubsub` connection granted `grant` (`None`: open `/pubsub`, the
+    /// connection is its own user) and runs the app's connect handler.
+    pub(crate) fn register_pubsub(&mut self, m: &ShardMetrics, now: Instant, grant: Option<Grant>, permit: Permit, settings: ConnSettings) -> ConnId {
+        let index = self.index;
+        let Some(ps) = self.pubsub.as_mut() else { return self.register(m, now, Endpoint::Echo, permit, settings) };
+        ps.next_serial += 1;
+        let conn = ConnRef { shard: index, key: self.conns.vacant_key(), serial: ps.next_serial };
+        let label: Arc<str> = format!("{:08x}.{index}.{}", ps.settings.nonce, conn.serial).into();
+        let conn = match grant {
+            Some(g) => Conn::new(conn, label, g.user, g.meta, g.rooms),
+            None => Conn::new(conn, label.clone(), label, None, crate::pubsub::RoomPatterns::any()),
+        };
+        let session = Session::new(conn, now, ps.settings.max_rooms, ps.settings.messages_per_sec);
+        let id = self.register(m, now, Endpoint::PubSub(Box::new(session)), permit, settings);
+        if let (Some(ps), Some(Endpoint::PubSub(session))) = (self.pubsub.as_mut(), self.conns.get_mut(id).map(|c| &mut c.endpoint)) {
+            ps.core.connect(&session.conn);
+            let handlers = ps.settings.handlers.clone();
+            session.run(handlers.connect(), &ps.settings.metrics, &mut ps.commands);
+            run_commands(ps, session);
+        }
+        self.drain_pubsub(m, now);
+        id
+    }
+
+    /// A data message from `/pubsub` connection `id`.
+    pub(crate) fn on_pubsub_message(&mut self, m: &ShardMetrics, now: Instant, id: ConnId, kind: DataKind, payload: &[u8]) {
+        let (Some(ps), Some(Endpoint::PubSub(session))) = (self.pubsub.as_mut(), self.conns.get_mut(id).map(|c| &mut c.endpoint)) else { return };
+        let handlers = ps.settings.handlers.clone();
+        session.handle_message(now, kind, payload, &handlers, &ps.settings.metrics, &mut ps.commands);
+        run_commands(ps, session);
+        self.drain_pubsub(m, now);
+    }
+
+    /// `/pubsub` connection `id` is going: the app's disconnect handler runs (it can still reach
+    /// the connection's rooms), then it leaves every room.
+    pub(super) fn depart_pubsub(&mut self, m: &ShardMetrics, now: Instant, id: ConnId) {
+        let (Some(ps), Some(Endpoint::PubSub(session))) = (self.pubsub.as_mut(), self.conns.get_mut(id).map(|c| &mut c.endpoint)) else { return };
+        let handlers = ps.settings.handlers.clone();
+        session.run(handlers.disconnect(), &ps.settings.metrics, &mut ps.commands);
+        run_commands(ps, session);
+        let rooms = std::mem::take(&mut session.rooms);
+        ps.core.depart(&session.conn, &rooms);
+        self.drain_pubsub(m, now);
+    }
+
+    /// A `/pubsub` message from another shard.
+    pub(crate) fn on_shard_message(&mut self, m: &ShardMetrics, now: Instant, message: ShardMessage) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.core.handle_message(message);
+        }
+        self.drain_pubsub(m, now);
+    }
+
+    /// The server API: `frame` to every member of `room`.
+    pub(crate) fn api_publish(&mut self, m: &ShardMetrics, now: Instant, room: RoomId, frame: Bytes) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.core.publish(room, frame, None);
+        }
+        self.drain_pubsub(m, now);
+    }
+
+    /// The server API: `frame` to every connection of `user`.
+    pub(crate) fn api_send(&mut self, m: &ShardMetrics, now: Instant, user: Arc<str>, frame: Bytes) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.core.send_to_user(user, frame);
+        }
+        self.drain_pubsub(m, now);
+    }
+
+    /// The server API: closes every connection of `user`.
+    pub(crate) fn api_disconnect(&mut self, m: &ShardMetrics, now: Instant, user: Arc<str>) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.core.disconnect_user(user, crate::pubsub::CLOSE_DISCONNECTED);
+        }
+        self.drain_pubsub(m, now);
+    }
+
+    /// `room`'s presence data, `{"members":[…]}` (this shard must own the room).
+    pub(crate) fn pubsub_presence(&self, room: &RoomId) -> Option<String> {
+        self.pubsub.as_ref().map(|ps| ps.core.presence(room))
+    }
+
+    /// Carries out what the shard's `/pubsub` asks for.
+    fn drain_pubsub(&mut self, m: &ShardMetrics, now: Instant) {
+        loop {
+            let Some(ps) = self.pubsub.as_mut() else { return };
+            let Some(output) = ps.core.poll_output() else { return };
+            match output {
+                Output::ToShard(peer, message) => ps.mesh.push(peer, ShardMsg::PubSub(message)),
+                Output::Send(conn, frame) => self.send_pubsub(m, now, conn, frame),
+                Output::Joined(conn, room, frame) => {
+                    if self.pubsub_session(conn).is_some_and(|s| s.rooms.contains(&room)) {
+                        if let Some(ps) = self.pubsub.as_mut() {
+                            ps.core.add_local(&room, conn);
+                        }
+                    }
+                    self.send_pubsub(m, now, conn, frame);
+                }
+                Output::Close(conn, code) => {
+                    if self.pubsub_session(conn).is_some() {
+                        if let Some(c) = self.conns.get_mut(conn.key) {
+                            c.begin_close(m, now, code, "disconnected by the server", false);
+                        }
+                        self.leave_game(m, now, conn.key);
+                    }
+                }
+                Output::Rooms(delta) => m.rooms.add(delta),
+            }
+        }
+    }
+
+    /// The session of local `/pubsub` connection `conn`, if it is still the one that was meant.
+    fn pubsub_session(&mut self, conn: ConnRef) -> Option<&mut Session> {
+        match &mut self.conns.get_mut(conn.key)?.endpoint {
+            Endpoint::PubSub(session) if session.conn.conn_ref() == conn => Some(session),
+            _ => None,
+        }
+    }
+
+    fn send_pubsub(&mut self, m: &ShardMetrics, now: Instant, conn: ConnRef, frame: Bytes) {
+        if self.pubsub_session(conn).is_none() {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(conn.key) {
+            if !c.is_closing() && c.queue(m, now, frame) {
+                m.messages_out.add(1);
+            }
+        }
+    }
+}
+
+/// Hands what a handler asked for to the shard's `/pubsub` (the session keeps its metadata).
+fn run_commands(ps: &mut PubSub, session: &mut Session) {
+    for command in ps.commands.drain(..) {
+        match command {
+            Command::SetMeta { meta } => session.conn.set_meta(meta),
+            command => ps.core.handle_command(&session.conn, command),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! A `/pubsub` client over a real WebSocket: JSON messages in and out.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::Message;
+
+use super::{Client, Server};
+
+pub struct PubSubClient {
+    pub ws: Client,
+    /// Every message received, in order.
+    pub seen: Vec<Value>,
+    /// The close code, once the server closed.
+    pub closed: Option<u16>,
+}
+
+impl PubSubClient {
+    /// Connects to `/pubsub` (with `?token=` when given).
+    pub fn connect(server: &Server, token: Option<&str>) -> PubSubClient {
+        let path = token.map_or_else(|| "/pubsub".to_string(), |t| format!("/pubsub?token={t}"));
+        Self::connect_with(server, server.url(&path).into_client_request().unwrap())
+    }
+
+    /// Connects with the token in `Authorization: Bearer`.
+    pub fn connect_bearer(server: &Server, token: &str) -> PubSubClient {
+        let mut request = server.url("/pubsub").into_client_request().unwrap();
+        request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        Self::connect_with(server, request)
+    }
+
+    fn connect_with(server: &Server, request: tungstenite::handshake::client::Request) -> PubSubClient {
+        let stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (ws, _) = tungstenite::client(request, MaybeTlsStream::Plain(stream)).expect("pubsub handshake");
+        PubSubClient { ws, seen: Vec::new(), closed: None }
+    }
+
+    pub fn send(&mut self, message: Value) {
+        self.ws.send(Message::text(message.to_string())).unwrap();
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).unwrap();
+    }
+
+    /// The next message; `None` once the server closed (its code in `closed`).
+    pub fn recv(&mut self) -> Option<Value> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    self.seen.push(v.clone());
+                    return Some(v);
+                }
+                Ok(Message::Close(frame)) => {
+                    self.closed = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                    return None;
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+                Err(e) => panic!("pubsub client: {e}"),
+            }
+        }
+    }
+
+    /// Reads until a message with `event` arrives and returns it.
+    pub fn recv_event(&mut self, event: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "waited too long for {event}; saw {:?}", self.seen);
+            match self.recv() {
+                Some(v) if v["event"] == event => return v,
+                Some(_) => {}
+                None => panic!("closed ({:?}) while waiting for {event}; saw {:?}", self.closed, self.seen),
+            }
+        }
+    }
+
+    /// Joins `room` and returns the `joined` reply.
+    pub fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"event": "join", "room": room, "id": format!("join-{room}")}));
+        self.recv_event("joined")
+    }
+
+    /// Whether anything arrives within `wait`.
+    pub fn silent_for(&mut self, wait: Duration) -> bool {
+        let stream = match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s,
+            _ => unreachable!(),
+        };
+        stream.set_read_timeout(Some(wait)).unwrap();
+        let quiet = match self.ws.read() {
+            Ok(Message::Text(t)) => {
+                self.seen.push(serde_json::from_str(t.as_str()).unwrap());
+                false
+            }
+            Ok(_) => true,
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => true,
+            Err(e) => panic!("pubsub client: {e}"),
+        };
+        let stream = match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s,
+            _ => unreachable!(),
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        quiet
+    }
+}
