@@ -206,12 +206,7 @@ fn partyflow_token_mints_what_the_server_accepts() {
 #[test]
 fn the_server_api_publishes_sends_lists_and_disconnects() {
     let server = Server::start(&["--shards", "3", "--pubsub-secret", SECRET, "--api-key", API_KEY]);
-    let api = |method: &str, path: &str, key: Option<&str>, body: &str| {
-        let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
-        let raw = http_raw(server.addr, &format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len()));
-        let (status, body) = parse_response(&raw);
-        (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
-    };
+    let api = |method: &str, path: &str, key: Option<&str>, body: &str| common::pubsub::api(&server, method, path, key, body);
     assert_eq!(api("POST", "/api/publish", None, "{}").0, 401);
     assert_eq!(api("POST", "/api/publish", Some("wrong-key-of-some-length"), "{}").0, 401);
     assert_eq!(api("GET", "/api/rooms/r/presence", None, "").0, 401);

@@ -27,8 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use ahash::AHashMap;
+
 use super::envelope;
 use super::forward::{self, Forward};
+use super::pubsub::{self as ps, Cast, Topic};
 use super::subscriptions::SubscriptionChange;
 use crate::metrics::write_unlabelled;
 use crate::rooms::RoomId;
@@ -69,6 +72,33 @@ pub enum Incoming {
         /// The message.
         message: Forward,
     },
+    /// A `/pubsub` publication of another instance, for the owner of its room or user.
+    PubSub(Cast),
+    /// A frame for `/pubsub` connection `key` (serial `serial`) of the receiving shard (a
+    /// presence reply assembled by the bus).
+    PubSubReply {
+        /// The connection's key on the shard.
+        key: usize,
+        /// Its serial.
+        serial: u64,
+        /// The encoded frame.
+        frame: bytes::Bytes,
+    },
+}
+
+/// What a presence query answers with: the member objects (JSON) of every live instance.
+pub type PresenceReply = Box<dyn FnOnce(Vec<String>) + Send>;
+
+/// What the publisher thread is handed.
+enum Outbound {
+    /// One `PUBLISH`.
+    Publish(String, Vec<u8>),
+    /// Connection `conn` of this instance is in `room` as `member` (JSON).
+    PresenceSet { room: RoomId, conn: Arc<str>, member: String },
+    /// It left.
+    PresenceRemove { room: RoomId, conn: Arc<str> },
+    /// `room`'s members on every live instance.
+    PresenceQuery { room: RoomId, reply: PresenceReply },
 }
 
 #[derive(Default)]
@@ -82,17 +112,22 @@ struct Stats {
     forwarded: AtomicU64,
     forward_dropped: AtomicU64,
     forward_received: AtomicU64,
+    pubsub_published: AtomicU64,
+    pubsub_publish_dropped: AtomicU64,
+    pubsub_received: AtomicU64,
+    pubsub_received_dropped: AtomicU64,
     instances: Mutex<Vec<String>>,
 }
 
 /// A shard's handle on the bus; cheap to clone.
 #[derive(Clone)]
 pub struct BusHandle {
-    publish: SyncSender<(String, Vec<u8>)>,
+    publish: SyncSender<Outbound>,
     control: Sender<SubscriptionChange>,
     stats: Arc<Stats>,
     instance: Arc<str>,
     prefix: Arc<str>,
+    to_shards: Arc<Vec<flume::Sender<Incoming>>>,
 }
 
 fn channel(prefix: &str, room: &str) -> String {
@@ -112,6 +147,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the subscriber blocks on a read before it looks at subscription changes.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(20);
+/// How long an instance's `/pubsub` presence outlives its last refresh.
+const PRESENCE_TTL_MS: u64 = 15_000;
+/// How often the publisher refreshes that TTL.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(5);
 
 /// Starts both threads; returns the handle and one receiver of incoming messages per shard.
 pub fn start(config: BusConfig) -> Result<(BusHandle, Vec<flume::Receiver<Incoming>>), String> {
@@ -120,8 +159,16 @@ pub fn start(config: BusConfig) -> Result<(BusHandle, Vec<flume::Receiver<Incomi
     let (control, control_rx) = mpsc::channel();
     let stats = Arc::new(Stats::default());
     let (to_shards, from_bus): (Vec<_>, Vec<_>) = (0..config.shards.max(1)).map(|_| flume::bounded(config.queue.max(1))).unzip();
-    let handle = BusHandle { publish, control, stats: stats.clone(), instance: config.instance_id.clone().into(), prefix: config.prefix.clone().into() };
-    let publisher = Publisher { client: client.clone(), config: config.clone(), stats: stats.clone() };
+    let to_shards = Arc::new(to_shards);
+    let handle = BusHandle {
+        publish,
+        control,
+        stats: stats.clone(),
+        instance: config.instance_id.clone().into(),
+        prefix: config.prefix.clone().into(),
+        to_shards: to_shards.clone(),
+    };
+    let publisher = Publisher { client: client.clone(), config: config.clone(), stats: stats.clone(), presence: AHashMap::new() };
     std::thread::Builder::new().name("redis-pub".into()).spawn(move || publisher.run(publish_rx)).map_err(|e| e.to_string())?;
     let subscriber = Subscriber { client, config, stats, to_shards };
     std::thread::Builder::new().name("redis-sub".into()).spawn(move || subscriber.run(control_rx)).map_err(|e| e.to_string())?;
@@ -138,7 +185,7 @@ impl BusHandle {
     /// queue is full).
     pub fn publish(&self, room: &RoomId, kind: DataKind, payload: &[u8]) {
         let message = envelope::encode(&self.instance, kind, payload);
-        match self.publish.try_send((channel(&self.prefix, room.as_str()), message)) {
+        match self.publish.try_send(Outbound::Publish(channel(&self.prefix, room.as_str()), message)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.publish_dropped.fetch_add(1, Relaxed);
@@ -150,13 +197,51 @@ impl BusHandle {
     /// `false` then).
     pub fn forward(&self, to: &str, message: &Forward) -> bool {
         let bytes = forward::encode(&self.instance, message);
-        match self.publish.try_send((inbox(&self.prefix, to), bytes)) {
+        match self.publish.try_send(Outbound::Publish(inbox(&self.prefix, to), bytes)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.forward_dropped.fetch_add(1, Relaxed);
                 false
             }
         }
+    }
+
+    /// Publishes a `/pubsub` room or user message to the other instances (dropped and counted
+    /// if the queue is full).
+    pub fn cast(&self, cast: &Cast) {
+        let (channel, payload) = ps::encode(&self.prefix, &self.instance, cast);
+        if self.publish.try_send(Outbound::Publish(channel, payload)).is_err() {
+            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records that `conn` of this instance is in `room`, shown as `member` (a JSON object).
+    pub fn presence_set(&self, room: RoomId, conn: Arc<str>, member: String) {
+        if self.publish.try_send(Outbound::PresenceSet { room, conn, member }).is_err() {
+            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records that `conn` left `room`.
+    pub fn presence_remove(&self, room: RoomId, conn: Arc<str>) {
+        if self.publish.try_send(Outbound::PresenceRemove { room, conn }).is_err() {
+            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Asks for `room`'s members on every live instance; `reply` gets them from the publisher
+    /// thread (this instance's own from memory when Redis is unreachable). When the queue is
+    /// full, `reply` comes back to be answered by the caller.
+    pub fn presence(&self, room: RoomId, reply: PresenceReply) -> Result<(), PresenceReply> {
+        match self.publish.try_send(Outbound::PresenceQuery { room, reply }) {
+            Err(TrySendError::Full(Outbound::PresenceQuery { reply, .. }) | TrySendError::Disconnected(Outbound::PresenceQuery { reply, .. })) => Err(reply),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hands `incoming` to shard `shard` of this instance (false if its queue is full).
+    pub fn deliver(&self, shard: usize, incoming: Incoming) -> bool {
+        self.to_shards.get(shard).is_some_and(|tx| tx.try_send(incoming).is_ok())
     }
 
     /// Whether instance `id` was live at the last look (the list refreshes every two seconds;
@@ -196,6 +281,18 @@ impl BusHandle {
                 s.forward_dropped.load(Relaxed),
             ),
             ("partyflow_forward_received_total", "Game-room messages received from another instance", s.forward_received.load(Relaxed)),
+            ("partyflow_pubsub_published_total", "/pubsub publications, directs and disconnects sent to other instances", s.pubsub_published.load(Relaxed)),
+            (
+                "partyflow_pubsub_publish_dropped_total",
+                "/pubsub messages and presence changes not sent to Redis (queue full or Redis unreachable)",
+                s.pubsub_publish_dropped.load(Relaxed),
+            ),
+            ("partyflow_pubsub_received_total", "/pubsub messages received from other instances", s.pubsub_received.load(Relaxed)),
+            (
+                "partyflow_pubsub_received_dropped_total",
+                "/pubsub messages from other instances dropped (shard queue full)",
+                s.pubsub_received_dropped.load(Relaxed),
+            ),
         ];
         write_unlabelled(out, "counter", &counters);
     }
@@ -212,37 +309,82 @@ struct Publisher {
     client: redis::Client,
     config: BusConfig,
     stats: Arc<Stats>,
+    /// This instance's `/pubsub` presence: room → connection id → member JSON. Written to Redis
+    /// as it changes, rewritten whole after a reconnection (changes made while Redis was
+    /// unreachable are not lost), and this instance's part of every presence answer.
+    presence: AHashMap<RoomId, AHashMap<Arc<str>, String>>,
+}
+
+/// Commands and queries of one batch.
+#[derive(Default)]
+struct Batch {
+    publishes: Vec<(String, Vec<u8>)>,
+    presence_changed: Vec<(RoomId, Arc<str>, bool)>,
+    queries: Vec<(RoomId, PresenceReply)>,
 }
 
 impl Publisher {
-    /// Counts a batch that was published (`sent`) or lost: relay messages and game-room
-    /// messages for other instances each in their own counters.
+    /// Counts a batch that was published (`sent`) or lost: relay messages, game-room messages
+    /// for other instances and `/pubsub` messages each in their own counters.
     fn count(&self, batch: &[(String, Vec<u8>)], sent: bool) {
         let inbox_prefix = inbox(&self.config.prefix, "");
+        let pubsub_prefix = format!("{}ps:", self.config.prefix);
         let forwards = batch.iter().filter(|(channel, _)| channel.starts_with(&inbox_prefix)).count() as u64;
-        let relays = (batch.len() as u64).saturating_sub(forwards);
-        let (relay, forward) = if sent { (&self.stats.published, &self.stats.forwarded) } else { (&self.stats.publish_dropped, &self.stats.forward_dropped) };
+        let pubsubs = batch.iter().filter(|(channel, _)| channel.starts_with(&pubsub_prefix)).count() as u64;
+        let relays = (batch.len() as u64).saturating_sub(forwards).saturating_sub(pubsubs);
+        let s = &self.stats;
+        let (relay, forward, pubsub) =
+            if sent { (&s.published, &s.forwarded, &s.pubsub_published) } else { (&s.publish_dropped, &s.forward_dropped, &s.pubsub_publish_dropped) };
         relay.fetch_add(relays, Relaxed);
         forward.fetch_add(forwards, Relaxed);
+        pubsub.fetch_add(pubsubs, Relaxed);
     }
 
-    fn run(self, rx: Receiver<(String, Vec<u8>)>) {
+    /// Takes `message` into the batch; presence changes update the local copy at once.
+    fn take(&mut self, batch: &mut Batch, message: Outbound) {
+        match message {
+            Outbound::Publish(channel, payload) => batch.publishes.push((channel, payload)),
+            Outbound::PresenceSet { room, conn, member } => {
+                self.presence.entry(room.clone()).or_default().insert(conn.clone(), member);
+                batch.presence_changed.push((room, conn, true));
+            }
+            Outbound::PresenceRemove { room, conn } => {
+                if let Some(members) = self.presence.get_mut(&room) {
+                    members.remove(&conn);
+                    if members.is_empty() {
+                        self.presence.remove(&room);
+                    }
+                }
+                batch.presence_changed.push((room, conn, false));
+            }
+            Outbound::PresenceQuery { room, reply } => batch.queries.push((room, reply)),
+        }
+    }
+
+    /// The local members of `room`.
+    fn local_members(&self, room: &RoomId) -> Vec<String> {
+        self.presence.get(room).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn run(mut self, rx: Receiver<Outbound>) {
         let mut conn: Option<redis::Connection> = None;
         let mut backoff = MIN_BACKOFF;
         let mut next_attempt = Instant::now();
         let mut next_heartbeat = Instant::now();
         let mut next_list = Instant::now();
-        let mut batch = Vec::new();
+        let mut next_presence_refresh = Instant::now() + PRESENCE_REFRESH;
+        let mut resync_presence = false;
+        let mut batch = Batch::default();
         loop {
             let wait = next_heartbeat.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
             match rx.recv_timeout(wait) {
-                Ok(message) => batch.push(message),
+                Ok(message) => self.take(&mut batch, message),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            while batch.len() < 4096 {
+            while batch.publishes.len() < 4096 {
                 match rx.try_recv() {
-                    Ok(message) => batch.push(message),
+                    Ok(message) => self.take(&mut batch, message),
                     Err(_) => break,
                 }
             }
@@ -251,6 +393,7 @@ impl Publisher {
                     Ok(c) => {
                         conn = Some(c);
                         backoff = MIN_BACKOFF;
+                        resync_presence = true;
                         if !self.stats.publisher_up.swap(true, Relaxed) {
                             info!("relay publisher connected to redis");
                         }
@@ -265,24 +408,51 @@ impl Publisher {
                 }
             }
             let Some(c) = conn.as_mut() else {
-                self.count(&batch, false);
-                batch.clear();
+                self.count(&batch.publishes, false);
+                // Without Redis, a presence query sees this instance only.
+                for (room, reply) in batch.queries.drain(..) {
+                    reply(self.local_members(&room));
+                }
+                batch = Batch::default();
                 continue;
             };
             let now = Instant::now();
             let mut pipe = redis::pipe();
-            for (channel, message) in &batch {
+            for (channel, message) in &batch.publishes {
                 pipe.cmd("PUBLISH").arg(channel).arg(message.as_slice()).ignore();
+            }
+            let prefix = &self.config.prefix;
+            let me = &self.config.instance_id;
+            if resync_presence || now >= next_presence_refresh {
+                next_presence_refresh = now + PRESENCE_REFRESH;
+                for (room, members) in &self.presence {
+                    let key = ps::presence_key(prefix, room, me);
+                    if resync_presence {
+                        pipe.cmd("DEL").arg(&key).ignore();
+                        pipe.cmd("HSET").arg(&key).arg(members.iter().map(|(c, m)| (&**c, m.as_str())).collect::<Vec<_>>()).ignore();
+                    }
+                    pipe.cmd("PEXPIRE").arg(&key).arg(PRESENCE_TTL_MS).ignore();
+                }
+            } else {
+                for (room, conn, joined) in &batch.presence_changed {
+                    let key = ps::presence_key(prefix, room, me);
+                    match self.presence.get(room).and_then(|m| m.get(conn)).filter(|_| *joined) {
+                        Some(member) => pipe.cmd("HSET").arg(&key).arg(&**conn).arg(member).ignore().cmd("PEXPIRE").arg(&key).arg(PRESENCE_TTL_MS).ignore(),
+                        None => pipe.cmd("HDEL").arg(&key).arg(&**conn).ignore(),
+                    };
+                }
             }
             if now >= next_heartbeat {
                 next_heartbeat = now + HEARTBEAT_EVERY;
                 let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-                pipe.cmd("SET").arg(instance_key(&self.config.prefix, &self.config.instance_id)).arg(unix_ms).arg("PX").arg(HEARTBEAT_TTL_MS).ignore();
+                pipe.cmd("SET").arg(instance_key(prefix, me)).arg(unix_ms).arg("PX").arg(HEARTBEAT_TTL_MS).ignore();
             }
-            let result = pipe.query::<()>(c).and_then(|()| {
+            // A batch of presence queries alone has nothing to pipeline.
+            let piped = if pipe.is_empty() { Ok(()) } else { pipe.query::<()>(c) };
+            let result = piped.and_then(|()| {
                 if now >= next_list {
                     next_list = now + LIST_EVERY;
-                    let pattern = instance_key(&self.config.prefix, "*");
+                    let pattern = instance_key(prefix, "*");
                     let keys: Vec<String> =
                         redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter(c)?.collect::<Result<_, _>>()?;
                     let mut ids: Vec<String> = keys.into_iter().filter_map(|k| k.strip_prefix(&pattern[..pattern.len() - 1]).map(str::to_string)).collect();
@@ -293,8 +463,15 @@ impl Publisher {
                 }
                 Ok(())
             });
-            self.count(&batch, result.is_ok());
-            batch.clear();
+            let result = result.and_then(|()| self.answer_queries(c, &mut batch.queries));
+            if result.is_ok() {
+                resync_presence = false;
+            }
+            self.count(&batch.publishes, result.is_ok());
+            for (room, reply) in batch.queries.drain(..) {
+                reply(self.local_members(&room));
+            }
+            batch = Batch::default();
             match result {
                 Ok(()) => {}
                 Err(e) => {
@@ -307,13 +484,38 @@ impl Publisher {
             }
         }
     }
+
+    /// Answers presence queries with this instance's members and the other live instances'
+    /// (one `HGETALL` each, pipelined); what it cannot answer stays in `queries`.
+    fn answer_queries(&self, c: &mut redis::Connection, queries: &mut Vec<(RoomId, PresenceReply)>) -> redis::RedisResult<()> {
+        if queries.is_empty() {
+            return Ok(());
+        }
+        let others: Vec<String> =
+            self.stats.instances.lock().map(|l| l.iter().filter(|i| **i != self.config.instance_id).cloned().collect()).unwrap_or_default();
+        let mut pipe = redis::pipe();
+        for (room, _) in queries.iter() {
+            for instance in &others {
+                pipe.cmd("HVALS").arg(ps::presence_key(&self.config.prefix, room, instance));
+            }
+        }
+        let mut remote: std::vec::IntoIter<Vec<String>> = pipe.query::<Vec<Vec<String>>>(c)?.into_iter();
+        for (room, reply) in queries.drain(..) {
+            let mut members = self.local_members(&room);
+            for _ in &others {
+                members.extend(remote.next().unwrap_or_default());
+            }
+            reply(members);
+        }
+        Ok(())
+    }
 }
 
 struct Subscriber {
     client: redis::Client,
     config: BusConfig,
     stats: Arc<Stats>,
-    to_shards: Vec<flume::Sender<Incoming>>,
+    to_shards: Arc<Vec<flume::Sender<Incoming>>>,
 }
 
 impl Subscriber {
@@ -379,6 +581,10 @@ impl Subscriber {
                 }
                 continue;
             }
+            if let Some(topic) = ps::topic_of(&self.config.prefix, channel) {
+                self.pubsub_message(topic, channel, message.get_payload_bytes());
+                continue;
+            }
             let Some(room) = channel.strip_prefix(&format!("{}relay:", self.config.prefix)).and_then(RoomId::parse) else { continue };
             let Some(publication) = envelope::decode(message.get_payload_bytes()) else { continue };
             if publication.instance == self.config.instance_id {
@@ -390,6 +596,22 @@ impl Subscriber {
             if self.to_shards.get(shard).is_none_or(|tx| tx.try_send(incoming).is_err()) {
                 self.stats.received_dropped.fetch_add(1, Relaxed);
             }
+        }
+    }
+
+    /// Hands another instance's `/pubsub` publication to the owner shard of its room or user.
+    fn pubsub_message(&self, topic: Topic, channel: &str, payload: &[u8]) {
+        let Some((from, cast)) = ps::decode(&self.config.prefix, channel, payload) else { return };
+        if from == self.config.instance_id {
+            return;
+        }
+        self.stats.pubsub_received.fetch_add(1, Relaxed);
+        let shard = match &topic {
+            Topic::Room(room) => room.owner_shard(self.to_shards.len()),
+            Topic::User(user) => crate::rooms::owner_shard_of(user, self.to_shards.len()),
+        };
+        if self.to_shards.get(shard).is_none_or(|tx| tx.try_send(Incoming::PubSub(cast)).is_err()) {
+            self.stats.pubsub_received_dropped.fetch_add(1, Relaxed);
         }
     }
 
@@ -411,6 +633,18 @@ impl Subscriber {
                 }
                 SubscriptionChange::Unsubscribe(room) => {
                     let ch = channel(&self.config.prefix, room.as_str());
+                    let r = pubsub.as_mut().map_or(Ok(()), |p| p.unsubscribe(&ch));
+                    wanted.remove(&ch);
+                    r
+                }
+                SubscriptionChange::SubscribePubSub(topic) => {
+                    let ch = ps::channel(&self.config.prefix, &topic);
+                    let r = pubsub.as_mut().map_or(Ok(()), |p| p.subscribe(&ch));
+                    wanted.insert(ch);
+                    r
+                }
+                SubscriptionChange::UnsubscribePubSub(topic) => {
+                    let ch = ps::channel(&self.config.prefix, &topic);
                     let r = pubsub.as_mut().map_or(Ok(()), |p| p.unsubscribe(&ch));
                     wanted.remove(&ch);
                     r

@@ -12,6 +12,7 @@ pub mod bus;
 pub mod envelope;
 pub mod forward;
 mod lease;
+pub mod pubsub;
 mod subscriptions;
 
 pub use bus::{BusConfig, BusHandle, Incoming};

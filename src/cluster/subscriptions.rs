@@ -12,6 +12,10 @@ pub enum SubscriptionChange {
     Subscribe(RoomId),
     /// The last local member left: stop.
     Unsubscribe(RoomId),
+    /// A `/pubsub` room got its first member on this instance, or a user its first connection.
+    SubscribePubSub(super::pubsub::Topic),
+    /// The last one went.
+    UnsubscribePubSub(super::pubsub::Topic),
 }
 
 /// Local member counts of the relay rooms of one shard (each relay room lives on one shard).

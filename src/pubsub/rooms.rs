@@ -43,6 +43,16 @@ impl Member {
     pub fn data(&self) -> String {
         member_data(&self.user, &self.label)
     }
+
+    /// `{"user":U,"conn":C,"meta":M?}`: the member as presence lists it.
+    pub fn presence_json(&self) -> String {
+        let data = self.data();
+        match &self.meta {
+            // `{"user":…,"conn":…` + `,"meta":{…}}`.
+            Some(meta) => format!("{},\"meta\":{}}}", data.strip_suffix('}').unwrap_or(&data), meta.get()),
+            None => data,
+        }
+    }
 }
 
 /// One room on its owner shard.
@@ -108,22 +118,17 @@ impl Room {
 
 /// `{"members":[{"user","conn","meta"?},…]}` for `members`.
 pub fn presence_data<'a>(members: impl Iterator<Item = &'a Member>) -> String {
+    members_data(members.map(Member::presence_json))
+}
+
+/// `{"members":[…]}` around member objects already in JSON.
+pub fn members_data(members: impl Iterator<Item = String>) -> String {
     let mut out = String::from("{\"members\":[");
     for (i, m) in members.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let data = m.data();
-        match &m.meta {
-            // `{"user":…,"conn":…` + `,"meta":{…}}`.
-            Some(meta) => {
-                out.push_str(data.strip_suffix('}').unwrap_or(&data));
-                out.push_str(",\"meta\":");
-                out.push_str(meta.get());
-                out.push('}');
-            }
-            None => out.push_str(&data),
-        }
+        out.push_str(&m);
     }
     out.push_str("]}");
     out
@@ -177,22 +182,24 @@ pub struct Users {
 }
 
 impl Users {
-    /// `user` connected through `conn`.
-    pub fn online(&mut self, user: Arc<str>, conn: ConnRef) {
+    /// `user` connected through `conn`; whether it is the user's first connection here.
+    pub fn online(&mut self, user: Arc<str>, conn: ConnRef) -> bool {
         let conns = self.users.entry(user).or_default();
         if !conns.contains(&conn) {
             conns.push(conn);
         }
+        conns.len() == 1
     }
 
-    /// `conn` of `user` is gone.
-    pub fn offline(&mut self, user: &str, conn: ConnRef) {
-        if let Some(conns) = self.users.get_mut(user) {
-            conns.retain(|c| *c != conn);
-            if conns.is_empty() {
-                self.users.remove(user);
-            }
+    /// `conn` of `user` is gone; whether it was the user's last connection here.
+    pub fn offline(&mut self, user: &str, conn: ConnRef) -> bool {
+        let Some(conns) = self.users.get_mut(user) else { return false };
+        conns.retain(|c| *c != conn);
+        if !conns.is_empty() {
+            return false;
         }
+        self.users.remove(user);
+        true
     }
 
     /// Every connection of `user` (none when offline).
@@ -237,11 +244,12 @@ mod tests {
     fn a_users_connections() {
         let mut users = Users::default();
         let (a, b) = (member(0, 1, "u").conn, member(1, 4, "u").conn);
-        users.online("u".into(), a);
-        users.online("u".into(), b);
+        assert!(users.online("u".into(), a));
+        assert!(!users.online("u".into(), b));
         assert_eq!(users.conns("u"), &[a, b]);
-        users.offline("u", a);
-        users.offline("u", b);
+        assert!(!users.offline("u", a));
+        assert!(users.offline("u", b));
+        assert!(!users.offline("u", b), "an unknown connection changes nothing");
         assert!(users.conns("u").is_empty());
     }
 }

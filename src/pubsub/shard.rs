@@ -15,7 +15,8 @@ use bytes::Bytes;
 
 use super::app::{frame, Command, Conn};
 use super::message::{MessageId, Outgoing};
-use super::rooms::{presence_data, ConnRef, Member, OwnedRooms, Users};
+use super::rooms::{members_data, presence_data, ConnRef, Member, OwnedRooms, Users};
+use crate::cluster::pubsub::{Cast, Topic};
 use crate::rooms::{owner_shard_of, RoomId};
 
 /// What one shard sends another.
@@ -136,6 +137,44 @@ pub enum Output {
     Close(ConnRef, u16),
     /// Rooms this shard owns changed by this much (the `rooms` gauge).
     Rooms(i64),
+    /// With other instances: hand this to the instances of the room or user.
+    Cast(Cast),
+    /// With other instances: start hearing what other instances send the room or user.
+    Subscribe(Topic),
+    /// Stop hearing it.
+    Unsubscribe(Topic),
+    /// With other instances: this instance's connection `conn` is in `room`, shown as `member`.
+    PresenceSet {
+        /// The room.
+        room: RoomId,
+        /// The connection id.
+        conn: Arc<str>,
+        /// Its presence object (JSON).
+        member: String,
+    },
+    /// It left.
+    PresenceRemove {
+        /// The room.
+        room: RoomId,
+        /// The connection id.
+        conn: Arc<str>,
+    },
+    /// With other instances: answer `conn` with `room`'s members on every instance (see
+    /// [`presence_reply`]).
+    PresenceQuery {
+        /// The room.
+        room: RoomId,
+        /// Who asked.
+        conn: ConnRef,
+        /// The id of the reply.
+        id: Option<MessageId>,
+    },
+}
+
+/// The `presence` reply to a query with `id`, listing `members` (JSON objects).
+pub fn presence_reply(room: &RoomId, id: Option<&MessageId>, members: Vec<String>) -> Bytes {
+    let data = members_data(members.into_iter());
+    frame(&Outgoing { event: "presence", room: Some(room.as_str()), data: Some(&data), id, ..Outgoing::default() })
 }
 
 /// One shard's `/pubsub` state.
@@ -147,13 +186,31 @@ pub struct PubSubShard {
     local: AHashMap<RoomId, Vec<ConnRef>>,
     owned: OwnedRooms,
     users: Users,
+    /// Whether other instances share the rooms and users (through Redis).
+    clustered: bool,
     outputs: VecDeque<Output>,
 }
 
 impl PubSubShard {
-    /// Shard `index` of `shards`.
-    pub fn new(index: usize, shards: usize) -> Self {
-        PubSubShard { index, shards, local: AHashMap::new(), owned: OwnedRooms::default(), users: Users::default(), outputs: VecDeque::new() }
+    /// Shard `index` of `shards`; `clustered` when other instances share the rooms and users.
+    pub fn new(index: usize, shards: usize, clustered: bool) -> Self {
+        PubSubShard { index, shards, local: AHashMap::new(), owned: OwnedRooms::default(), users: Users::default(), clustered, outputs: VecDeque::new() }
+    }
+
+    /// With other instances, hands `cast` to them.
+    fn cast(&mut self, cast: impl FnOnce() -> Cast) {
+        if self.clustered {
+            self.outputs.push_back(Output::Cast(cast()));
+        }
+    }
+
+    /// What another instance sent this shard, the owner of its room or user.
+    pub fn remote(&mut self, cast: Cast) {
+        match cast {
+            Cast::Room { room, frame } => self.send_to_room(&room, Bytes::from(frame), None),
+            Cast::User { user, frame } => self.handle_message(ShardMessage::ToUser { user, frame: Bytes::from(frame) }),
+            Cast::Disconnect { user, code } => self.handle_message(ShardMessage::DisconnectUser { user, code }),
+        }
     }
 
     /// The next thing to do.
@@ -201,22 +258,31 @@ impl PubSubShard {
         }
     }
 
-    /// `frame` to every member of `room` but `exclude` (a publish from a connection or the API).
+    /// `frame` to every member of `room` but `exclude` (a publish from a connection or the API),
+    /// on every instance.
     pub fn publish(&mut self, room: RoomId, frame: Bytes, exclude: Option<ConnRef>) {
+        self.cast(|| Cast::Room { room: room.clone(), frame: frame.to_vec() });
         self.route(room.owner_shard(self.shards), ShardMessage::Publish { room, frame, exclude });
     }
 
-    /// `frame` to every connection of `user`.
+    /// `frame` to every connection of `user`, on every instance.
     pub fn send_to_user(&mut self, user: Arc<str>, frame: Bytes) {
+        self.cast(|| Cast::User { user: user.clone(), frame: frame.to_vec() });
         self.route(owner_shard_of(&user, self.shards), ShardMessage::ToUser { user, frame });
     }
 
-    /// Closes every connection of `user` with `code`.
+    /// Closes every connection of `user` with `code`, on every instance.
     pub fn disconnect_user(&mut self, user: Arc<str>, code: u16) {
+        self.cast(|| Cast::Disconnect { user: user.clone(), code });
         self.route(owner_shard_of(&user, self.shards), ShardMessage::DisconnectUser { user, code });
     }
 
-    /// `room`'s presence data (`{"members":[…]}`), if this shard owns it.
+    /// The members of `room` this shard owns, as presence objects (JSON).
+    pub fn local_members(&self, room: &RoomId) -> Vec<String> {
+        self.owned.get(room).map(|r| r.members().iter().map(Member::presence_json).collect()).unwrap_or_default()
+    }
+
+    /// `room`'s presence data (`{"members":[…]}`) on this instance, if this shard owns it.
     pub fn presence(&self, room: &RoomId) -> String {
         self.owned.get(room).map_or_else(|| presence_data(std::iter::empty()), |r| r.presence_data())
     }
@@ -258,12 +324,20 @@ impl PubSubShard {
             ShardMessage::Join { room, member, id } => {
                 let joiner = member.conn;
                 let data = member.data();
+                let presence = self.clustered.then(|| (member.label.clone(), member.presence_json()));
                 let (added, count) = self.owned.join(&room, member);
                 if added {
                     if count == 1 {
                         self.outputs.push_back(Output::Rooms(1));
+                        if self.clustered {
+                            self.outputs.push_back(Output::Subscribe(Topic::Room(room.clone())));
+                        }
+                    }
+                    if let Some((conn, member)) = presence {
+                        self.outputs.push_back(Output::PresenceSet { room: room.clone(), conn, member });
                     }
                     let joined = frame(&Outgoing { event: "user_joined", room: Some(room.as_str()), data: Some(&data), ..Outgoing::default() });
+                    self.cast(|| Cast::Room { room: room.clone(), frame: joined.to_vec() });
                     self.send_to_room(&room, joined, Some(joiner));
                 }
                 let members = format!("{{\"members\":{count}}}");
@@ -272,10 +346,18 @@ impl PubSubShard {
             }
             ShardMessage::Leave { room, conn, id, answer } => {
                 if let Some(member) = self.owned.leave(&room, conn) {
-                    if self.owned.get(&room).is_none() {
+                    let emptied = self.owned.get(&room).is_none();
+                    if emptied {
                         self.outputs.push_back(Output::Rooms(-1));
                     }
+                    if self.clustered {
+                        self.outputs.push_back(Output::PresenceRemove { room: room.clone(), conn: member.label.clone() });
+                        if emptied {
+                            self.outputs.push_back(Output::Unsubscribe(Topic::Room(room.clone())));
+                        }
+                    }
                     let left = frame(&Outgoing { event: "user_left", room: Some(room.as_str()), data: Some(&member.data()), ..Outgoing::default() });
+                    self.cast(|| Cast::Room { room: room.clone(), frame: left.to_vec() });
                     self.send_to_room(&room, left, None);
                 }
                 if answer {
@@ -283,14 +365,23 @@ impl PubSubShard {
                     self.route(conn.shard, ShardMessage::ToConn { conn, frame: reply });
                 }
             }
+            ShardMessage::Presence { room, conn, id } if self.clustered => self.outputs.push_back(Output::PresenceQuery { room, conn, id }),
             ShardMessage::Presence { room, conn, id } => {
                 let data = self.presence(&room);
                 let reply = frame(&Outgoing { event: "presence", room: Some(room.as_str()), data: Some(&data), id: id.as_ref(), ..Outgoing::default() });
                 self.route(conn.shard, ShardMessage::ToConn { conn, frame: reply });
             }
             ShardMessage::Publish { room, frame, exclude } => self.send_to_room(&room, frame, exclude),
-            ShardMessage::Online { user, conn } => self.users.online(user, conn),
-            ShardMessage::Offline { user, conn } => self.users.offline(&user, conn),
+            ShardMessage::Online { user, conn } => {
+                if self.users.online(user.clone(), conn) && self.clustered {
+                    self.outputs.push_back(Output::Subscribe(Topic::User(user)));
+                }
+            }
+            ShardMessage::Offline { user, conn } => {
+                if self.users.offline(&user, conn) && self.clustered {
+                    self.outputs.push_back(Output::Unsubscribe(Topic::User(user)));
+                }
+            }
             ShardMessage::ToUser { user, frame } => {
                 for conn in self.users.conns(&user).to_vec() {
                     self.route(conn.shard, ShardMessage::ToConn { conn, frame: frame.clone() });
@@ -343,18 +434,25 @@ mod tests {
         got: BTreeMap<usize, Vec<serde_json::Value>>,
         /// Connections the shards were told to close, with the code.
         closed: Vec<(usize, u16)>,
+        /// What the shards asked of the other instances, in order.
+        to_cluster: Vec<(usize, Output)>,
         metrics: Metrics,
         now: Instant,
     }
 
     impl Sim {
         fn new(shards: usize) -> Sim {
+            Sim::with(shards, false)
+        }
+
+        fn with(shards: usize, clustered: bool) -> Sim {
             let now = Instant::now();
             Sim {
-                shards: (0..shards).map(|i| PubSubShard::new(i, shards)).collect(),
+                shards: (0..shards).map(|i| PubSubShard::new(i, shards, clustered)).collect(),
                 sessions: BTreeMap::new(),
                 got: BTreeMap::new(),
                 closed: Vec::new(),
+                to_cluster: Vec::new(),
                 metrics: Metrics::new(shards, now),
                 now,
             }
@@ -409,6 +507,7 @@ mod tests {
                             }
                             Output::Close(conn, code) => self.closed.push((conn.key, code)),
                             Output::Rooms(_) => {}
+                            other => self.to_cluster.push((i, other)),
                         }
                     }
                 }
@@ -491,5 +590,136 @@ mod tests {
         sim.send(1, r#"{"event":"dm","to":"bob","data":2}"#);
         assert!(sim.take(2).is_empty());
         assert_eq!(sim.take(3).len(), 1);
+    }
+
+    /// Instances of [`Sim`] joined by a simulated Redis: channels per topic, presence hashes per
+    /// room and instance.
+    struct Cluster {
+        instances: Vec<Sim>,
+        subscribed: Vec<std::collections::BTreeSet<Topic>>,
+        presence: BTreeMap<(RoomId, usize), BTreeMap<String, String>>,
+    }
+
+    impl Cluster {
+        fn new(instances: usize, shards: usize) -> Cluster {
+            Cluster {
+                instances: (0..instances).map(|_| Sim::with(shards, true)).collect(),
+                subscribed: vec![Default::default(); instances],
+                presence: BTreeMap::new(),
+            }
+        }
+
+        fn open(&mut self, instance: usize, key: usize, shard: usize, user: &str) {
+            self.instances[instance].open(key, shard, user);
+            self.settle();
+        }
+
+        fn send(&mut self, instance: usize, key: usize, text: &str) {
+            self.instances[instance].send(key, text);
+            self.settle();
+        }
+
+        fn close(&mut self, instance: usize, key: usize) {
+            self.instances[instance].close(key);
+            self.settle();
+        }
+
+        /// Carries what instances ask of Redis until nothing is left.
+        fn settle(&mut self) {
+            loop {
+                let mut progress = false;
+                for from in 0..self.instances.len() {
+                    let outputs = std::mem::take(&mut self.instances[from].to_cluster);
+                    for (_, output) in outputs {
+                        progress = true;
+                        self.carry(from, output);
+                    }
+                }
+                if !progress {
+                    return;
+                }
+            }
+        }
+
+        fn carry(&mut self, from: usize, output: Output) {
+            match output {
+                Output::Cast(cast) => {
+                    let topic = match &cast {
+                        Cast::Room { room, .. } => Topic::Room(room.clone()),
+                        Cast::User { user, .. } | Cast::Disconnect { user, .. } => Topic::User(user.clone()),
+                    };
+                    for to in (0..self.instances.len()).filter(|to| *to != from && self.subscribed[*to].contains(&topic)) {
+                        let sim = &mut self.instances[to];
+                        let owner = match &topic {
+                            Topic::Room(room) => room.owner_shard(sim.shards.len()),
+                            Topic::User(user) => owner_shard_of(user, sim.shards.len()),
+                        };
+                        sim.shards[owner].remote(cast.clone());
+                        sim.settle();
+                    }
+                }
+                Output::Subscribe(topic) => {
+                    self.subscribed[from].insert(topic);
+                }
+                Output::Unsubscribe(topic) => {
+                    self.subscribed[from].remove(&topic);
+                }
+                Output::PresenceSet { room, conn, member } => {
+                    self.presence.entry((room, from)).or_default().insert(conn.to_string(), member);
+                }
+                Output::PresenceRemove { room, conn } => {
+                    if let Some(members) = self.presence.get_mut(&(room, from)) {
+                        members.remove(&*conn);
+                    }
+                }
+                Output::PresenceQuery { room, conn, id } => {
+                    let members = self.presence.iter().filter(|((r, _), _)| *r == room).flat_map(|(_, m)| m.values().cloned()).collect();
+                    let frame = presence_reply(&room, id.as_ref(), members);
+                    self.instances[from].deliver(conn, &frame);
+                }
+                other => unreachable!("not for the cluster: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rooms_users_and_presence_span_instances() {
+        let mut c = Cluster::new(2, 2);
+        c.open(0, 1, 0, "ann");
+        c.open(0, 2, 1, "bob");
+        c.open(1, 1, 1, "cid");
+        c.open(1, 2, 0, "bob");
+        for (instance, key) in [(0, 1), (0, 2), (1, 1)] {
+            c.send(instance, key, r#"{"event":"join","room":"lobby"}"#);
+        }
+        // Ann saw bob join on her instance and cid on the other.
+        let ann: Vec<String> = c.instances[0].take(1).iter().filter(|v| v["event"] == "user_joined").map(|v| v["data"]["user"].to_string()).collect();
+        assert_eq!(ann, ["\"bob\"", "\"cid\""]);
+        for n in 0..3 {
+            c.send(1, 1, &format!(r#"{{"event":"chat","room":"lobby","data":{n}}}"#));
+        }
+        for (instance, key) in [(0, 1), (0, 2), (1, 1)] {
+            let chats: Vec<i64> = c.instances[instance].take(key).iter().filter(|v| v["event"] == "chat").map(|v| v["data"].as_i64().unwrap()).collect();
+            assert_eq!(chats, [0, 1, 2], "instance {instance} conn {key}");
+        }
+        assert!(c.instances[1].take(2).is_empty(), "bob's connection on instance 1 is not in the room");
+        c.send(1, 1, r#"{"event":"presence","room":"lobby","id":9}"#);
+        let presence = c.instances[1].take(1);
+        let mut users: Vec<&str> = presence[0]["data"]["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+        users.sort();
+        assert_eq!((users, presence[0]["id"].as_i64()), (vec!["ann", "bob", "cid"], Some(9)));
+        // A direct reaches the user's connections on both instances; a disconnect closes them.
+        c.send(1, 1, r#"{"event":"dm","to":"bob","data":"psst"}"#);
+        assert_eq!(c.instances[0].take(2), vec![serde_json::json!({"event": "dm", "from": "cid", "data": "psst"})]);
+        assert_eq!(c.instances[1].take(2), vec![serde_json::json!({"event": "dm", "from": "cid", "data": "psst"})]);
+        c.instances[0].shards[1].disconnect_user("bob".into(), 4001);
+        c.instances[0].settle();
+        c.settle();
+        assert_eq!((&c.instances[0].closed[..], &c.instances[1].closed[..]), (&[(2, 4001)][..], &[(2, 4001)][..]));
+        // The last local member out unsubscribes its instance and clears its presence.
+        c.close(1, 1);
+        assert_eq!(c.instances[0].take(1), vec![serde_json::json!({"event": "user_left", "room": "lobby", "data": {"user": "cid", "conn": "c1"}})]);
+        assert!(!c.subscribed[1].contains(&Topic::Room(RoomId::parse("lobby").unwrap())));
+        assert!(c.presence.get(&(RoomId::parse("lobby").unwrap(), 1)).is_none_or(BTreeMap::is_empty));
     }
 }

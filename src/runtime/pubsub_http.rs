@@ -10,6 +10,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::shard::Shard;
+use crate::cluster::bus::PresenceReply;
 use crate::http::{ApiCall, Request, Response, Status};
 use crate::pubsub::message::{Outgoing, MAX_EVENT_LEN, MAX_USER_LEN};
 use crate::pubsub::{Grant, TokenError};
@@ -90,7 +91,7 @@ fn ok() -> Response {
 }
 
 /// Answers a server API call (the body already read; presence on the room's owner shard).
-pub(crate) fn answer(shard: &Shard, request: &Request, call: &ApiCall, body: &[u8]) -> Response {
+pub(crate) async fn answer(shard: &Shard, request: &Request, call: &ApiCall, body: &[u8]) -> Response {
     if let Err(refused) = authorize(shard, request) {
         return refused;
     }
@@ -98,7 +99,7 @@ pub(crate) fn answer(shard: &Shard, request: &Request, call: &ApiCall, body: &[u
         ApiCall::Publish => publish(shard, body),
         ApiCall::Send => send(shard, body),
         ApiCall::Disconnect => disconnect(shard, body),
-        ApiCall::Presence(room) => presence(shard, room),
+        ApiCall::Presence(room) => presence(shard, room).await,
     };
     result.unwrap_or_else(|refused| refused)
 }
@@ -135,9 +136,29 @@ fn disconnect(shard: &Shard, body: &[u8]) -> Result<Response, Response> {
     Ok(ok())
 }
 
-/// `GET /api/rooms/{room}/presence`: `{"room":R,"members":[…]}` (this is the room's owner shard).
-fn presence(shard: &Shard, room: &RoomId) -> Result<Response, Response> {
-    let data = shard.state.borrow().pubsub_presence(room).unwrap_or_else(|| "{\"members\":[]}".into());
-    let members: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
-    Ok(Response::json(Status::Ok, &json!({"room": room.as_str(), "members": members.get("members").cloned().unwrap_or_default()})))
+/// `GET /api/rooms/{room}/presence`: `{"room":R,"members":[…]}` (this is the room's owner
+/// shard); with other instances, theirs too (`503` if Redis does not answer in time).
+async fn presence(shard: &Shard, room: &RoomId) -> Result<Response, Response> {
+    let local = shard.state.borrow().pubsub_members(room);
+    let members = match &shard.shared.bus {
+        None => local,
+        Some(bus) => {
+            let (tx, rx) = flume::bounded(1);
+            let reply: PresenceReply = Box::new(move |members| {
+                let _ = tx.send(members);
+            });
+            if let Err(reply) = bus.presence(room.clone(), reply) {
+                reply(local);
+            }
+            match glommio::timer::timeout(PRESENCE_WAIT, async { Ok(rx.recv_async().await) }).await {
+                Ok(Ok(members)) => members,
+                _ => return Err(Response::error(Status::ServiceUnavailable, "UNAVAILABLE", "the cluster's presence did not answer in time")),
+            }
+        }
+    };
+    let members: Vec<Box<RawValue>> = members.into_iter().filter_map(|m| RawValue::from_string(m).ok()).collect();
+    Ok(Response::json(Status::Ok, &json!({"room": room.as_str(), "members": members})))
 }
+
+/// How long the API waits for the cluster's presence.
+const PRESENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);

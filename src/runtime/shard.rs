@@ -103,7 +103,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
     let instance = shared.bus.as_ref().map(|bus| bus.instance_id().to_string());
     let (index, shards) = (mesh.peer_id(), mesh.nr_consumers());
     let mesh_out = Rc::new(MeshOut::new(shards));
-    let pubsub = PubSub::new(index, shards, shared.pubsub.clone(), mesh_out.clone());
+    let pubsub = PubSub::new(index, shards, shared.bus.is_some(), shared.pubsub.clone(), mesh_out.clone());
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let leases = shared.store.as_ref().map(|_| Leases::new(Instant::now(), shared.config.room_lease_ttl));
     let bus = shared.bus.clone();
@@ -175,6 +175,8 @@ fn on_bus_message(shard: &Shard, incoming: Incoming) {
         }
         Incoming::Forward { message: Forward::Response { id, status, body }, .. } => shard.calls.borrow_mut().answer(id, status, body),
         Incoming::Forward { from, message } => shard.state.borrow_mut().on_forward(shard.metrics(), now, &from, message),
+        Incoming::PubSub(cast) => shard.state.borrow_mut().on_remote_pubsub(shard.metrics(), now, cast),
+        Incoming::PubSubReply { key, serial, frame } => shard.state.borrow_mut().on_pubsub_reply(shard.metrics(), now, key, serial, frame),
     }
 }
 
@@ -497,7 +499,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
                 Ok(read) => read,
                 Err((stream, why, response)) => return refuse(shard, stream, why, response).await,
             };
-            let response = super::pubsub_http::answer(shard, request, call, &body);
+            let response = super::pubsub_http::answer(shard, request, call, &body).await;
             let _ = stream.write_all(&response.to_bytes()).await;
             return close_gracefully(stream).await;
         }

@@ -7,7 +7,21 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::Message;
 
-use super::{Client, Server};
+use super::{http_raw, parse_response, Client, Server};
+
+/// A server API call: `(status, JSON body)` (`null` when the body is not JSON).
+pub fn api(server: &Server, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
+    let raw = http_raw(server.addr, &format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len()));
+    let (status, body) = parse_response(&raw);
+    (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
+}
+
+/// A `/pubsub` token for `sub`, signed with `secret`, valid for ten minutes, any room.
+pub fn token_for(secret: &str, sub: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    partyflow::pubsub::TokenKey::new(secret).unwrap().sign(&partyflow::pubsub::Claims { sub: sub.into(), exp: Some(exp), rooms: None, meta: None })
+}
 
 pub struct PubSubClient {
     pub ws: Client,

@@ -10,8 +10,12 @@ use bytes::Bytes;
 
 use super::{ConnId, ConnSettings, Endpoint, ShardState};
 use crate::admission::Permit;
+use crate::cluster::bus::PresenceReply;
+use crate::cluster::pubsub::Cast;
+use crate::cluster::{Incoming, SubscriptionChange};
 use crate::metrics::{Metrics, ShardMetrics};
-use crate::pubsub::{Command, Conn, ConnRef, Grant, Handlers, Output, PubSubShard, Session, ShardMessage};
+use crate::pubsub::shard::presence_reply;
+use crate::pubsub::{Command, Conn, ConnRef, Grant, Handlers, MessageId, Output, PubSubShard, Session, ShardMessage};
 use crate::rooms::RoomId;
 use crate::runtime::mesh::{MeshOut, ShardMsg};
 use crate::ws::DataKind;
@@ -38,8 +42,9 @@ pub(crate) struct PubSub {
 }
 
 impl PubSub {
-    pub(crate) fn new(index: usize, shards: usize, settings: PubSubSettings, mesh: Rc<MeshOut>) -> Self {
-        PubSub { core: PubSubShard::new(index, shards), settings, mesh, next_serial: 0, commands: Vec::new() }
+    /// Shard `index` of `shards`; `clustered` with other instances (through Redis).
+    pub(crate) fn new(index: usize, shards: usize, clustered: bool, settings: PubSubSettings, mesh: Rc<MeshOut>) -> Self {
+        PubSub { core: PubSubShard::new(index, shards, clustered), settings, mesh, next_serial: 0, commands: Vec::new() }
     }
 }
 
@@ -97,6 +102,19 @@ impl ShardState {
         self.drain_pubsub(m, now);
     }
 
+    /// What another instance sent this shard (the owner of its room or user).
+    pub(crate) fn on_remote_pubsub(&mut self, m: &ShardMetrics, now: Instant, cast: Cast) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.core.remote(cast);
+        }
+        self.drain_pubsub(m, now);
+    }
+
+    /// A frame the bus assembled for local connection `key` (a cluster-wide presence reply).
+    pub(crate) fn on_pubsub_reply(&mut self, m: &ShardMetrics, now: Instant, key: usize, serial: u64, frame: Bytes) {
+        self.send_pubsub(m, now, ConnRef { shard: self.index, key, serial }, frame);
+    }
+
     /// The server API: `frame` to every member of `room`.
     pub(crate) fn api_publish(&mut self, m: &ShardMetrics, now: Instant, room: RoomId, frame: Bytes) {
         if let Some(ps) = self.pubsub.as_mut() {
@@ -121,9 +139,9 @@ impl ShardState {
         self.drain_pubsub(m, now);
     }
 
-    /// `room`'s presence data, `{"members":[…]}` (this shard must own the room).
-    pub(crate) fn pubsub_presence(&self, room: &RoomId) -> Option<String> {
-        self.pubsub.as_ref().map(|ps| ps.core.presence(room))
+    /// `room`'s members on this instance, as presence objects (this shard must own the room).
+    pub(crate) fn pubsub_members(&self, room: &RoomId) -> Vec<String> {
+        self.pubsub.as_ref().map(|ps| ps.core.local_members(room)).unwrap_or_default()
     }
 
     /// Carries out what the shard's `/pubsub` asks for.
@@ -151,7 +169,48 @@ impl ShardState {
                     }
                 }
                 Output::Rooms(delta) => m.rooms.add(delta),
+                Output::Cast(cast) => {
+                    if let Some(bus) = &self.bus {
+                        bus.cast(&cast);
+                    }
+                }
+                Output::Subscribe(topic) => {
+                    if let Some(bus) = &self.bus {
+                        bus.change(SubscriptionChange::SubscribePubSub(topic));
+                    }
+                }
+                Output::Unsubscribe(topic) => {
+                    if let Some(bus) = &self.bus {
+                        bus.change(SubscriptionChange::UnsubscribePubSub(topic));
+                    }
+                }
+                Output::PresenceSet { room, conn, member } => {
+                    if let Some(bus) = &self.bus {
+                        bus.presence_set(room, conn, member);
+                    }
+                }
+                Output::PresenceRemove { room, conn } => {
+                    if let Some(bus) = &self.bus {
+                        bus.presence_remove(room, conn);
+                    }
+                }
+                Output::PresenceQuery { room, conn, id } => self.query_presence(room, conn, id),
             }
+        }
+    }
+
+    /// Answers `conn` with `room`'s members on every instance, through the bus (this instance's
+    /// alone if the bus's queue is full).
+    fn query_presence(&mut self, room: RoomId, conn: ConnRef, id: Option<MessageId>) {
+        let Some(bus) = self.bus.clone() else { return };
+        let answer = bus.clone();
+        let for_reply = room.clone();
+        let reply: PresenceReply = Box::new(move |members| {
+            let frame = presence_reply(&for_reply, id.as_ref(), members);
+            answer.deliver(conn.shard, Incoming::PubSubReply { key: conn.key, serial: conn.serial, frame });
+        });
+        if let Err(reply) = bus.presence(room.clone(), reply) {
+            reply(self.pubsub_members(&room));
         }
     }
 
