@@ -137,14 +137,20 @@ impl ServerBuilder {
         self
     }
 
+    /// The key that signs game-room tokens (`--secret`); instances sharing rooms share it.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.config.secret = Some(secret.into());
+        self
+    }
+
     /// Enable the server API (`/api/…`) for callers presenting `key` (`--api-key`).
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.config.api_key = Some(key.into());
         self
     }
 
-    /// Join other instances through Redis at `url` (`--redis`); game rooms also need
-    /// [`ServeConfig::secret`] for their tokens.
+    /// Join other instances through Redis at `url` (`--redis`). Needs [`ServerBuilder::secret`]
+    /// too, shared by the instances.
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.config.redis = Some(url.into());
         self
@@ -173,6 +179,13 @@ impl ServerBuilder {
     /// `presence` too: call [`crate::pubsub::protocol`]'s handlers to keep it after your checks).
     pub fn on_message(mut self, event: &str, handler: impl Fn(&mut Ctx<'_>, &Conn, &Message<'_>) + Send + Sync + 'static) -> Self {
         self.handlers.on_message(event, Arc::new(handler));
+        self
+    }
+
+    /// `handler` answers every event that has no handler of its own (by default: published to
+    /// its `room`, or sent to its `to`; [`crate::pubsub::protocol::route`] does that).
+    pub fn on_other(mut self, handler: impl Fn(&mut Ctx<'_>, &Conn, &Message<'_>) + Send + Sync + 'static) -> Self {
+        self.handlers.on_other(Arc::new(handler));
         self
     }
 

@@ -288,6 +288,12 @@ impl Handlers {
         self.events.insert(event.to_string(), handler);
     }
 
+    /// `handler` answers every event without a handler of its own, instead of the built-in
+    /// routing (publish to `room`, send to `to`).
+    pub fn on_other(&mut self, handler: Arc<MessageHandler>) {
+        self.others = handler;
+    }
+
     /// `handler` runs when a connection opens.
     pub fn on_connect(&mut self, handler: Arc<ConnHandler>) {
         self.connect = Some(handler);

@@ -11,8 +11,13 @@ use super::{http_raw, parse_response, Client, Server};
 
 /// A server API call: `(status, JSON body)` (`null` when the body is not JSON).
 pub fn api(server: &Server, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    api_at(server.addr, method, path, key, body)
+}
+
+/// [`api`] on the server at `addr`.
+pub fn api_at(addr: std::net::SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
     let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
-    let raw = http_raw(server.addr, &format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len()));
+    let raw = http_raw(addr, &format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len()));
     let (status, body) = parse_response(&raw);
     (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
 }
@@ -34,19 +39,24 @@ pub struct PubSubClient {
 impl PubSubClient {
     /// Connects to `/pubsub` (with `?token=` when given).
     pub fn connect(server: &Server, token: Option<&str>) -> PubSubClient {
+        Self::connect_to(server.addr, token)
+    }
+
+    /// Connects to `/pubsub` at `addr` (with `?token=` when given).
+    pub fn connect_to(addr: std::net::SocketAddr, token: Option<&str>) -> PubSubClient {
         let path = token.map_or_else(|| "/pubsub".to_string(), |t| format!("/pubsub?token={t}"));
-        Self::connect_with(server, server.url(&path).into_client_request().unwrap())
+        Self::connect_with(addr, format!("ws://{addr}{path}").into_client_request().unwrap())
     }
 
     /// Connects with the token in `Authorization: Bearer`.
     pub fn connect_bearer(server: &Server, token: &str) -> PubSubClient {
         let mut request = server.url("/pubsub").into_client_request().unwrap();
         request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
-        Self::connect_with(server, request)
+        Self::connect_with(server.addr, request)
     }
 
-    fn connect_with(server: &Server, request: tungstenite::handshake::client::Request) -> PubSubClient {
-        let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    fn connect_with(addr: std::net::SocketAddr, request: tungstenite::handshake::client::Request) -> PubSubClient {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
         let (ws, _) = tungstenite::client(request, MaybeTlsStream::Plain(stream)).expect("pubsub handshake");
