@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("cluster_messages", cluster_messages),
     ("snapshot", snapshot),
     ("room_session", room_session),
+    ("pubsub_message", pubsub_message),
 ];
 
 /// An HTTP request head: parsing, framing, routing and the upgrade checks.
@@ -130,5 +131,67 @@ pub fn room_session(data: &[u8]) {
             room.handle_timeout(now);
         }
         while room.poll_output().is_some() {}
+    }
+}
+
+/// `/pubsub` client messages (one per line, each from the connection its first byte picks)
+/// through the parser, the sessions (rate limits, the built-in handlers) and two shards'
+/// rooms; and the same bytes as another instance's publication.
+pub fn pubsub_message(data: &[u8]) {
+    use partyflow::metrics::Metrics;
+    use partyflow::pubsub::{Conn, ConnRef, Handlers, Output, PubSubShard, RoomPatterns, Session, ShardMessage};
+
+    let now = Instant::now();
+    let (handlers, metrics) = (Handlers::default(), Metrics::new(2, now));
+    let mut shards: Vec<PubSubShard> = (0..2).map(|i| PubSubShard::new(i, 2, true)).collect();
+    let mut sessions: Vec<Session> = (0..3usize)
+        .map(|key| {
+            let conn = Conn::new(ConnRef { shard: key % 2, key, serial: 1 }, format!("c{key}").into(), format!("u{}", key % 2).into(), None, RoomPatterns::any());
+            Session::new(conn, now, 4, 1000.0)
+        })
+        .collect();
+    for session in &sessions {
+        shards[session.conn.conn_ref().shard].connect(&session.conn);
+    }
+    let mut commands = Vec::new();
+    for line in data.split(|b| *b == b'\n') {
+        let Some((&pick, message)) = line.split_first() else { continue };
+        if let Ok(text) = std::str::from_utf8(message) {
+            let _ = partyflow::pubsub::message::parse(text);
+        }
+        let Some(session) = sessions.get_mut(usize::from(pick) % 3) else { continue };
+        session.handle_message(now, DataKind::Text, message, &handlers, &metrics, &mut commands);
+        let shard = session.conn.conn_ref().shard;
+        for command in commands.drain(..) {
+            if let Some(s) = shards.get_mut(shard) {
+                s.handle_command(&session.conn, command);
+            }
+        }
+        // Messages between the shards until both are quiet.
+        let mut pending: Vec<(usize, ShardMessage)> = Vec::new();
+        loop {
+            for s in &mut shards {
+                while let Some(output) = s.poll_output() {
+                    if let Output::ToShard(to, message) = output {
+                        pending.push((to, message));
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            for (to, message) in pending.drain(..) {
+                if let Some(s) = shards.get_mut(to) {
+                    s.handle_message(message);
+                }
+            }
+        }
+    }
+    for channel in ["pf:ps:r:lobby", "pf:ps:u:u1"] {
+        if let Some((_, cast)) = partyflow::cluster::pubsub::decode("pf:", channel, data) {
+            if let Some(s) = shards.first_mut() {
+                s.remote(cast);
+            }
+        }
     }
 }

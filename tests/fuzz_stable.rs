@@ -127,3 +127,8 @@ fn snapshot() {
 fn room_session() {
     run("room_session");
 }
+
+#[test]
+fn pubsub_message() {
+    run("pubsub_message");
+}
