@@ -146,7 +146,8 @@ pub fn pubsub_message(data: &[u8]) {
     let mut shards: Vec<PubSubShard> = (0..2).map(|i| PubSubShard::new(i, 2, true)).collect();
     let mut sessions: Vec<Session> = (0..3usize)
         .map(|key| {
-            let conn = Conn::new(ConnRef { shard: key % 2, key, serial: 1 }, format!("c{key}").into(), format!("u{}", key % 2).into(), None, RoomPatterns::any());
+            let conn =
+                Conn::new(ConnRef { shard: key % 2, key, serial: 1 }, format!("c{key}").into(), format!("u{}", key % 2).into(), None, RoomPatterns::any());
             Session::new(conn, now, 4, 1000.0)
         })
         .collect();

@@ -111,9 +111,26 @@ def ab(results, stamp, machine):
               f"{fmt(s.get('cpuUsPerDelivery'))} | {lat} | {fmt(per_conn, ',.0f')} B | {qd} | {r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
 
 
+def pubsub(results, stamp, machine):
+    table(f"/pubsub and /relay at the same load {stamp} ({machine})", "endpoint", "msgs/s per room", "run", "delivered/s", "server CPU %",
+          "CPU-µs per delivery", "p50 / p99 / p99.9 ms", "lost", "errors")
+    rows = []
+    for setup, rate, r in runs(results, "pubsub", stamp):
+        endpoint, run = setup.rsplit("_", 1)
+        rows.append((endpoint, int(rate), int(run), r))
+    names = {"relay": "/relay", "pubsub": "/pubsub", "two": "/pubsub, two instances + Redis", "one": "/pubsub, one instance"}
+    for endpoint, rate, run, r in sorted(rows, key=lambda x: (x[1], x[0], x[2])):
+        s = r.get("server") or {}
+        lat = " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p99", "p99.9"))
+        print(f"| {names.get(endpoint, endpoint)} | {rate} | {run} | {r['deliveredPerSec']:.0f} | {fmt(s.get('cpuShare') and s['cpuShare'] * 100, '.1f')} | "
+              f"{fmt(s.get('cpuUsPerDelivery'))} | {lat} | {r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "compare":
         compare(*sys.argv[2:5])
+    elif sys.argv[1] == "pubsub":
+        pubsub(*sys.argv[2:5])
     elif sys.argv[1] == "ab":
         ab(*sys.argv[2:5])
     elif sys.argv[1] == "queue-delay":

@@ -237,7 +237,7 @@ fn the_server_api_publishes_sends_lists_and_disconnects() {
     assert_eq!(api("POST", "/api/disconnect", Some(API_KEY), r#"{"user":"ann"}"#).0, 200);
     for c in [&mut ann, &mut ann2] {
         while c.recv().is_some() {}
-        assert_eq!(c.closed, Some(4001));
+        assert_eq!(c.closed, Some(4003));
     }
     assert_eq!(bob.recv_event("user_left")["data"]["user"], "ann");
     // Without --api-key the API is not there.

@@ -137,7 +137,7 @@ fn rooms_presence_directs_and_the_api_span_two_instances() {
     assert_eq!(api(&b, "POST", "/api/disconnect", Some(API_KEY), r#"{"user":"bob"}"#).0, 200);
     for c in [&mut bob_a, &mut bob_b] {
         while c.recv().is_some() {}
-        assert_eq!(c.closed, Some(4001));
+        assert_eq!(c.closed, Some(4003));
     }
     assert_eq!(ann.recv_event("user_left")["data"]["user"], "bob");
 

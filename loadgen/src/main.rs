@@ -8,6 +8,7 @@
 mod html;
 mod net;
 mod party;
+mod pubsub;
 mod relay;
 mod report;
 mod sampler;
@@ -85,6 +86,9 @@ enum Scenario {
     Party(party::PartyArgs),
     /// R rooms of M members on /relay; one publisher per room at a fixed rate.
     Relay(relay::RelayArgs),
+    /// R rooms of M members on /pubsub (each member in one or more rooms); publishers per room
+    /// at a fixed rate, and optionally directs to users.
+    Pubsub(pubsub::PubSubArgs),
     /// Steady party load, then drop a fraction of all connections at once and reconnect them.
     Storm(party::StormArgs),
     /// Party rooms with churn for a long time (drops, reconnects, leaves, joins, rooms closed and
@@ -99,6 +103,7 @@ impl Scenario {
             Scenario::Party(a) => a.rooms * (a.players + 1),
             Scenario::Storm(a) => a.party.rooms * (a.party.players + 1),
             Scenario::Relay(a) => a.rooms * a.members,
+            Scenario::Pubsub(a) => a.connections(),
             // A leaving player's connection may still be closing when its replacement connects.
             Scenario::Soak(a) => a.party.rooms * (a.party.players + 2),
         }
@@ -196,6 +201,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.scenario {
         Scenario::Relay(a) => a.validate()?,
+        Scenario::Pubsub(a) => a.validate()?,
         Scenario::Soak(a) => a.validate()?,
         Scenario::Party(_) | Scenario::Storm(_) => {}
     }
@@ -233,6 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Scenario::Party(_) => "party",
         Scenario::Storm(_) => "storm",
         Scenario::Relay(_) => "relay",
+        Scenario::Pubsub(_) => "pubsub",
         Scenario::Soak(_) => "soak",
     };
     let command = command_line(std::env::args());
@@ -286,6 +293,7 @@ fn drive(cli: &Cli, share: Share, window: Arc<window::Window>) -> anyhow::Result
         Scenario::Party(a) => Box::pin(party::run(ctx, a, None)),
         Scenario::Storm(a) => Box::pin(party::run(ctx, a.party, Some(a.drop_fraction))),
         Scenario::Relay(a) => Box::pin(relay::run(ctx, a)),
+        Scenario::Pubsub(a) => Box::pin(pubsub::run(ctx, a)),
         Scenario::Soak(a) => Box::pin(soak::run(ctx, a, server_pid.clone())),
     };
     let first = share.index == 0;

@@ -229,7 +229,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Closes every connection of `user` (on every instance, with Redis) with close code 4001.
+    /// Closes every connection of `user` (on every instance, with Redis) with close code 4003.
     pub fn disconnect_user(&mut self, user: &str) {
         self.out.push(Command::DisconnectUser { user: user.into(), code: CLOSE_DISCONNECTED });
     }
@@ -241,7 +241,7 @@ impl<'a> Ctx<'a> {
 }
 
 /// The close code of a connection the server API or a handler disconnected.
-pub const CLOSE_DISCONNECTED: u16 = 4001;
+pub const CLOSE_DISCONNECTED: u16 = 4003;
 
 /// A text frame of `message`.
 pub(crate) fn frame(message: &Outgoing<'_>) -> Bytes {

@@ -17,7 +17,7 @@ pub const MAX_EVENT_LEN: usize = 64;
 pub const MAX_USER_LEN: usize = 128;
 
 /// Event names only the server sends.
-const SERVER_EVENTS: [&str; 5] = ["joined", "left", "user_joined", "user_left", "error"];
+const SERVER_EVENTS: [&str; 6] = ["connected", "joined", "left", "user_joined", "user_left", "error"];
 
 /// A message id: a JSON number or string, echoed verbatim in every reply it causes.
 #[derive(Debug, Clone)]

@@ -43,21 +43,12 @@ pub enum ErrorCode {
     RateLimited,
     /// A room id outside the rules (1-64 of `[A-Za-z0-9_-]`).
     RoomInvalid,
-    /// The app's proxy did not answer in time.
-    ProxyUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 7] = [
-        ErrorCode::InvalidMessage,
-        ErrorCode::NotInRoom,
-        ErrorCode::Forbidden,
-        ErrorCode::TooManyRooms,
-        ErrorCode::RateLimited,
-        ErrorCode::RoomInvalid,
-        ErrorCode::ProxyUnavailable,
-    ];
+    pub const ALL: [ErrorCode; 6] =
+        [ErrorCode::InvalidMessage, ErrorCode::NotInRoom, ErrorCode::Forbidden, ErrorCode::TooManyRooms, ErrorCode::RateLimited, ErrorCode::RoomInvalid];
 
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
@@ -68,7 +59,6 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "TOO_MANY_ROOMS",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::RoomInvalid => "ROOM_INVALID",
-            ErrorCode::ProxyUnavailable => "PROXY_UNAVAILABLE",
         }
     }
 }

@@ -14,7 +14,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use super::app::{frame, Command, Conn};
-use super::message::{MessageId, Outgoing};
+use super::message::{member_data, MessageId, Outgoing};
 use super::rooms::{members_data, presence_data, ConnRef, Member, OwnedRooms, Users};
 use crate::cluster::pubsub::{Cast, Topic};
 use crate::rooms::{owner_shard_of, RoomId};
@@ -60,12 +60,14 @@ pub enum ShardMessage {
         /// Not to this connection.
         exclude: Option<ConnRef>,
     },
-    /// To a user's owner: `user` connected through `conn`.
+    /// To a user's owner: `user` connected through `conn`, called `label`.
     Online {
         /// The user.
         user: Arc<str>,
         /// The connection.
         conn: ConnRef,
+        /// Its connection id.
+        label: Arc<str>,
     },
     /// To a user's owner: that connection is gone.
     Offline {
@@ -222,7 +224,7 @@ impl PubSubShard {
     /// `conn` opened on this shard.
     pub fn connect(&mut self, conn: &Conn) {
         let user = conn.user.clone();
-        self.route(owner_shard_of(&user, self.shards), ShardMessage::Online { user, conn: conn.conn });
+        self.route(owner_shard_of(&user, self.shards), ShardMessage::Online { user, conn: conn.conn, label: conn.label.clone() });
     }
 
     /// `conn` closed: it leaves `rooms` (the others get `user_left`) and its user forgets it.
@@ -372,10 +374,15 @@ impl PubSubShard {
                 self.route(conn.shard, ShardMessage::ToConn { conn, frame: reply });
             }
             ShardMessage::Publish { room, frame, exclude } => self.send_to_room(&room, frame, exclude),
-            ShardMessage::Online { user, conn } => {
+            ShardMessage::Online { user, conn, label } => {
+                // Sent by the user's owner once it knows the connection: a direct sent after the
+                // client saw `connected` reaches it.
+                let data = member_data(&user, &label);
+                let connected = frame(&Outgoing { event: "connected", data: Some(&data), ..Outgoing::default() });
                 if self.users.online(user.clone(), conn) && self.clustered {
                     self.outputs.push_back(Output::Subscribe(Topic::User(user)));
                 }
+                self.route(conn.shard, ShardMessage::ToConn { conn, frame: connected });
             }
             ShardMessage::Offline { user, conn } => {
                 if self.users.offline(&user, conn) && self.clustered {
@@ -470,6 +477,8 @@ mod tests {
             self.shards[shard].connect(&conn);
             self.sessions.insert(key, Session::new(conn, self.now, 100, 1000.0));
             self.settle();
+            let connected = self.take(key);
+            assert_eq!(connected, vec![serde_json::json!({"event": "connected", "data": {"user": user, "conn": format!("c{key}")}})]);
         }
 
         fn close(&mut self, key: usize) {
@@ -582,10 +591,10 @@ mod tests {
         }
         assert!(sim.take(1).is_empty());
         // From any shard: the user's owner tells each connection's shard.
-        sim.shards[0].disconnect_user("bob".into(), 4001);
+        sim.shards[0].disconnect_user("bob".into(), 4003);
         sim.settle();
         sim.closed.sort();
-        assert_eq!(sim.closed, [(2, 4001), (3, 4001)]);
+        assert_eq!(sim.closed, [(2, 4003), (3, 4003)]);
         sim.close(2);
         sim.send(1, r#"{"event":"dm","to":"bob","data":2}"#);
         assert!(sim.take(2).is_empty());
@@ -712,10 +721,10 @@ mod tests {
         c.send(1, 1, r#"{"event":"dm","to":"bob","data":"psst"}"#);
         assert_eq!(c.instances[0].take(2), vec![serde_json::json!({"event": "dm", "from": "cid", "data": "psst"})]);
         assert_eq!(c.instances[1].take(2), vec![serde_json::json!({"event": "dm", "from": "cid", "data": "psst"})]);
-        c.instances[0].shards[1].disconnect_user("bob".into(), 4001);
+        c.instances[0].shards[1].disconnect_user("bob".into(), 4003);
         c.instances[0].settle();
         c.settle();
-        assert_eq!((&c.instances[0].closed[..], &c.instances[1].closed[..]), (&[(2, 4001)][..], &[(2, 4001)][..]));
+        assert_eq!((&c.instances[0].closed[..], &c.instances[1].closed[..]), (&[(2, 4003)][..], &[(2, 4003)][..]));
         // The last local member out unsubscribes its instance and clears its presence.
         c.close(1, 1);
         assert_eq!(c.instances[0].take(1), vec![serde_json::json!({"event": "user_left", "room": "lobby", "data": {"user": "cid", "conn": "c1"}})]);

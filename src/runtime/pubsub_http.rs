@@ -128,7 +128,7 @@ fn send(shard: &Shard, body: &[u8]) -> Result<Response, Response> {
     Ok(ok())
 }
 
-/// `POST /api/disconnect {"user"}`: closes every connection of a user (close code 4001).
+/// `POST /api/disconnect {"user"}`: closes every connection of a user (close code 4003).
 fn disconnect(shard: &Shard, body: &[u8]) -> Result<Response, Response> {
     let b: DisconnectBody<'_> = parse(body)?;
     check_user(b.user)?;

@@ -34,6 +34,11 @@ pub struct PubSubClient {
     pub seen: Vec<Value>,
     /// The close code, once the server closed.
     pub closed: Option<u16>,
+    /// The user and connection id the server announced.
+    pub user: String,
+    pub conn: String,
+    /// Messages that arrived before `connected`, not read yet.
+    early: std::collections::VecDeque<Value>,
 }
 
 impl PubSubClient {
@@ -60,7 +65,19 @@ impl PubSubClient {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
         let (ws, _) = tungstenite::client(request, MaybeTlsStream::Plain(stream)).expect("pubsub handshake");
-        PubSubClient { ws, seen: Vec::new(), closed: None }
+        let mut client = PubSubClient { ws, seen: Vec::new(), closed: None, user: String::new(), conn: String::new(), early: Default::default() };
+        // Directs reach the connection once it has been told `connected`; what came before it
+        // (replies of a connect handler) is kept for the next reads.
+        let connected = loop {
+            let v = client.read_next().expect("closed before connected");
+            if v["event"] == "connected" {
+                break v;
+            }
+            client.early.push_back(v);
+        };
+        client.user = connected["data"]["user"].as_str().unwrap().to_string();
+        client.conn = connected["data"]["conn"].as_str().unwrap().to_string();
+        client
     }
 
     pub fn send(&mut self, message: Value) {
@@ -73,7 +90,18 @@ impl PubSubClient {
 
     /// The next message; `None` once the server closed (its code in `closed`).
     pub fn recv(&mut self) -> Option<Value> {
+        match self.early.pop_front() {
+            Some(v) => Some(v),
+            None => self.read_next(),
+        }
+    }
+
+    /// The next message from the socket.
+    fn read_next(&mut self) -> Option<Value> {
+        // Pings keep a silent connection's reads from timing out: bound the wait here.
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            assert!(Instant::now() < deadline, "nothing received for 20 s; saw {:?}", self.seen);
             match self.ws.read() {
                 Ok(Message::Text(t)) => {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap();
