@@ -31,7 +31,7 @@ use ahash::AHashMap;
 
 use super::envelope;
 use super::forward::{self, Forward};
-use super::pubsub::{self as ps, Cast, Topic};
+use super::pubsub::{self as ps, Adapter, Cast, PresenceReply, Topic};
 use super::subscriptions::SubscriptionChange;
 use crate::metrics::write_unlabelled;
 use crate::rooms::RoomId;
@@ -85,9 +85,6 @@ pub enum Incoming {
         frame: bytes::Bytes,
     },
 }
-
-/// What a presence query answers with: the member objects (JSON) of every live instance.
-pub type PresenceReply = Box<dyn FnOnce(Vec<String>) + Send>;
 
 /// What the publisher thread is handed.
 enum Outbound {
@@ -206,44 +203,6 @@ impl BusHandle {
         }
     }
 
-    /// Publishes a `/pubsub` room or user message to the other instances (dropped and counted
-    /// if the queue is full).
-    pub fn cast(&self, cast: &Cast) {
-        let (channel, payload) = ps::encode(&self.prefix, &self.instance, cast);
-        if self.publish.try_send(Outbound::Publish(channel, payload)).is_err() {
-            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Records that `conn` of this instance is in `room`, shown as `member` (a JSON object).
-    pub fn presence_set(&self, room: RoomId, conn: Arc<str>, member: String) {
-        if self.publish.try_send(Outbound::PresenceSet { room, conn, member }).is_err() {
-            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Records that `conn` left `room`.
-    pub fn presence_remove(&self, room: RoomId, conn: Arc<str>) {
-        if self.publish.try_send(Outbound::PresenceRemove { room, conn }).is_err() {
-            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Asks for `room`'s members on every live instance; `reply` gets them from the publisher
-    /// thread (this instance's own from memory when Redis is unreachable). When the queue is
-    /// full, `reply` comes back to be answered by the caller.
-    pub fn presence(&self, room: RoomId, reply: PresenceReply) -> Result<(), PresenceReply> {
-        match self.publish.try_send(Outbound::PresenceQuery { room, reply }) {
-            Err(TrySendError::Full(Outbound::PresenceQuery { reply, .. }) | TrySendError::Disconnected(Outbound::PresenceQuery { reply, .. })) => Err(reply),
-            _ => Ok(()),
-        }
-    }
-
-    /// Hands `incoming` to shard `shard` of this instance (false if its queue is full).
-    pub fn deliver(&self, shard: usize, incoming: Incoming) -> bool {
-        self.to_shards.get(shard).is_some_and(|tx| tx.try_send(incoming).is_ok())
-    }
-
     /// Whether instance `id` was live at the last look (the list refreshes every two seconds;
     /// while it is unknown, every instance counts as live).
     pub fn is_live(&self, id: &str) -> bool {
@@ -295,6 +254,54 @@ impl BusHandle {
             ),
         ];
         write_unlabelled(out, "counter", &counters);
+    }
+}
+
+/// The Redis adapter of `/pubsub`.
+impl Adapter for BusHandle {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// One `PUBLISH` (dropped and counted if the queue is full).
+    fn cast(&self, cast: &Cast) {
+        let (channel, payload) = ps::encode(&self.prefix, &self.instance, cast);
+        if self.publish.try_send(Outbound::Publish(channel, payload)).is_err() {
+            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn subscribe(&self, topic: Topic) {
+        self.change(SubscriptionChange::SubscribePubSub(topic));
+    }
+
+    fn unsubscribe(&self, topic: Topic) {
+        self.change(SubscriptionChange::UnsubscribePubSub(topic));
+    }
+
+    fn presence_set(&self, room: RoomId, conn: Arc<str>, member: String) {
+        if self.publish.try_send(Outbound::PresenceSet { room, conn, member }).is_err() {
+            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn presence_remove(&self, room: RoomId, conn: Arc<str>) {
+        if self.publish.try_send(Outbound::PresenceRemove { room, conn }).is_err() {
+            self.stats.pubsub_publish_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Answered from the publisher thread (this instance's members from its memory when Redis is
+    /// unreachable).
+    fn presence(&self, room: RoomId, reply: PresenceReply) -> Result<(), PresenceReply> {
+        match self.publish.try_send(Outbound::PresenceQuery { room, reply }) {
+            Err(TrySendError::Full(Outbound::PresenceQuery { reply, .. }) | TrySendError::Disconnected(Outbound::PresenceQuery { reply, .. })) => Err(reply),
+            _ => Ok(()),
+        }
+    }
+
+    fn deliver(&self, shard: usize, key: usize, serial: u64, frame: bytes::Bytes) -> bool {
+        self.to_shards.get(shard).is_some_and(|tx| tx.try_send(Incoming::PubSubReply { key, serial, frame }).is_ok())
     }
 }
 

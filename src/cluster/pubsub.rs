@@ -19,6 +19,55 @@ use std::sync::Arc;
 
 use crate::rooms::RoomId;
 
+/// What a presence query answers with: the member objects (JSON) of every live instance.
+pub type PresenceReply = Box<dyn FnOnce(Vec<String>) + Send>;
+
+/// Where a shard's `/pubsub` meets the other instances: the seed's adapter. [`Memory`] is the
+/// one instance alone; the Redis adapter is the bus's handle ([`super::BusHandle`]). Every method
+/// only queues work: a shard never waits on an adapter.
+pub trait Adapter: Send + Sync {
+    /// Whether other instances share the rooms and users (the shards then emit casts and
+    /// presence changes at all).
+    fn is_shared(&self) -> bool;
+    /// Hands `cast` to the instances of its room or user.
+    fn cast(&self, cast: &Cast);
+    /// Start hearing what other instances send `topic`.
+    fn subscribe(&self, topic: Topic);
+    /// Stop hearing it.
+    fn unsubscribe(&self, topic: Topic);
+    /// Connection `conn` of this instance is in `room`, shown as `member` (JSON).
+    fn presence_set(&self, room: RoomId, conn: Arc<str>, member: String);
+    /// It left.
+    fn presence_remove(&self, room: RoomId, conn: Arc<str>);
+    /// `room`'s members on every instance, to `reply`; when the adapter cannot ask, `reply`
+    /// comes back for the caller to answer with this instance's members.
+    fn presence(&self, room: RoomId, reply: PresenceReply) -> Result<(), PresenceReply>;
+    /// Hands `frame` to `/pubsub` connection `key` (serial `serial`) of shard `shard` of this
+    /// instance, from the adapter's own thread (a presence reply); false if it cannot.
+    fn deliver(&self, shard: usize, key: usize, serial: u64, frame: bytes::Bytes) -> bool;
+}
+
+/// One instance alone: nothing to share.
+#[derive(Debug, Default)]
+pub struct Memory;
+
+impl Adapter for Memory {
+    fn is_shared(&self) -> bool {
+        false
+    }
+    fn cast(&self, _: &Cast) {}
+    fn subscribe(&self, _: Topic) {}
+    fn unsubscribe(&self, _: Topic) {}
+    fn presence_set(&self, _: RoomId, _: Arc<str>, _: String) {}
+    fn presence_remove(&self, _: RoomId, _: Arc<str>) {}
+    fn presence(&self, _: RoomId, reply: PresenceReply) -> Result<(), PresenceReply> {
+        Err(reply)
+    }
+    fn deliver(&self, _: usize, _: usize, _: u64, _: bytes::Bytes) -> bool {
+        false
+    }
+}
+
 /// What a channel carries to a room's or a user's instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cast {

@@ -156,6 +156,10 @@ impl Bound {
             messages_per_sec: config.connection_message_rate,
             nonce: rand::random(),
         };
+        let pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter> = match &bus {
+            Some(bus) => Arc::new(bus.clone()),
+            None => Arc::new(crate::cluster::pubsub::Memory),
+        };
         let shared = shard::Shared {
             lost_shard: lost_shard.clone(),
             tokens,
@@ -174,6 +178,7 @@ impl Bound {
             metrics,
             pubsub,
             pubsub_key,
+            pubsub_adapter,
             shutdown,
         };
         Ok(Bound { listeners, addr, cpus, io_memory, max_connections, signals, shared })

@@ -10,7 +10,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::shard::Shard;
-use crate::cluster::bus::PresenceReply;
+use crate::cluster::pubsub::PresenceReply;
 use crate::http::{ApiCall, Request, Response, Status};
 use crate::pubsub::message::{Outgoing, MAX_EVENT_LEN, MAX_USER_LEN};
 use crate::pubsub::{Grant, TokenError};
@@ -140,21 +140,16 @@ fn disconnect(shard: &Shard, body: &[u8]) -> Result<Response, Response> {
 /// shard); with other instances, theirs too (`503` if Redis does not answer in time).
 async fn presence(shard: &Shard, room: &RoomId) -> Result<Response, Response> {
     let local = shard.state.borrow().pubsub_members(room);
-    let members = match &shard.shared.bus {
-        None => local,
-        Some(bus) => {
-            let (tx, rx) = flume::bounded(1);
-            let reply: PresenceReply = Box::new(move |members| {
-                let _ = tx.send(members);
-            });
-            if let Err(reply) = bus.presence(room.clone(), reply) {
-                reply(local);
-            }
-            match glommio::timer::timeout(PRESENCE_WAIT, async { Ok(rx.recv_async().await) }).await {
-                Ok(Ok(members)) => members,
-                _ => return Err(Response::error(Status::ServiceUnavailable, "UNAVAILABLE", "the cluster's presence did not answer in time")),
-            }
-        }
+    let (tx, rx) = flume::bounded(1);
+    let reply: PresenceReply = Box::new(move |members| {
+        let _ = tx.send(members);
+    });
+    if let Err(reply) = shard.shared.pubsub_adapter.presence(room.clone(), reply) {
+        reply(local);
+    }
+    let members = match glommio::timer::timeout(PRESENCE_WAIT, async { Ok(rx.recv_async().await) }).await {
+        Ok(Ok(members)) => members,
+        _ => return Err(Response::error(Status::ServiceUnavailable, "UNAVAILABLE", "the cluster's presence did not answer in time")),
     };
     let members: Vec<Box<RawValue>> = members.into_iter().filter_map(|m| RawValue::from_string(m).ok()).collect();
     Ok(Response::json(Status::Ok, &json!({"room": room.as_str(), "members": members})))

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) pubsub: PubSubSettings,
     /// `/pubsub` token key (`--pubsub-secret`).
     pub(crate) pubsub_key: Option<crate::pubsub::TokenKey>,
+    /// How `/pubsub` meets other instances: Redis with `--redis`, else the in-memory adapter.
+    pub(crate) pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter>,
 }
 
 /// A shard's runtime context, shared by its tasks through `Rc`.
@@ -103,7 +105,7 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
     let instance = shared.bus.as_ref().map(|bus| bus.instance_id().to_string());
     let (index, shards) = (mesh.peer_id(), mesh.nr_consumers());
     let mesh_out = Rc::new(MeshOut::new(shards));
-    let pubsub = PubSub::new(index, shards, shared.bus.is_some(), shared.pubsub.clone(), mesh_out.clone());
+    let pubsub = PubSub::new(index, shards, shared.pubsub_adapter.clone(), shared.pubsub.clone(), mesh_out.clone());
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let leases = shared.store.as_ref().map(|_| Leases::new(Instant::now(), shared.config.room_lease_ttl));
     let bus = shared.bus.clone();

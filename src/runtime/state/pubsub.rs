@@ -10,9 +10,7 @@ use bytes::Bytes;
 
 use super::{ConnId, ConnSettings, Endpoint, ShardState};
 use crate::admission::Permit;
-use crate::cluster::bus::PresenceReply;
-use crate::cluster::pubsub::Cast;
-use crate::cluster::{Incoming, SubscriptionChange};
+use crate::cluster::pubsub::{Adapter, Cast, PresenceReply};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::pubsub::shard::presence_reply;
 use crate::pubsub::{Command, Conn, ConnRef, Grant, Handlers, MessageId, Output, PubSubShard, Session, ShardMessage};
@@ -35,6 +33,8 @@ pub(crate) struct PubSubSettings {
 pub(crate) struct PubSub {
     core: PubSubShard,
     settings: PubSubSettings,
+    /// The other instances (the in-memory adapter when there are none).
+    adapter: Arc<dyn Adapter>,
     mesh: Rc<MeshOut>,
     next_serial: u64,
     /// What the handler being run asked for (kept to reuse its allocation).
@@ -42,9 +42,10 @@ pub(crate) struct PubSub {
 }
 
 impl PubSub {
-    /// Shard `index` of `shards`; `clustered` with other instances (through Redis).
-    pub(crate) fn new(index: usize, shards: usize, clustered: bool, settings: PubSubSettings, mesh: Rc<MeshOut>) -> Self {
-        PubSub { core: PubSubShard::new(index, shards, clustered), settings, mesh, next_serial: 0, commands: Vec::new() }
+    /// Shard `index` of `shards`, meeting other instances through `adapter`.
+    pub(crate) fn new(index: usize, shards: usize, adapter: Arc<dyn Adapter>, settings: PubSubSettings, mesh: Rc<MeshOut>) -> Self {
+        let core = PubSubShard::new(index, shards, adapter.is_shared());
+        PubSub { core, settings, adapter, mesh, next_serial: 0, commands: Vec::new() }
     }
 }
 
@@ -169,47 +170,25 @@ impl ShardState {
                     }
                 }
                 Output::Rooms(delta) => m.rooms.add(delta),
-                Output::Cast(cast) => {
-                    if let Some(bus) = &self.bus {
-                        bus.cast(&cast);
-                    }
-                }
-                Output::Subscribe(topic) => {
-                    if let Some(bus) = &self.bus {
-                        bus.change(SubscriptionChange::SubscribePubSub(topic));
-                    }
-                }
-                Output::Unsubscribe(topic) => {
-                    if let Some(bus) = &self.bus {
-                        bus.change(SubscriptionChange::UnsubscribePubSub(topic));
-                    }
-                }
-                Output::PresenceSet { room, conn, member } => {
-                    if let Some(bus) = &self.bus {
-                        bus.presence_set(room, conn, member);
-                    }
-                }
-                Output::PresenceRemove { room, conn } => {
-                    if let Some(bus) = &self.bus {
-                        bus.presence_remove(room, conn);
-                    }
-                }
+                Output::Cast(cast) => ps.adapter.cast(&cast),
+                Output::Subscribe(topic) => ps.adapter.subscribe(topic),
+                Output::Unsubscribe(topic) => ps.adapter.unsubscribe(topic),
+                Output::PresenceSet { room, conn, member } => ps.adapter.presence_set(room, conn, member),
+                Output::PresenceRemove { room, conn } => ps.adapter.presence_remove(room, conn),
                 Output::PresenceQuery { room, conn, id } => self.query_presence(room, conn, id),
             }
         }
     }
 
-    /// Answers `conn` with `room`'s members on every instance, through the bus (this instance's
-    /// alone if the bus's queue is full).
+    /// Answers `conn` with `room`'s members on every instance, through the adapter (this
+    /// instance's alone if the adapter cannot ask).
     fn query_presence(&mut self, room: RoomId, conn: ConnRef, id: Option<MessageId>) {
-        let Some(bus) = self.bus.clone() else { return };
-        let answer = bus.clone();
-        let for_reply = room.clone();
+        let Some(adapter) = self.pubsub.as_ref().map(|ps| ps.adapter.clone()) else { return };
+        let (answer, for_reply) = (adapter.clone(), room.clone());
         let reply: PresenceReply = Box::new(move |members| {
-            let frame = presence_reply(&for_reply, id.as_ref(), members);
-            answer.deliver(conn.shard, Incoming::PubSubReply { key: conn.key, serial: conn.serial, frame });
+            answer.deliver(conn.shard, conn.key, conn.serial, presence_reply(&for_reply, id.as_ref(), members));
         });
-        if let Err(reply) = bus.presence(room.clone(), reply) {
+        if let Err(reply) = adapter.presence(room.clone(), reply) {
             reply(self.pubsub_members(&room));
         }
     }
