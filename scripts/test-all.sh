@@ -39,6 +39,9 @@ command -v redis-server >/dev/null || apt_install redis-server
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 # promtool checks /metrics (a test), the alert rules and the dashboard's queries.
 command -v promtool >/dev/null || apt_install prometheus
+# The JavaScript SDK's tests run on Node >= 20 (its WebSocket).
+command -v node >/dev/null || apt_install nodejs
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { echo "the SDK tests need Node >= 20 (found $(node --version))"; exit 2; }
 # The tests that need these tools fail rather than skip them.
 export PARTYFLOW_REQUIRE_TOOLS=1
 
@@ -102,6 +105,11 @@ start_server --shards 2
 "$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 1s --duration 3s "${GATES[@]}" \
     relay --rooms 20 --members 6 --rate 20 --payload 128
 stop_server
+log "load generator smoke: pubsub, 20 rooms x 6 members, each in two rooms, with directs"
+start_server --shards 2 --pubsub-secret loadgen-smoke-secret-01
+"$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 1s --duration 3s "${GATES[@]}" \
+    pubsub --rooms 20 --members 6 --rooms-per-conn 2 --rate 20 --direct-rate 2 --pubsub-secret loadgen-smoke-secret-01
+stop_server
 log "load generator smoke: storm, 10 rooms, 30 % of connections dropped and reconnected"
 start_server --shards 2
 "$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 6s "${GATES[@]}" \
@@ -113,6 +121,10 @@ start_server --shards 2 --countdown 1 --score-review 1s --min-round-duration 5s
     soak --rooms 20 --players 4 --round-duration 10 --swipe-interval 500ms --room-lifetime 15s --churn-interval 1s \
     --sample-interval 5s --max-rss-growth-kib-per-min 1024
 stop_server
+stages_passed=$((stages_passed + 1))
+
+log "JavaScript SDK against the release server (node --test)"
+CARGO_TARGET_DIR="$TARGET" node --experimental-websocket --test "$ROOT"/clients/js/test/*.test.mjs
 stages_passed=$((stages_passed + 1))
 
 log "operations files: alert rules, dashboard queries and metric names, systemd unit, sysctls"
