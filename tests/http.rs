@@ -382,3 +382,37 @@ fn connections_still_sending_their_request_are_capped_per_address() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_room_api_answers_browsers_on_allowed_origins_only() {
+    let server = Server::start(&["--allowed-origin", "https://game.example"]);
+    let header = |raw: &str, name: &str| raw.lines().find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_string()));
+    let preflight = |origin: &str, path: &str| {
+        http_raw(server.addr, &format!("OPTIONS {path} HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n"))
+    };
+    let ok = preflight("https://game.example", "/rooms");
+    assert!(ok.starts_with("HTTP/1.1 204"), "{ok}");
+    assert_eq!(header(&ok, "Access-Control-Allow-Origin").as_deref(), Some("https://game.example"));
+    assert_eq!(header(&ok, "Access-Control-Allow-Methods").as_deref(), Some("POST, OPTIONS"));
+    assert_eq!(header(&ok, "Access-Control-Allow-Headers").as_deref(), Some("Content-Type"));
+    let other = preflight("https://evil.example", "/rooms");
+    assert!(other.starts_with("HTTP/1.1 204") && header(&other, "Access-Control-Allow-Origin").is_none(), "{other}");
+    // The real calls: the allowed origin can read the answer (errors included), others cannot.
+    let body = r#"{"hostName":"Hana"}"#;
+    let create = |origin: &str| {
+        http_raw(
+            server.addr,
+            &format!("POST /rooms HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        )
+    };
+    let created = create("https://game.example");
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    assert_eq!(header(&created, "Access-Control-Allow-Origin").as_deref(), Some("https://game.example"));
+    assert!(header(&create("https://evil.example"), "Access-Control-Allow-Origin").is_none());
+    let missing = http_raw(server.addr, "GET /rooms/NOSUCH HTTP/1.1\r\nHost: t\r\nOrigin: https://game.example\r\n\r\n");
+    assert!(missing.starts_with("HTTP/1.1 404") && header(&missing, "Access-Control-Allow-Origin").is_some(), "{missing}");
+    // Not the room API: no CORS, and OPTIONS is a wrong method there.
+    let metrics = http_raw(server.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\nOrigin: https://game.example\r\n\r\n");
+    assert!(header(&metrics, "Access-Control-Allow-Origin").is_none());
+    assert!(preflight("https://game.example", "/metrics").starts_with("HTTP/1.1 405"));
+}

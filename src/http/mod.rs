@@ -4,6 +4,7 @@
 //! runtime reads until [`parse_head`] says the head is complete, then routes it.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
+pub mod cors;
 mod response;
 mod route;
 

@@ -9,6 +9,8 @@ pub enum Status {
     Ok,
     /// 201
     Created,
+    /// 204
+    NoContent,
     /// 101
     SwitchingProtocols,
     /// 400
@@ -44,9 +46,10 @@ pub enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 18] = [
+    const ALL: [Status; 19] = [
         Status::Ok,
         Status::Created,
+        Status::NoContent,
         Status::SwitchingProtocols,
         Status::BadRequest,
         Status::Unauthorized,
@@ -75,6 +78,7 @@ impl Status {
         match self {
             Status::Ok => 200,
             Status::Created => 201,
+            Status::NoContent => 204,
             Status::Unauthorized => 401,
             Status::Conflict => 409,
             Status::PayloadTooLarge => 413,
@@ -99,6 +103,7 @@ impl Status {
         match self {
             Status::Ok => "OK",
             Status::Created => "Created",
+            Status::NoContent => "No Content",
             Status::Unauthorized => "Unauthorized",
             Status::Conflict => "Conflict",
             Status::PayloadTooLarge => "Payload Too Large",

@@ -318,6 +318,11 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permi
             return refuse(&shard, stream, Refusal::BadRequest, response).await;
         }
     };
+    // A browser's preflight for the room API from another origin (CORS headers only for the
+    // origins of --allowed-origin).
+    if request.method == "OPTIONS" && http::cors::applies(&route) {
+        return respond(stream, &http::cors::preflight(&request, &route, &shard.shared.config.allowed_origin)).await;
+    }
     // The method first: a wrong one is 405 whatever the body (the connection closes after any
     // refusal, so an unread body cannot be taken for a next request).
     let allowed = route.method();
@@ -459,22 +464,25 @@ fn refusal_of(status: Status) -> Refusal {
 }
 
 async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route: &Route, buf: Vec<u8>, head_len: usize, ip: std::net::IpAddr) {
+    // Answers to a browser on an allowed other origin carry the CORS headers, errors included.
+    let origin = http::cors::allowed_origin(request, route, &shard.shared.config.allowed_origin);
+    let cors = |response: Response| http::cors::decorate(response, origin);
     if matches!(route, Route::Rooms(_) | Route::RoomPlayers(_)) {
         let limited = shard.shared.api_limiter.check(Instant::now(), ip);
         if let Err(retry_after) = limited {
             let response = Response::error(Status::TooManyRequests, "RATE_LIMITED", "too many room requests from this address; slow down")
                 .header("Retry-After", retry_after.as_secs().to_string());
-            return refuse(shard, stream, Refusal::RateLimited, response).await;
+            return refuse(shard, stream, Refusal::RateLimited, cors(response)).await;
         }
     }
     let mut owner = None;
     if let Route::Room(room) | Route::RoomPlayers(room) | Route::Rooms(Some(room)) = route {
         match api::place_room(shard, room).await {
-            Err((why, response)) => return refuse(shard, stream, why, response).await,
+            Err((why, response)) => return refuse(shard, stream, why, cors(response)).await,
             Ok(Placement::Here) => {}
             Ok(Placement::Elsewhere(_)) if matches!(route, Route::Rooms(_)) => {
                 let response = Response::error(Status::Conflict, "ROOM_EXISTS", "a room with this id exists");
-                return refuse(shard, stream, Refusal::BadRequest, response).await;
+                return refuse(shard, stream, Refusal::BadRequest, cors(response)).await;
             }
             Ok(Placement::Elsewhere(instance)) => owner = Some(instance),
         }
@@ -508,7 +516,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
         Route::Rooms(_) | Route::RoomPlayers(_) => {
             let (mut stream, body) = match read_body(shard, stream, request, buf, head_len).await {
                 Ok(read) => read,
-                Err((stream, why, response)) => return refuse(shard, stream, why, response).await,
+                Err((stream, why, response)) => return refuse(shard, stream, why, cors(response)).await,
             };
             let host = api::host_of(shard, request);
             let response = match (route, owner) {
@@ -517,7 +525,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
                 (Route::Rooms(chosen), _) => api::create_room(shard, request, chosen.as_ref(), &body).await,
                 _ => Response::new(Status::NotFound),
             };
-            let _ = stream.write_all(&response.to_bytes()).await;
+            let _ = stream.write_all(&cors(response).to_bytes()).await;
             return close_gracefully(stream).await;
         }
         _ => {
@@ -526,7 +534,7 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             Response::json(status, &health)
         }
     };
-    respond(stream, &response).await;
+    respond(stream, &cors(response)).await;
 }
 
 /// Reads the request body announced by `Content-Length`, within the body limit and the
