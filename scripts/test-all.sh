@@ -42,6 +42,9 @@ command -v promtool >/dev/null || apt_install prometheus
 # The JavaScript SDK's tests run on Node >= 20 (its WebSocket).
 command -v node >/dev/null || apt_install nodejs
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { echo "the SDK tests need Node >= 20 (found $(node --version))"; exit 2; }
+# The web client's browser test: Debian's chromium driven by Playwright (the Python package from
+# PyPI, in a virtual environment in the target folder; no browser is downloaded).
+command -v chromium >/dev/null || apt_install chromium
 # The tests that need these tools fail rather than skip them.
 export PARTYFLOW_REQUIRE_TOOLS=1
 
@@ -125,6 +128,12 @@ stages_passed=$((stages_passed + 1))
 
 log "JavaScript SDK against the release server (node --test)"
 CARGO_TARGET_DIR="$TARGET" node --experimental-websocket --test "$ROOT"/clients/js/test/*.test.mjs
+stages_passed=$((stages_passed + 1))
+
+log "web client in Chromium (Playwright): a whole game, a player offline for 3 s, a reload"
+[ -x "$TARGET/browser-venv/bin/python" ] || python3 -m venv "$TARGET/browser-venv"
+"$TARGET/browser-venv/bin/python" -c 'import playwright' 2>/dev/null || "$TARGET/browser-venv/bin/pip" install -q playwright
+CARGO_TARGET_DIR="$TARGET" PARTYFLOW_CHROMIUM="$(command -v chromium)" "$TARGET/browser-venv/bin/python" "$ROOT/tests/browser/test_web_client.py"
 stages_passed=$((stages_passed + 1))
 
 log "operations files: alert rules, dashboard queries and metric names, systemd unit, sysctls"

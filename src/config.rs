@@ -303,6 +303,10 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Serve the web client at `/` (`false`: only the API and the WebSocket endpoints).
+    #[arg(long, env = "PARTYFLOW_WEB_CLIENT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub web_client: bool,
+
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `partyflow=debug`).
     #[arg(long, env = "PARTYFLOW_LOG", default_value = "info")]
     pub log: String,

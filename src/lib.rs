@@ -32,6 +32,7 @@ pub mod runtime;
 mod server;
 pub mod session;
 pub mod store;
+pub mod web;
 pub mod ws;
 
 pub use runtime::ShutdownHandle;

@@ -416,3 +416,25 @@ fn the_room_api_answers_browsers_on_allowed_origins_only() {
     assert!(header(&metrics, "Access-Control-Allow-Origin").is_none());
     assert!(preflight("https://game.example", "/metrics").starts_with("HTTP/1.1 405"));
 }
+
+#[test]
+fn the_web_client_is_served_with_a_strict_policy_unless_turned_off() {
+    let server = Server::start(&[]);
+    let header = |raw: &str, name: &str| raw.lines().find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_string()));
+    for (path, content_type, cache) in [
+        ("/", "text/html; charset=utf-8", "no-cache"),
+        ("/app.js", "text/javascript; charset=utf-8", "public, max-age=300"),
+        ("/partyflow.js", "text/javascript; charset=utf-8", "public, max-age=300"),
+        ("/style.css", "text/css; charset=utf-8", "public, max-age=300"),
+    ] {
+        let raw = http_raw(server.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert!(raw.starts_with("HTTP/1.1 200"), "{path}: {raw}");
+        assert_eq!(header(&raw, "Content-Type").as_deref(), Some(content_type), "{path}");
+        assert_eq!(header(&raw, "Cache-Control").as_deref(), Some(cache), "{path}");
+        assert!(header(&raw, "Content-Security-Policy").is_some_and(|csp| csp.starts_with("default-src 'none'")), "{path}");
+        assert_eq!(header(&raw, "X-Content-Type-Options").as_deref(), Some("nosniff"));
+    }
+    let off = Server::start(&["--web-client", "false"]);
+    assert!(http_raw(off.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(http_raw(off.addr, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n").starts_with("HTTP/1.1 200"));
+}

@@ -101,7 +101,8 @@ export class PartyFlowClient extends Emitter {
     super();
     this.baseUrl = trimSlash(baseUrl ?? globalThis.location?.origin ?? "");
     this.WebSocket = ws;
-    this.fetch = f;
+    // Called unbound: a browser's fetch refuses another `this`.
+    this.fetch = (...args) => f(...args);
     this.reconnectOptions = { initialDelayMs: 250, maxDelayMs: 5000, jitter: 0.5, maxAttempts: Infinity, ...reconnect };
     this.heartbeatIntervalMs = heartbeatIntervalMs;
     /** `connecting`, `open`, `reconnecting` or `closed`. */
@@ -127,6 +128,23 @@ export class PartyFlowClient extends Emitter {
     this.retryTimer = null;
     /** Live events held while a reconnection's reply is awaited (applied after it). */
     this.held = null;
+    // In a browser, the network going away is known before any socket times out: drop the
+    // connection at once and retry as soon as the network is back.
+    globalThis.addEventListener?.("offline", () => {
+      const socket = this.socket;
+      if (!socket) return;
+      // Its events are ignored from now on: a close handshake cannot finish offline.
+      this.socket = null;
+      socket.close(4000, "offline");
+      this.#closed(1006, "offline");
+    });
+    globalThis.addEventListener?.("online", () => {
+      if (this.status === "reconnecting" && this.retryTimer) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = null;
+        this.#open("reconnecting");
+      }
+    });
   }
 
   // ---- The room API --------------------------------------------------------------------
@@ -291,7 +309,7 @@ export class PartyFlowClient extends Emitter {
     this.attempt = 0;
     const resume = this.hadSession;
     this.hadSession = true;
-    this.#applySnapshot(payload.gameState, payload.state, payload.stateVersion);
+    this.#applySnapshot(payload.snapshot ?? payload.gameState, payload.state, payload.stateVersion);
     if (resume) {
       // Live events from now on are held until the reply's missed events are applied.
       this.held = [];

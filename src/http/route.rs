@@ -29,6 +29,8 @@ pub enum Route {
     },
     /// The server API for an app's backend (`/api/...`, with `--api-key`).
     Api(ApiCall),
+    /// `GET /`, `/app.js`, `/style.css`, `/partyflow.js`: the web client (`--web-client`).
+    Web(crate::web::Asset),
     /// `GET /ws?roomId=..&token=..[&version=1.0]` (WebSocket)
     Game {
         /// The room.
@@ -91,6 +93,9 @@ impl Route {
                 version: query_param(query, "version").unwrap_or_else(|| "1.0".to_string()),
             }),
             _ => {
+                if let Some(asset) = crate::web::asset(path) {
+                    return Ok(Route::Web(asset));
+                }
                 let not_found = || RouteError::NotFound(path.chars().take(64).collect());
                 if let Some(rest) = path.strip_prefix("/api/rooms/") {
                     let room = rest.strip_suffix("/presence").and_then(RoomId::parse).ok_or_else(not_found)?;

@@ -500,6 +500,13 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             Response::new(Status::Ok).body("text/plain; version=0.0.4", text.into_bytes())
         }
         Route::WordPacks => api::word_packs(shard),
+        Route::Web(asset) if shard.shared.config.web_client => Response::new(Status::Ok)
+            .header("Cache-Control", asset.cache_control)
+            .header("Content-Security-Policy", crate::web::CONTENT_SECURITY_POLICY)
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Referrer-Policy", "no-referrer")
+            .body(asset.content_type, asset.body.to_vec()),
+        Route::Web(_) => Response::error(Status::NotFound, "NOT_FOUND", "the web client is off (--web-client false)"),
         Route::Room(room) => match &owner {
             Some(owner) => api::call_owner(shard, owner, room, Call::Summary).await,
             None => api::room_summary(shard, room),

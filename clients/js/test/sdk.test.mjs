@@ -78,6 +78,7 @@ test("a game played to the end; a dropped player's backfill equals a never-dropp
     players.push({ client, seat, seq: [] });
   }
   await host.connect({ roomId: room.roomId, token: room.hostToken });
+  assert.equal(host.hostId, room.hostId, "the snapshot in CONNECTED was applied");
   for (const p of players) {
     await p.client.connect({ roomId: room.roomId, token: p.seat.token });
     p.client.on("*", (payload, message) => {
