@@ -7,8 +7,11 @@
 
 mod delivery;
 mod event;
+pub mod game;
+mod sender;
 mod sign;
 
 pub use delivery::{Batch, BatchId, Delivery, DeliveryConfig, Outcome};
 pub use event::Event;
+pub use sender::{start, SenderConfig, WebhookHandle};
 pub use sign::{sign, verify, SIGNATURE_HEADER, TIMESTAMP_HEADER};
