@@ -46,6 +46,8 @@
 //! let running = std::thread::spawn(move || server.run());
 //!
 //! let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/pubsub"))?;
+//! let hello: serde_json::Value = serde_json::from_str(ws.read()?.to_text()?)?;
+//! assert_eq!(hello["event"], "connected");
 //! let mut ask = |text: &str| -> anyhow::Result<serde_json::Value> {
 //!     ws.send(Frame::text(text))?;
 //!     Ok(serde_json::from_str(ws.read()?.to_text()?)?)
