@@ -200,3 +200,35 @@ fn a_refused_connection_is_retried_and_start_up_checks_the_flags() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn pubsub_rooms_report_their_lifecycle() {
+    let receiver = Receiver::start(vec![]);
+    let url = receiver.url();
+    let server = Server::start(&["--shards", "2", "--webhook-url", &url, "--webhook-secret", SECRET]);
+    let mut a = common::pubsub::PubSubClient::connect(&server, None);
+    let mut b = common::pubsub::PubSubClient::connect(&server, None);
+    a.join("lobby");
+    b.join("lobby");
+    b.send(json!({"event": "leave", "room": "lobby", "id": 1}));
+    b.recv_event("left");
+    let (ua, ub) = (json!(a.user.clone()), json!(b.user.clone()));
+    drop(a);
+    let events = receiver.until("room.vacated", Duration::from_secs(20));
+    let seen: Vec<(String, u64, Value)> = events
+        .iter()
+        .filter(|e| e["roomId"] == "lobby")
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["seq"].as_u64().unwrap(), e["data"]["user"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("room.occupied".to_string(), 1, Value::Null),
+            ("member.joined".into(), 2, ua.clone()),
+            ("member.joined".into(), 3, ub.clone()),
+            ("member.left".into(), 4, ub),
+            ("member.left".into(), 5, ua),
+            ("room.vacated".into(), 6, Value::Null),
+        ]
+    );
+}

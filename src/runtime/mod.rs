@@ -155,6 +155,7 @@ impl Bound {
             max_rooms: config.pubsub_max_rooms_per_connection,
             messages_per_sec: config.connection_message_rate,
             nonce: rand::random(),
+            webhooks: config.webhook_url.is_some(),
         };
         let pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter> = match &bus {
             Some(bus) => Arc::new(bus.clone()),

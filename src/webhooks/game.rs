@@ -47,14 +47,20 @@ fn strip_state(payload: &Value) -> Value {
 /// `[{id, name, score, players: [{id, name}]}]` from a game snapshot.
 fn teams(game: &Value) -> Value {
     let name_of = |id: &Value| {
-        game.get("participants").and_then(Value::as_array).and_then(|ps| ps.iter().find(|p| p.get("id") == Some(id))).and_then(|p| p.get("name")).cloned().unwrap_or(Value::Null)
+        game.get("participants")
+            .and_then(Value::as_array)
+            .and_then(|ps| ps.iter().find(|p| p.get("id") == Some(id)))
+            .and_then(|p| p.get("name"))
+            .cloned()
+            .unwrap_or(Value::Null)
     };
     let teams = game.get("teams").and_then(Value::as_array).cloned().unwrap_or_default();
     Value::Array(
         teams
             .iter()
             .map(|t| {
-                let players: Vec<Value> = t.get("players").and_then(Value::as_array).into_iter().flatten().map(|id| json!({"id": id, "name": name_of(id)})).collect();
+                let players: Vec<Value> =
+                    t.get("players").and_then(Value::as_array).into_iter().flatten().map(|id| json!({"id": id, "name": name_of(id)})).collect();
                 json!({"id": t.get("id"), "name": t.get("name"), "score": t.get("score"), "players": players})
             })
             .collect(),
@@ -69,7 +75,11 @@ mod tests {
     fn game_events_become_webhooks_with_what_a_backend_stores() {
         let game = json!({"settings": {"rounds": 1}, "participants": [{"id": "p1", "name": "Ann"}, {"id": "p2", "name": "Bob"}],
             "teams": [{"id": "team_1", "name": "Team Red", "players": ["p1"], "score": 3}, {"id": "team_2", "name": "Team Blue", "players": ["p2"], "score": 5}]});
-        let joined = webhook_of("PLAYER_JOINED", &json!({"playerId": "p1", "playerName": "Ann", "role": "player", "avatarColor": "#fff", "state": "LOBBY"}), || unreachable!());
+        let joined = webhook_of(
+            "PLAYER_JOINED",
+            &json!({"playerId": "p1", "playerName": "Ann", "role": "player", "avatarColor": "#fff", "state": "LOBBY"}),
+            || unreachable!(),
+        );
         assert_eq!(joined, Some(("player.joined", json!({"playerId": "p1", "playerName": "Ann", "role": "player"}))));
         let (kind, data) = webhook_of("GAME_ENDED", &json!({"winnerTeamId": "team_2", "state": "GAME_ENDED", "stateVersion": 9}), || game.clone()).unwrap();
         assert_eq!(kind, "game.ended");

@@ -66,7 +66,8 @@ pub fn start(config: SenderConfig) -> Result<WebhookHandle, String> {
     let (jobs_tx, jobs_rx) = flume::bounded::<Batch>(config.delivery.max_in_flight.max(1));
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false).build().into();
     for i in 0..config.delivery.max_in_flight.max(1) {
-        let (jobs, done, agent, url, secret, counters) = (jobs_rx.clone(), tx.clone(), agent.clone(), config.url.clone(), config.secret.clone(), counters.clone());
+        let (jobs, done, agent, url, secret, counters) =
+            (jobs_rx.clone(), tx.clone(), agent.clone(), config.url.clone(), config.secret.clone(), counters.clone());
         std::thread::Builder::new()
             .name(format!("webhook-{i}"))
             .spawn(move || {
@@ -161,7 +162,11 @@ impl WebhookHandle {
                 ("partyflow_webhook_events_emitted_total", "Webhook events emitted by rooms", c.emitted.load(Relaxed)),
                 ("partyflow_webhook_events_delivered_total", "Webhook events acknowledged by the receiver (2xx)", c.delivered.load(Relaxed)),
                 ("partyflow_webhook_batches_retried_total", "Webhook batches sent again after a failure", c.retried.load(Relaxed)),
-                ("partyflow_webhook_events_dropped_total", "Webhook events dropped (queue full, or undelivered past --webhook-max-age)", c.dropped.load(Relaxed) + c.shed.load(Relaxed)),
+                (
+                    "partyflow_webhook_events_dropped_total",
+                    "Webhook events dropped (queue full, or undelivered past --webhook-max-age)",
+                    c.dropped.load(Relaxed) + c.shed.load(Relaxed),
+                ),
                 ("partyflow_webhook_requests_failed_total", "Webhook requests that failed (status, timeout, connection)", c.requests_failed.load(Relaxed)),
             ],
         );
