@@ -303,6 +303,34 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Send room and game events to this URL (http or https) as signed JSON batches.
+    #[arg(long, env = "PARTYFLOW_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Signs webhook requests (HMAC-SHA256); required with --webhook-url, at least 16 characters.
+    #[arg(long, env = "PARTYFLOW_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Webhook event types or prefixes to send (comma-separated, e.g. `game.,room.closed`; default all).
+    #[arg(long, env = "PARTYFLOW_WEBHOOK_EVENTS", value_delimiter = ',')]
+    pub webhook_events: Vec<String>,
+
+    /// Most events in one webhook request.
+    #[arg(long, env = "PARTYFLOW_WEBHOOK_BATCH", default_value_t = 100)]
+    pub webhook_batch: usize,
+
+    /// One webhook request's time limit (then it is retried).
+    #[arg(long, env = "PARTYFLOW_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// Undelivered webhook events older than this are dropped (logged and counted).
+    #[arg(long, env = "PARTYFLOW_WEBHOOK_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub webhook_max_age: Duration,
+
+    /// Webhook events waiting in memory (full: the oldest is dropped and counted).
+    #[arg(long, env = "PARTYFLOW_WEBHOOK_QUEUE", default_value_t = 100_000)]
+    pub webhook_queue: usize,
+
     /// Serve the web client at `/` (`false`: only the API and the WebSocket endpoints).
     #[arg(long, env = "PARTYFLOW_WEB_CLIENT", default_value_t = true, action = clap::ArgAction::Set)]
     pub web_client: bool,
@@ -493,6 +521,23 @@ impl ServeConfig {
             if secret.as_ref().is_some_and(|s| s.len() < 16) {
                 return Err(format!("{flag} must be at least 16 characters (a short secret can be guessed)"));
             }
+        }
+        match (&self.webhook_url, &self.webhook_secret) {
+            (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(format!("--webhook-url must be an http:// or https:// URL (got {url:?})"));
+            }
+            (Some(_), None) => return Err("--webhook-url needs --webhook-secret: the receiver must be able to check where events come from".into()),
+            (_, Some(secret)) if secret.len() < 16 => return Err("--webhook-secret must be at least 16 characters (a short secret can be guessed)".into()),
+            _ => {}
+        }
+        if !(1..=10_000).contains(&self.webhook_batch) || !(1..=10_000_000).contains(&self.webhook_queue) {
+            return Err(format!("--webhook-batch must be 1..=10000 and --webhook-queue 1..=10000000 (got {} and {})", self.webhook_batch, self.webhook_queue));
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_timeout > Duration::from_secs(300) {
+            return Err(format!("--webhook-timeout must be between 1ms and 5m (got {})", humantime::format_duration(self.webhook_timeout)));
+        }
+        if self.webhook_max_age < Duration::from_secs(1) || self.webhook_max_age > Duration::from_secs(30 * 24 * 3600) {
+            return Err(format!("--webhook-max-age must be between 1s and 30 days (got {})", humantime::format_duration(self.webhook_max_age)));
         }
         if self.redis.is_some() && self.secret.is_none() {
             return Err("--redis needs --secret: with a random per-process key, no token issued before a restart would be accepted after it, so recovered rooms could not be rejoined".into());

@@ -33,6 +33,7 @@ mod server;
 pub mod session;
 pub mod store;
 pub mod web;
+pub mod webhooks;
 pub mod ws;
 
 pub use runtime::ShutdownHandle;

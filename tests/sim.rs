@@ -237,7 +237,7 @@ impl Sim {
                     }
                     continue;
                 }
-                RoomOutput::Count(_) => continue,
+                RoomOutput::Count(_) | RoomOutput::Webhook(..) => continue,
             };
             let Some(&who) = conn_of.get(&conn) else { continue };
             let role = self.room.role_of(&self.clients[who].actor);

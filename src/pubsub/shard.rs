@@ -161,6 +161,9 @@ pub enum Output {
         /// The connection id.
         conn: Arc<str>,
     },
+    /// Report to the app's backend: webhook type, room, the room's event number (from 1 while
+    /// it has members) and data (a JSON object).
+    Webhook(&'static str, RoomId, u64, String),
     /// With other instances: answer `conn` with `room`'s members on every instance (see
     /// [`presence_reply`]).
     PresenceQuery {
@@ -190,13 +193,42 @@ pub struct PubSubShard {
     users: Users,
     /// Whether other instances share the rooms and users (through Redis).
     clustered: bool,
+    /// Event numbers of the owned rooms, when webhooks are on.
+    webhooks: Option<AHashMap<RoomId, u64>>,
     outputs: VecDeque<Output>,
 }
 
 impl PubSubShard {
     /// Shard `index` of `shards`; `clustered` when other instances share the rooms and users.
     pub fn new(index: usize, shards: usize, clustered: bool) -> Self {
-        PubSubShard { index, shards, local: AHashMap::new(), owned: OwnedRooms::default(), users: Users::default(), clustered, outputs: VecDeque::new() }
+        PubSubShard {
+            index,
+            shards,
+            local: AHashMap::new(),
+            owned: OwnedRooms::default(),
+            users: Users::default(),
+            clustered,
+            webhooks: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The same, reporting its rooms' lifecycle as webhook events (`room.occupied`,
+    /// `member.joined`, `member.left`, `room.vacated`).
+    pub fn with_webhooks(mut self, on: bool) -> Self {
+        self.webhooks = on.then(AHashMap::new);
+        self
+    }
+
+    fn webhook(&mut self, kind: &'static str, room: &RoomId, data: String) {
+        let Some(seqs) = self.webhooks.as_mut() else { return };
+        let seq = seqs.entry(room.clone()).or_insert(0);
+        *seq = seq.saturating_add(1);
+        let seq = *seq;
+        if kind == "room.vacated" {
+            seqs.remove(room);
+        }
+        self.outputs.push_back(Output::Webhook(kind, room.clone(), seq, data));
     }
 
     /// With other instances, hands `cast` to them.
@@ -330,6 +362,10 @@ impl PubSubShard {
                 let (added, count) = self.owned.join(&room, member);
                 if added {
                     if count == 1 {
+                        self.webhook("room.occupied", &room, "{}".into());
+                    }
+                    self.webhook("member.joined", &room, data.clone());
+                    if count == 1 {
                         self.outputs.push_back(Output::Rooms(1));
                         if self.clustered {
                             self.outputs.push_back(Output::Subscribe(Topic::Room(room.clone())));
@@ -349,6 +385,10 @@ impl PubSubShard {
             ShardMessage::Leave { room, conn, id, answer } => {
                 if let Some(member) = self.owned.leave(&room, conn) {
                     let emptied = self.owned.get(&room).is_none();
+                    self.webhook("member.left", &room, member.data());
+                    if emptied {
+                        self.webhook("room.vacated", &room, "{}".into());
+                    }
                     if emptied {
                         self.outputs.push_back(Output::Rooms(-1));
                     }

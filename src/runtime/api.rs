@@ -321,6 +321,7 @@ pub(crate) fn answer_call(shard: &Shard, room: &RoomId, call: Call) -> Response 
 fn room_policy(config: &ServeConfig) -> RoomPolicy {
     let rate = config.client_message_rate;
     RoomPolicy {
+        webhooks: config.webhook_url.is_some(),
         idle_timeout: config.room_idle_timeout,
         messages_per_sec: (rate, 2.0 * rate),
         acks: AckPolicy { timeout: config.ack_timeout, max_retries: config.ack_retries },

@@ -155,10 +155,33 @@ impl Bound {
             max_rooms: config.pubsub_max_rooms_per_connection,
             messages_per_sec: config.connection_message_rate,
             nonce: rand::random(),
+            webhooks: config.webhook_url.is_some(),
         };
         let pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter> = match &bus {
             Some(bus) => Arc::new(bus.clone()),
             None => Arc::new(crate::cluster::pubsub::Memory),
+        };
+        let webhooks = match (&config.webhook_url, &config.webhook_secret) {
+            (Some(url), Some(secret)) => {
+                let hooks = crate::webhooks::start(crate::webhooks::SenderConfig {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                    events: config.webhook_events.clone(),
+                    timeout: config.webhook_timeout,
+                    delivery: crate::webhooks::DeliveryConfig {
+                        batch: config.webhook_batch,
+                        queue: config.webhook_queue,
+                        max_age: config.webhook_max_age,
+                        ..crate::webhooks::DeliveryConfig::default()
+                    },
+                    instance_id: instance_id.clone(),
+                })
+                .map_err(|e| anyhow::anyhow!("cannot start webhook delivery: {e}"))?;
+                // The URL may carry credentials: log its host only.
+                info!(host = url.split('/').nth(2).unwrap_or("").rsplit('@').next().unwrap_or(""), "webhooks on (kept in memory: lost on a crash)");
+                Some(hooks)
+            }
+            _ => None,
         };
         let shared = shard::Shared {
             lost_shard: lost_shard.clone(),
@@ -179,6 +202,7 @@ impl Bound {
             pubsub,
             pubsub_key,
             pubsub_adapter,
+            webhooks,
             shutdown,
         };
         Ok(Bound { listeners, addr, cpus, io_memory, max_connections, signals, shared })

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) pubsub_key: Option<crate::pubsub::TokenKey>,
     /// How `/pubsub` meets other instances: Redis with `--redis`, else the in-memory adapter.
     pub(crate) pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter>,
+    /// Webhook delivery (`--webhook-url`).
+    pub(crate) webhooks: Option<crate::webhooks::WebhookHandle>,
 }
 
 /// A shard's runtime context, shared by its tasks through `Rc`.
@@ -109,13 +111,18 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let leases = shared.store.as_ref().map(|_| Leases::new(Instant::now(), shared.config.room_lease_ttl));
     let bus = shared.bus.clone();
+    let webhooks = shared.webhooks.clone();
     let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
     let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard {
         index,
         shards,
         shared,
-        state: RefCell::new(ShardState::new(index, persist, leases, bus, pubsub)),
+        state: RefCell::new({
+            let mut state = ShardState::new(index, persist, leases, bus, pubsub);
+            state.webhooks = webhooks;
+            state
+        }),
         read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
         calls: RefCell::new(api::Calls::new(index)),
         next_turn: NextTurn::default(),
@@ -496,6 +503,9 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             }
             if let Some(bus) = &shard.shared.bus {
                 bus.render_prometheus(&mut text);
+            }
+            if let Some(hooks) = &shard.shared.webhooks {
+                hooks.render_prometheus(&mut text);
             }
             Response::new(Status::Ok).body("text/plain; version=0.0.4", text.into_bytes())
         }

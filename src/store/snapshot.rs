@@ -33,6 +33,9 @@ pub struct RoomSnapshot {
     pub saved_at_unix_ms: i64,
     /// The last sequence id handed out when saved.
     pub sequence: u64,
+    /// The last webhook event number handed out (absent in snapshots written before webhooks).
+    #[serde(default)]
+    pub webhook_seq: u64,
     /// The instance that wrote it (with several instances): while that instance's heartbeat
     /// is live, no other instance recovers the room.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -59,6 +59,9 @@ pub struct RoomPolicy {
     /// The room closes (`ROOM_CLOSED`, reason `max_lifetime`) this long after it was created or
     /// loaded, whatever it is doing: no room holds memory forever.
     pub max_lifetime: Duration,
+    /// Whether the room reports its lifecycle and results as webhook events
+    /// ([`RoomOutput::Webhook`]).
+    pub webhooks: bool,
 }
 
 impl Default for RoomPolicy {
@@ -72,6 +75,7 @@ impl Default for RoomPolicy {
             presence: PresenceConfig::default(),
             event_log: EventLogConfig::default(),
             reconnect: ReconnectWindows::default(),
+            webhooks: false,
         }
     }
 }
@@ -85,6 +89,9 @@ pub enum RoomOutput<C> {
     Close(C, u16, String),
     /// Count something in the server's metrics.
     Count(RoomCount),
+    /// Report an event to the app's backend: webhook type, the room's event number (from 1,
+    /// without gaps, kept across a recovery) and data.
+    Webhook(&'static str, u64, serde_json::Value),
 }
 
 /// Things a room counts for the server's metrics.
@@ -132,6 +139,8 @@ pub struct GameRoom<C> {
     /// The first sequence id after a crash recovery: ids before it are not in the log.
     recovered_at: Option<u64>,
     idle_since: Option<Instant>,
+    /// The last webhook event number handed out.
+    webhook_seq: u64,
     outputs: VecDeque<RoomOutput<C>>,
 }
 
@@ -160,6 +169,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             members: Vec::new(),
             recovered_at: None,
             idle_since: Some(now),
+            webhook_seq: 0,
             outputs: VecDeque::new(),
         };
         room.drain_game(now);
@@ -485,6 +495,13 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     fn drain_game(&mut self, now: Instant) {
         while let Some(event) = self.game.poll_output() {
             self.sequence += 1;
+            if self.policy.webhooks {
+                let game = &self.game;
+                if let Some((kind, data)) = crate::webhooks::game::webhook_of(event.kind, &event.payload, || game.snapshot(Role::Host)) {
+                    self.webhook_seq += 1;
+                    self.outputs.push_back(RoomOutput::Webhook(kind, self.webhook_seq, data));
+                }
+            }
             self.deliver(now, event);
         }
         if self.game.is_closed() {

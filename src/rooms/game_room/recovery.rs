@@ -29,6 +29,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             room_id: self.id.as_str().to_string(),
             saved_at_unix_ms: unix_ms,
             sequence: self.sequence,
+            webhook_seq: self.webhook_seq,
             instance: None,
             game: self.game.save(now),
         }
@@ -55,6 +56,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             members: Vec::new(),
             recovered_at: Some(resume_at),
             idle_since: Some(now),
+            webhook_seq: snapshot.webhook_seq,
             outputs: Default::default(),
         };
         room.drain_game(now);

@@ -24,7 +24,7 @@ fn sends(room: &mut GameRoom<u32>) -> Vec<(u32, Value)> {
     std::iter::from_fn(|| room.poll_output())
         .filter_map(|o| match o {
             RoomOutput::Send(c, frame) => Some((c, serde_json::from_slice(&frame[frame_header_len(&frame)..]).unwrap())),
-            RoomOutput::Close(..) | RoomOutput::Count(_) => None,
+            RoomOutput::Close(..) | RoomOutput::Count(_) | RoomOutput::Webhook(..) => None,
         })
         .collect()
 }

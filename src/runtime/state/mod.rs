@@ -288,6 +288,8 @@ pub(crate) struct ShardState {
     persist: Option<Persist>,
     /// Relay rooms joined with other instances (with `--redis`).
     bus: Option<BusHandle>,
+    /// The app's backend hears of rooms and games (`--webhook-url`).
+    pub(crate) webhooks: Option<crate::webhooks::WebhookHandle>,
     subscriptions: Subscriptions,
     /// This shard's index (in the ids of its forwarded links).
     index: usize,
@@ -687,6 +689,11 @@ impl ShardState {
                         self.remotes.close(self.bus.as_ref(), key, code, reason);
                     }
                     RoomOutput::Count(what) => count(m, what),
+                    RoomOutput::Webhook(kind, seq, data) => {
+                        if let Some(hooks) = &self.webhooks {
+                            hooks.emit(kind, entry.room.id().as_str(), seq, data);
+                        }
+                    }
                 }
             }
             overflowed.extend(outgoing.flush(self.bus.as_ref(), m).into_iter().map(Member::Remote));

@@ -27,6 +27,8 @@ pub(crate) struct PubSubSettings {
     pub(crate) messages_per_sec: f64,
     /// Random per process: connection ids differ between instances and restarts.
     pub(crate) nonce: u32,
+    /// Whether rooms report their lifecycle as webhook events.
+    pub(crate) webhooks: bool,
 }
 
 /// A shard's `/pubsub` part.
@@ -44,7 +46,7 @@ pub(crate) struct PubSub {
 impl PubSub {
     /// Shard `index` of `shards`, meeting other instances through `adapter`.
     pub(crate) fn new(index: usize, shards: usize, adapter: Arc<dyn Adapter>, settings: PubSubSettings, mesh: Rc<MeshOut>) -> Self {
-        let core = PubSubShard::new(index, shards, adapter.is_shared());
+        let core = PubSubShard::new(index, shards, adapter.is_shared()).with_webhooks(settings.webhooks);
         PubSub { core, settings, adapter, mesh, next_serial: 0, commands: Vec::new() }
     }
 }
@@ -176,6 +178,11 @@ impl ShardState {
                 Output::PresenceSet { room, conn, member } => ps.adapter.presence_set(room, conn, member),
                 Output::PresenceRemove { room, conn } => ps.adapter.presence_remove(room, conn),
                 Output::PresenceQuery { room, conn, id } => self.query_presence(room, conn, id),
+                Output::Webhook(kind, room, seq, data) => {
+                    if let Some(hooks) = &self.webhooks {
+                        hooks.emit(kind, room.as_str(), seq, serde_json::from_str(&data).unwrap_or_default());
+                    }
+                }
             }
         }
     }

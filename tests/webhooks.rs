@@ -1,0 +1,234 @@
+//! Webhooks to a real HTTP receiver on loopback: signed batches, every event of a whole game in
+//! order ending with `game.ended` and its scores, and retries after a `500`, a timeout and a
+//! refused connection, with nothing lost and a room's order kept.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::game::started_game;
+use common::Server;
+use partyflow::webhooks::verify;
+use serde_json::{json, Value};
+
+const SECRET: &str = "webhook-test-secret-0123";
+
+/// How the receiver answers its next requests, in order; then 200.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Status(u16),
+    /// Reads the request and never answers (until the server's timeout).
+    Hang,
+}
+
+/// A webhook receiver: checks each request's signature, records the events of the requests it
+/// answered 200.
+struct Receiver {
+    addr: SocketAddr,
+    events: Arc<Mutex<Vec<Value>>>,
+    requests: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    fn start(script: Vec<Answer>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (events, requests) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let (sink, count) = (events.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (sink, count, script) = (sink.clone(), count.clone(), script.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let (mut length, mut timestamp, mut signature) = (0usize, 0u64, String::new());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(": ") {
+                            match name.to_ascii_lowercase().as_str() {
+                                "content-length" => length = value.parse().unwrap(),
+                                "partyflow-timestamp" => timestamp = value.parse().unwrap(),
+                                "partyflow-signature" => signature = value.to_string(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    assert!(verify(SECRET, timestamp, &body, &signature), "a request with a bad signature");
+                    *count.lock().unwrap() += 1;
+                    let answer = script.lock().unwrap().next().unwrap_or(Answer::Status(200));
+                    match answer {
+                        Answer::Hang => std::thread::sleep(Duration::from_secs(30)),
+                        Answer::Status(status) => {
+                            if status == 200 {
+                                let batch: Value = serde_json::from_slice(&body).unwrap();
+                                sink.lock().unwrap().extend(batch["events"].as_array().unwrap().iter().cloned());
+                            }
+                            let _ = write!(stream, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        }
+                    }
+                });
+            }
+        });
+        Receiver { addr, events, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+
+    /// Waits until an event of `kind` arrived; returns every event so far.
+    fn until(&self, kind: &str, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let events = self.events.lock().unwrap().clone();
+            if events.iter().any(|e| e["type"] == kind) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no {kind} within {limit:?}; got {events:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn play_to_the_end(server: &Server) -> String {
+    let (room, (mut host, _), mut players) = started_game(server, 2, json!({"rounds": 1, "roundDurationSec": 2}));
+    loop {
+        let v = host.recv().expect("the host's connection");
+        match v["type"].as_str() {
+            Some("WORD_REVEALED") => host.send("WORD_SWIPED", json!({"wordId": v["payload"]["wordId"], "action": "guessed"})),
+            Some("GAME_ENDED") => break,
+            _ => {}
+        }
+    }
+    for (p, _) in players.iter_mut() {
+        p.recv_until("GAME_ENDED");
+    }
+    room
+}
+
+#[test]
+fn a_whole_game_reaches_the_receiver_signed_in_order_and_ends_with_the_scores() {
+    let receiver = Receiver::start(vec![]);
+    let url = receiver.url();
+    let server = Server::start(&["--webhook-url", &url, "--webhook-secret", SECRET, "--min-round-duration", "1s", "--countdown", "1", "--score-review", "1s"]);
+    let room = play_to_the_end(&server);
+    let events: Vec<Value> = receiver.until("game.ended", Duration::from_secs(20)).into_iter().filter(|e| e["roomId"] == room.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"room.created"));
+    assert_eq!(kinds.iter().filter(|k| **k == "player.joined").count(), 2);
+    assert!(kinds.contains(&"game.started") && kinds.contains(&"round.ended"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"game.ended"));
+    // seq counts the room's events from 1 without gaps, in the order delivered.
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let ended = events.last().unwrap();
+    let teams = ended["data"]["teams"].as_array().unwrap();
+    assert_eq!(teams.len(), 2);
+    assert!(teams.iter().all(|t| t["score"].is_i64() && t["players"].as_array().unwrap().iter().all(|p| p["name"].is_string())), "{ended}");
+    assert!(ended["data"]["winnerTeamId"].is_string() || ended["data"]["winnerTeamId"].is_null());
+    assert!(events.iter().all(|e| e["id"].is_string() && e["time"].is_u64() && e["instanceId"].is_string()));
+    assert!(server.metric("partyflow_webhook_events_delivered_total", "") >= events.len() as f64);
+}
+
+#[test]
+fn failures_are_retried_until_delivered_with_nothing_lost_and_order_kept() {
+    // A 500, a request left hanging past the timeout, then fine.
+    let receiver = Receiver::start(vec![Answer::Status(500), Answer::Hang]);
+    let url = receiver.url();
+    let server = Server::start(&["--webhook-url", &url, "--webhook-secret", SECRET, "--webhook-timeout", "1s", "--webhook-events", "room.,player."]);
+    let (room, _, _) = common::game::create_room(&server, json!({"hostName": "Hana"}));
+    for name in ["A", "B", "C"] {
+        common::game::join(&server, &room, name);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.events.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "not every event arrived: {:?}", receiver.events.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let events: Vec<Value> = receiver.events.lock().unwrap().clone();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "{events:?}");
+    assert!(*receiver.requests.lock().unwrap() >= 3, "a 500, a timeout, then success");
+    assert!(server.metric("partyflow_webhook_batches_retried_total", "") >= 2.0);
+}
+
+#[test]
+fn a_refused_connection_is_retried_and_start_up_checks_the_flags() {
+    // Nothing listens yet: the events wait and go once the receiver is up.
+    let spare = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = spare.local_addr().unwrap();
+    drop(spare);
+    let url = format!("http://{addr}/hooks");
+    let server = Server::start(&["--webhook-url", &url, "--webhook-secret", SECRET]);
+    common::game::create_room(&server, json!({"hostName": "Hana"}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("partyflow_webhook_requests_failed_total", "") < 1.0 {
+        assert!(Instant::now() < deadline, "no failed attempt counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listener = TcpListener::bind(addr).unwrap();
+    let (mut stream, _) = listener.accept().unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&request).contains("room.created") {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the request ended without the event: {}", String::from_utf8_lossy(&request));
+        request.extend_from_slice(&chunk[..n]);
+    }
+    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    for (args, says) in [
+        (vec!["--webhook-url", "http://127.0.0.1:9/x"], "--webhook-url needs --webhook-secret"),
+        (vec!["--webhook-url", "ftp://x", "--webhook-secret", SECRET], "--webhook-url must be an http:// or https:// URL"),
+        (vec!["--webhook-url", "http://127.0.0.1:9/x", "--webhook-secret", "short"], "--webhook-secret must be at least 16 characters"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_partyflow")).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn pubsub_rooms_report_their_lifecycle() {
+    let receiver = Receiver::start(vec![]);
+    let url = receiver.url();
+    let server = Server::start(&["--shards", "2", "--webhook-url", &url, "--webhook-secret", SECRET]);
+    let mut a = common::pubsub::PubSubClient::connect(&server, None);
+    let mut b = common::pubsub::PubSubClient::connect(&server, None);
+    a.join("lobby");
+    b.join("lobby");
+    b.send(json!({"event": "leave", "room": "lobby", "id": 1}));
+    b.recv_event("left");
+    let (ua, ub) = (json!(a.user.clone()), json!(b.user.clone()));
+    drop(a);
+    let events = receiver.until("room.vacated", Duration::from_secs(20));
+    let seen: Vec<(String, u64, Value)> = events
+        .iter()
+        .filter(|e| e["roomId"] == "lobby")
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["seq"].as_u64().unwrap(), e["data"]["user"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("room.occupied".to_string(), 1, Value::Null),
+            ("member.joined".into(), 2, ua.clone()),
+            ("member.joined".into(), 3, ub.clone()),
+            ("member.left".into(), 4, ub),
+            ("member.left".into(), 5, ua),
+            ("room.vacated".into(), 6, Value::Null),
+        ]
+    );
+}
