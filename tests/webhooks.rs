@@ -4,104 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::game::started_game;
+use common::receiver::{Answer, Receiver};
 use common::Server;
-use partyflow::webhooks::verify;
 use serde_json::{json, Value};
 
 const SECRET: &str = "webhook-test-secret-0123";
-
-/// How the receiver answers its next requests, in order; then 200.
-#[derive(Clone, Copy, Debug)]
-enum Answer {
-    Status(u16),
-    /// Reads the request and never answers (until the server's timeout).
-    Hang,
-}
-
-/// A webhook receiver: checks each request's signature, records the events of the requests it
-/// answered 200.
-struct Receiver {
-    addr: SocketAddr,
-    events: Arc<Mutex<Vec<Value>>>,
-    requests: Arc<Mutex<usize>>,
-}
-
-impl Receiver {
-    fn start(script: Vec<Answer>) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (events, requests) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
-        let script = Arc::new(Mutex::new(script.into_iter()));
-        let (sink, count) = (events.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let (sink, count, script) = (sink.clone(), count.clone(), script.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let (mut length, mut timestamp, mut signature) = (0usize, 0u64, String::new());
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let line = line.trim_end();
-                        if line.is_empty() {
-                            break;
-                        }
-                        if let Some((name, value)) = line.split_once(": ") {
-                            match name.to_ascii_lowercase().as_str() {
-                                "content-length" => length = value.parse().unwrap(),
-                                "partyflow-timestamp" => timestamp = value.parse().unwrap(),
-                                "partyflow-signature" => signature = value.to_string(),
-                                _ => {}
-                            }
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
-                    assert!(verify(SECRET, timestamp, &body, &signature), "a request with a bad signature");
-                    *count.lock().unwrap() += 1;
-                    let answer = script.lock().unwrap().next().unwrap_or(Answer::Status(200));
-                    match answer {
-                        Answer::Hang => std::thread::sleep(Duration::from_secs(30)),
-                        Answer::Status(status) => {
-                            if status == 200 {
-                                let batch: Value = serde_json::from_slice(&body).unwrap();
-                                sink.lock().unwrap().extend(batch["events"].as_array().unwrap().iter().cloned());
-                            }
-                            let _ = write!(stream, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                        }
-                    }
-                });
-            }
-        });
-        Receiver { addr, events, requests }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hooks", self.addr)
-    }
-
-    /// Waits until an event of `kind` arrived; returns every event so far.
-    fn until(&self, kind: &str, limit: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let events = self.events.lock().unwrap().clone();
-            if events.iter().any(|e| e["type"] == kind) {
-                return events;
-            }
-            assert!(Instant::now() < deadline, "no {kind} within {limit:?}; got {events:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 fn play_to_the_end(server: &Server) -> String {
     let (room, (mut host, _), mut players) = started_game(server, 2, json!({"rounds": 1, "roundDurationSec": 2}));
@@ -121,7 +33,7 @@ fn play_to_the_end(server: &Server) -> String {
 
 #[test]
 fn a_whole_game_reaches_the_receiver_signed_in_order_and_ends_with_the_scores() {
-    let receiver = Receiver::start(vec![]);
+    let receiver = Receiver::start(SECRET, vec![]);
     let url = receiver.url();
     let server = Server::start(&["--webhook-url", &url, "--webhook-secret", SECRET, "--min-round-duration", "1s", "--countdown", "1", "--score-review", "1s"]);
     let room = play_to_the_end(&server);
@@ -146,7 +58,7 @@ fn a_whole_game_reaches_the_receiver_signed_in_order_and_ends_with_the_scores() 
 #[test]
 fn failures_are_retried_until_delivered_with_nothing_lost_and_order_kept() {
     // A 500, a request left hanging past the timeout, then fine.
-    let receiver = Receiver::start(vec![Answer::Status(500), Answer::Hang]);
+    let receiver = Receiver::start(SECRET, vec![Answer::Status(500), Answer::Hang]);
     let url = receiver.url();
     let server = Server::start(&["--webhook-url", &url, "--webhook-secret", SECRET, "--webhook-timeout", "1s", "--webhook-events", "room.,player."]);
     let (room, _, _) = common::game::create_room(&server, json!({"hostName": "Hana"}));
@@ -203,7 +115,7 @@ fn a_refused_connection_is_retried_and_start_up_checks_the_flags() {
 
 #[test]
 fn pubsub_rooms_report_their_lifecycle() {
-    let receiver = Receiver::start(vec![]);
+    let receiver = Receiver::start(SECRET, vec![]);
     let url = receiver.url();
     let server = Server::start(&["--shards", "2", "--webhook-url", &url, "--webhook-secret", SECRET]);
     let mut a = common::pubsub::PubSubClient::connect(&server, None);
@@ -231,4 +143,85 @@ fn pubsub_rooms_report_their_lifecycle() {
             ("room.vacated".into(), 6, Value::Null),
         ]
     );
+}
+
+/// Emits `n` events for a new room, one every `every` (room.created, then players joining).
+fn room_with_joins(server: &Server, n: usize, every: Duration) -> String {
+    let (room, _, _) = common::game::create_room(server, json!({"hostName": "Hana"}));
+    for i in 1..n {
+        std::thread::sleep(every);
+        common::game::join(server, &room, &format!("P{i}"));
+    }
+    room
+}
+
+#[test]
+fn a_receiver_down_for_ten_seconds_loses_nothing() {
+    let spare = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = spare.local_addr().unwrap();
+    drop(spare);
+    let url = format!("http://{addr}/hooks");
+    let server = Server::start(&["--webhook-url", &url, "--webhook-secret", SECRET, "--webhook-events", "room.,player."]);
+    let down_since = Instant::now();
+    // Two rooms emit 8 events each while nothing listens, for ten seconds.
+    let rooms: Vec<String> = std::thread::scope(|s| {
+        let a = s.spawn(|| room_with_joins(&server, 8, Duration::from_millis(1_400)));
+        let b = s.spawn(|| room_with_joins(&server, 8, Duration::from_millis(1_400)));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down_since.elapsed()));
+    assert!(server.metric("partyflow_webhook_requests_failed_total", "") >= 3.0, "requests were tried while the receiver was down");
+    assert_eq!(server.metric("partyflow_webhook_events_delivered_total", ""), 0.0);
+    let receiver = Receiver::start_on(TcpListener::bind(addr).unwrap(), SECRET, vec![]);
+    let events = receiver.until_all(Duration::from_secs(40), |events| events.len() >= 16);
+    for room in &rooms {
+        let seqs: Vec<u64> = events.iter().filter(|e| e["roomId"] == room.as_str()).map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=8).collect::<Vec<_>>(), "room {room}: every event, in order");
+    }
+    assert_eq!(server.metric("partyflow_webhook_events_dropped_total", ""), 0.0);
+}
+
+#[test]
+fn a_receiver_that_never_answers_slows_no_room() {
+    // Every request hangs; the server would wait 30 s for each.
+    let receiver = Receiver::start(SECRET, vec![Answer::Hang; 1_000]);
+    let url = receiver.url();
+    let server = Server::start(&[
+        "--webhook-url",
+        &url,
+        "--webhook-secret",
+        SECRET,
+        "--webhook-timeout",
+        "30s",
+        "--min-round-duration",
+        "1s",
+        "--countdown",
+        "1",
+        "--score-review",
+        "1s",
+    ]);
+    let (_room, (mut host, _), mut players) = started_game(&server, 2, json!({"rounds": 1, "roundDurationSec": 4}));
+    // The host's every swipe is answered with its WORD_RESULT while the receiver hangs.
+    let mut round_trips = Vec::new();
+    let mut sent_at = None;
+    loop {
+        let v = host.recv().expect("the host's connection");
+        match v["type"].as_str() {
+            Some("WORD_REVEALED") => {
+                sent_at = Some(Instant::now());
+                host.send("WORD_SWIPED", json!({"wordId": v["payload"]["wordId"], "action": "guessed"}));
+            }
+            Some("WORD_RESULT") => round_trips.extend(sent_at.take().map(|t| t.elapsed())),
+            Some("GAME_ENDED") => break,
+            _ => {}
+        }
+    }
+    for (p, _) in players.iter_mut() {
+        p.recv_until("GAME_ENDED");
+    }
+    assert!(*receiver.requests.lock().unwrap() >= 1, "the receiver was holding a request");
+    assert_eq!(server.metric("partyflow_webhook_events_delivered_total", ""), 0.0, "nothing was acknowledged");
+    assert!(round_trips.len() >= 2, "{round_trips:?}");
+    // A shard waiting on the receiver would show seconds here (the timeout is 30 s).
+    assert!(round_trips.iter().all(|rtt| *rtt < Duration::from_secs(1)), "{round_trips:?}");
 }

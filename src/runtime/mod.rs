@@ -175,10 +175,12 @@ impl Bound {
                         ..crate::webhooks::DeliveryConfig::default()
                     },
                     instance_id: instance_id.clone(),
+                    durable: config.redis.as_ref().map(|url| crate::webhooks::StreamConfig { url: url.clone(), prefix: config.redis_prefix.clone() }),
                 })
                 .map_err(|e| anyhow::anyhow!("cannot start webhook delivery: {e}"))?;
                 // The URL may carry credentials: log its host only.
-                info!(host = url.split('/').nth(2).unwrap_or("").rsplit('@').next().unwrap_or(""), "webhooks on (kept in memory: lost on a crash)");
+                let kept = if config.redis.is_some() { "kept in a redis stream until delivered" } else { "kept in memory: lost on a crash" };
+                info!(host = url.split('/').nth(2).unwrap_or("").rsplit('@').next().unwrap_or(""), kept, "webhooks on");
                 Some(hooks)
             }
             _ => None,

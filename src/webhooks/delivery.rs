@@ -9,7 +9,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::Event;
+use super::{Event, StreamRef};
 
 /// Delivery settings.
 #[derive(Debug, Clone)]
@@ -94,6 +94,17 @@ pub struct DeliveryStats {
     pub dropped: u64,
 }
 
+/// An event that is done with: acknowledged by the receiver or dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Its stream entry, to acknowledge in Redis (durable events only).
+    pub stored: Option<StreamRef>,
+    /// When it happened (Unix ms), for the delivery latency.
+    pub time: u64,
+    /// Acknowledged (`false`: dropped).
+    pub delivered: bool,
+}
+
 /// The delivery state machine.
 pub struct Delivery {
     config: DeliveryConfig,
@@ -105,12 +116,22 @@ pub struct Delivery {
     /// xorshift state for the jitter.
     rng: u64,
     stats: DeliveryStats,
+    settled: Vec<Settled>,
 }
 
 impl Delivery {
     /// A delivery with `config`; `seed` makes the jitter reproducible.
     pub fn new(config: DeliveryConfig, seed: u64) -> Self {
-        Delivery { config, queue: VecDeque::new(), out: Vec::new(), busy: HashSet::new(), next_id: 0, rng: seed | 1, stats: DeliveryStats::default() }
+        Delivery {
+            config,
+            queue: VecDeque::new(),
+            out: Vec::new(),
+            busy: HashSet::new(),
+            next_id: 0,
+            rng: seed | 1,
+            stats: DeliveryStats::default(),
+            settled: Vec::new(),
+        }
     }
 
     /// What happened so far.
@@ -123,10 +144,21 @@ impl Delivery {
         self.queue.len()
     }
 
+    /// The events settled (delivered or dropped) since the last call.
+    pub fn take_settled(&mut self) -> Vec<Settled> {
+        std::mem::take(&mut self.settled)
+    }
+
+    fn settle(&mut self, event: Event, delivered: bool) {
+        self.settled.push(Settled { stored: event.stored, time: event.time, delivered });
+    }
+
     /// Queues `event`.
     pub fn push(&mut self, event: Event, now: Instant) {
         if self.queue.len() >= self.config.queue.max(1) {
-            self.queue.pop_front();
+            if let Some(oldest) = self.queue.pop_front() {
+                self.settle(oldest.event, false);
+            }
             self.stats.dropped += 1;
         }
         self.stats.emitted += 1;
@@ -180,6 +212,9 @@ impl Delivery {
                 let out = self.out.swap_remove(pos);
                 self.stats.delivered += out.batch.events.len() as u64;
                 self.release(&out.batch);
+                for event in out.batch.events {
+                    self.settle(event, true);
+                }
             }
             Outcome::Failed => {
                 let delay = self.backoff(self.out.get(pos).map_or(1, |o| o.batch.attempt));
@@ -223,6 +258,9 @@ impl Delivery {
             self.stats.dropped += batch.events.len() as u64;
             tracing::warn!(events = batch.events.len(), attempts = batch.attempt, "webhook events dropped: undelivered past --webhook-max-age");
             self.release(&batch);
+            for event in batch.events {
+                self.settle(event, false);
+            }
         }
     }
 
@@ -243,7 +281,16 @@ mod tests {
     use super::*;
 
     fn event(room: &str, seq: u64) -> Event {
-        Event { id: format!("{room}:{seq}"), kind: "player.joined", time: 0, room_id: room.into(), seq, instance_id: "i".into(), data: serde_json::Value::Null }
+        Event {
+            id: format!("{room}:{seq}"),
+            kind: "player.joined".into(),
+            time: seq,
+            room_id: room.into(),
+            seq,
+            instance_id: "i".into(),
+            data: serde_json::Value::Null,
+            stored: Some(StreamRef { stream: "s".into(), entry: format!("{room}-{seq}") }),
+        }
     }
 
     fn ids(batch: &Batch) -> Vec<String> {
@@ -295,7 +342,10 @@ mod tests {
         assert!(retry_at >= later + Duration::from_millis(500) && retry_at <= later + Duration::from_secs(1));
         let retry = d.poll_batch(retry_at).unwrap();
         assert_eq!((retry.id, retry.attempt, ids(&retry)), (first.id, 2, vec!["a:1".to_string()]));
+        assert!(d.take_settled().is_empty(), "nothing settles before the 2xx");
         d.finished(retry.id, Outcome::Delivered, retry_at);
+        let settled = d.take_settled();
+        assert_eq!(settled, [Settled { stored: Some(StreamRef { stream: "s".into(), entry: "a-1".into() }), time: 1, delivered: true }]);
         assert_eq!(ids(&d.poll_batch(retry_at + Duration::from_millis(50)).unwrap()), ["a:2"]);
         assert_eq!((d.stats().delivered, d.stats().retried), (1, 1));
     }
@@ -322,6 +372,7 @@ mod tests {
         // Past the age limit the batch is dropped, and the room's next events flow.
         d.finished(batch.id, Outcome::Failed, now.max(t0 + Duration::from_secs(61)));
         assert_eq!(d.stats().dropped, 1);
+        assert!(matches!(&d.take_settled()[..], [Settled { delivered: false, .. }]), "a dropped event is settled too (its stream entry goes)");
         let later = now.max(t0 + Duration::from_secs(61));
         d.push(event("a", 2), later);
         assert_eq!(ids(&d.poll_batch(later + Duration::from_millis(50)).unwrap()), ["a:2"]);
@@ -335,6 +386,7 @@ mod tests {
             d.push(event(&format!("r{seq}"), 1), t0);
         }
         assert_eq!((d.queued(), d.stats().dropped), (4, 2));
+        assert_eq!(d.take_settled().iter().map(|s| s.delivered).collect::<Vec<_>>(), [false, false]);
         let first = d.poll_batch(t0).unwrap();
         assert_eq!(ids(&first), ["r3:1"]);
         assert!(d.poll_batch(t0).is_some());

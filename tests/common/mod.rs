@@ -279,4 +279,5 @@ impl RawClient {
 
 pub mod game;
 pub mod pubsub;
+pub mod receiver;
 pub mod redis;
