@@ -331,6 +331,24 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_WEBHOOK_QUEUE", default_value_t = 100_000)]
     pub webhook_queue: usize,
 
+    /// Ask the app's backend (POST, signed like webhooks) before answering a `/pubsub` upgrade: it
+    /// answers who the connection is (`200 {"user", "meta"?, "rooms"?}`) or refuses it (`403`).
+    #[arg(long, env = "PARTYFLOW_PROXY_CONNECT_URL")]
+    pub proxy_connect_url: Option<String>,
+
+    /// Ask the app's backend before a `/pubsub` join (`200` allows, `403` refuses: FORBIDDEN).
+    #[arg(long, env = "PARTYFLOW_PROXY_JOIN_URL")]
+    pub proxy_join_url: Option<String>,
+
+    /// Ask the app's backend before a `/pubsub` publish (it may allow, replace the data or refuse).
+    #[arg(long, env = "PARTYFLOW_PROXY_PUBLISH_URL")]
+    pub proxy_publish_url: Option<String>,
+
+    /// How long a proxy call may take: past it, `503` on connect, `PROXY_UNAVAILABLE` on join
+    /// and publish.
+    #[arg(long, env = "PARTYFLOW_PROXY_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub proxy_timeout: Duration,
+
     /// Serve the web client at `/` (`false`: only the API and the WebSocket endpoints).
     #[arg(long, env = "PARTYFLOW_WEB_CLIENT", default_value_t = true, action = clap::ArgAction::Set)]
     pub web_client: bool,
@@ -529,6 +547,20 @@ impl ServeConfig {
             (Some(_), None) => return Err("--webhook-url needs --webhook-secret: the receiver must be able to check where events come from".into()),
             (_, Some(secret)) if secret.len() < 16 => return Err("--webhook-secret must be at least 16 characters (a short secret can be guessed)".into()),
             _ => {}
+        }
+        for (flag, url) in
+            [("--proxy-connect-url", &self.proxy_connect_url), ("--proxy-join-url", &self.proxy_join_url), ("--proxy-publish-url", &self.proxy_publish_url)]
+        {
+            let Some(url) = url else { continue };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{flag} must be an http:// or https:// URL (got {url:?})"));
+            }
+            if self.webhook_secret.is_none() {
+                return Err(format!("{flag} needs --webhook-secret: it signs the proxy requests, so the backend can check where they come from"));
+            }
+        }
+        if self.proxy_timeout.is_zero() || self.proxy_timeout > Duration::from_secs(60) {
+            return Err(format!("--proxy-timeout must be between 1ms and 60s (got {})", humantime::format_duration(self.proxy_timeout)));
         }
         if !(1..=10_000).contains(&self.webhook_batch) || !(1..=10_000_000).contains(&self.webhook_queue) {
             return Err(format!("--webhook-batch must be 1..=10000 and --webhook-queue 1..=10000000 (got {} and {})", self.webhook_batch, self.webhook_queue));

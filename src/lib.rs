@@ -26,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod proxy;
 pub mod pubsub;
 pub mod rooms;
 pub mod runtime;

@@ -127,6 +127,8 @@ pub enum Command {
         /// A JSON object.
         meta: Arc<RawValue>,
     },
+    /// The app's backend must decide the connection's message first (its later messages wait).
+    Proxy(super::ProxyCall),
     /// Every connection of `user` is closed with `code`.
     DisconnectUser {
         /// The user.

@@ -281,9 +281,15 @@ impl Outgoing<'_> {
 
 /// `{"event":"error","id":X?,"data":{"code":C,"message":M}}`.
 pub fn error(code: ErrorCode, message: &str, id: Option<&MessageId>) -> Vec<u8> {
+    error_coded(code.as_str(), message, id)
+}
+
+/// `{"event":"error","data":{"code":C,"message":M},"id":X?}` with any code (the app's backend
+/// chooses its own).
+pub fn error_coded(code: &str, message: &str, id: Option<&MessageId>) -> Vec<u8> {
     let mut data = Vec::with_capacity(message.len().saturating_add(40));
     data.extend_from_slice(b"{\"code\":");
-    push_str(&mut data, code.as_str());
+    push_str(&mut data, code);
     data.extend_from_slice(b",\"message\":");
     push_str(&mut data, message);
     data.push(b'}');

@@ -15,6 +15,7 @@
 mod app;
 pub mod message;
 pub mod protocol;
+pub mod proxy;
 pub mod rooms;
 pub mod session;
 pub mod shard;
@@ -22,6 +23,7 @@ pub mod token;
 
 pub use app::{Command, Conn, ConnHandler, Ctx, Handlers, MessageHandler, CLOSE_DISCONNECTED};
 pub use message::{Message, MessageId, Request};
+pub use proxy::{ProxyAnswer, ProxyCall, ProxyGates};
 pub use rooms::ConnRef;
 pub use session::Session;
 pub use shard::{Output, PubSubShard, ShardMessage};
@@ -43,12 +45,21 @@ pub enum ErrorCode {
     RateLimited,
     /// A room id outside the rules (1-64 of `[A-Za-z0-9_-]`).
     RoomInvalid,
+    /// The app's backend (`--proxy-join-url`, `--proxy-publish-url`) did not answer in time.
+    ProxyUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 6] =
-        [ErrorCode::InvalidMessage, ErrorCode::NotInRoom, ErrorCode::Forbidden, ErrorCode::TooManyRooms, ErrorCode::RateLimited, ErrorCode::RoomInvalid];
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::InvalidMessage,
+        ErrorCode::NotInRoom,
+        ErrorCode::Forbidden,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RateLimited,
+        ErrorCode::RoomInvalid,
+        ErrorCode::ProxyUnavailable,
+    ];
 
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
@@ -59,6 +70,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "TOO_MANY_ROOMS",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::RoomInvalid => "ROOM_INVALID",
+            ErrorCode::ProxyUnavailable => "PROXY_UNAVAILABLE",
         }
     }
 }

@@ -164,6 +164,9 @@ pub enum Output {
     /// Report to the app's backend: webhook type, room, the room's event number (from 1 while
     /// it has members) and data (a JSON object).
     Webhook(&'static str, RoomId, u64, String),
+    /// Ask the app's backend about a message of local connection `conn`; the answer goes to its
+    /// session.
+    Proxy(ConnRef, super::ProxyCall),
     /// With other instances: answer `conn` with `room`'s members on every instance (see
     /// [`presence_reply`]).
     PresenceQuery {
@@ -288,6 +291,7 @@ impl PubSubShard {
             Command::ToConn { conn, frame } => self.route(conn.shard, ShardMessage::ToConn { conn, frame }),
             Command::Reply { frame } => self.outputs.push_back(Output::Send(origin.conn, frame)),
             Command::DisconnectUser { user, code } => self.disconnect_user(user, code),
+            Command::Proxy(call) => self.outputs.push_back(Output::Proxy(origin.conn, call)),
             Command::SetMeta { .. } => {}
         }
     }

@@ -75,6 +75,13 @@ pub struct Claims {
     pub meta: Option<Box<RawValue>>,
 }
 
+impl Claims {
+    /// What the claims admit.
+    pub fn into_grant(self) -> Grant {
+        Grant { user: self.sub.into(), rooms: self.rooms.map_or_else(RoomPatterns::any, RoomPatterns::only), meta: self.meta.map(Arc::from) }
+    }
+}
+
 /// Why a token was refused (the `401` message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -113,6 +120,11 @@ impl TokenKey {
 
     /// Verifies `token`; `now_unix` is the wall clock in seconds.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<Grant, TokenError> {
+        self.verify_claims(token, now_unix).map(Claims::into_grant)
+    }
+
+    /// Verifies `token` and answers its claims (checked as [`TokenKey::verify`] does).
+    pub fn verify_claims(&self, token: &str, now_unix: u64) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         // `exp` is honoured when present, checked here against the caller's clock.
         validation.required_spec_claims.clear();
@@ -127,7 +139,7 @@ impl TokenKey {
         if claims.meta.as_ref().is_some_and(|m| !m.get().trim_start().starts_with('{')) {
             return Err(TokenError::Invalid("meta must be an object".into()));
         }
-        Ok(Grant { user: claims.sub.into(), rooms: claims.rooms.map_or_else(RoomPatterns::any, RoomPatterns::only), meta: claims.meta.map(Arc::from) })
+        Ok(claims)
     }
 
     /// Signs `claims` (for `partyflow token` and tests).

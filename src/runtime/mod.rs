@@ -156,6 +156,7 @@ impl Bound {
             messages_per_sec: config.connection_message_rate,
             nonce: rand::random(),
             webhooks: config.webhook_url.is_some(),
+            proxy: start_proxy(&config)?,
         };
         let pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter> = match &bus {
             Some(bus) => Arc::new(bus.clone()),
@@ -332,6 +333,29 @@ fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<Vec<Socket>
         listeners.push(socket);
     }
     Ok(listeners)
+}
+
+/// The `/pubsub` proxy's threads, when a `--proxy-*-url` is set.
+fn start_proxy(config: &ServeConfig) -> anyhow::Result<Option<crate::proxy::Proxy>> {
+    if config.proxy_connect_url.is_none() && config.proxy_join_url.is_none() && config.proxy_publish_url.is_none() {
+        return Ok(None);
+    }
+    let proxy = crate::proxy::Proxy::start(crate::proxy::ProxyConfig {
+        connect_url: config.proxy_connect_url.clone(),
+        join_url: config.proxy_join_url.clone(),
+        publish_url: config.proxy_publish_url.clone(),
+        // Validation requires it with any proxy URL.
+        secret: config.webhook_secret.clone().unwrap_or_default(),
+        timeout: config.proxy_timeout,
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the /pubsub proxy: {e}"))?;
+    info!(
+        connect = config.proxy_connect_url.is_some(),
+        join = config.proxy_join_url.is_some(),
+        publish = config.proxy_publish_url.is_some(),
+        "/pubsub asks the app's backend"
+    );
+    Ok(Some(proxy))
 }
 
 /// This machine's host name (for the default instance id).

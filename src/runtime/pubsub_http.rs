@@ -2,6 +2,7 @@
 //! app's backend calls (`/api/publish`, `/api/send`, `/api/rooms/{room}/presence`,
 //! `/api/disconnect`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,8 +13,10 @@ use serde_json::value::RawValue;
 use super::shard::Shard;
 use crate::cluster::pubsub::PresenceReply;
 use crate::http::{ApiCall, Request, Response, Status};
+use crate::metrics::Refusal;
+use crate::proxy::Admission;
 use crate::pubsub::message::{Outgoing, MAX_EVENT_LEN, MAX_USER_LEN};
-use crate::pubsub::{Grant, TokenError};
+use crate::pubsub::{Claims, Grant, TokenError};
 use crate::rooms::RoomId;
 use crate::ws::{self, DataKind};
 
@@ -25,10 +28,58 @@ fn bearer(request: &Request) -> Option<&str> {
 /// Who a `/pubsub` upgrade is: `None` when `/pubsub` runs without tokens (each connection its
 /// own user), the verified grant otherwise, or the `401` to answer.
 pub(crate) fn grant(shard: &Shard, request: &Request, query_token: Option<&str>) -> Result<Option<Grant>, Response> {
+    claims(shard, request, query_token, true).map(|claims| claims.map(Claims::into_grant))
+}
+
+/// The verified claims of the upgrade's token (`None`: no key, or no token and none `required`).
+fn claims(shard: &Shard, request: &Request, query_token: Option<&str>, required: bool) -> Result<Option<Claims>, Response> {
     let Some(key) = &shard.shared.pubsub_key else { return Ok(None) };
     let unauthorized = |e: TokenError| Response::error(Status::Unauthorized, "UNAUTHORIZED", &e.to_string());
-    let token = query_token.or_else(|| bearer(request)).filter(|t| !t.is_empty()).ok_or_else(|| unauthorized(TokenError::Missing))?;
-    key.verify(token, super::api::unix_now().as_secs()).map(Some).map_err(unauthorized)
+    let Some(token) = query_token.or_else(|| bearer(request)).filter(|t| !t.is_empty()) else {
+        return if required { Err(unauthorized(TokenError::Missing)) } else { Ok(None) };
+    };
+    key.verify_claims(token, super::api::unix_now().as_secs()).map(Some).map_err(unauthorized)
+}
+
+/// Who a `/pubsub` upgrade is, asking the app's backend when `--proxy-connect-url` is set (a
+/// token is then optional, and verified first when given); with the connection id the backend
+/// was told. The refusal to answer otherwise: `401` (token), `403` (the backend's body), `503`.
+pub(crate) async fn admit(
+    shard: &Shard,
+    request: &Request,
+    query_token: Option<&str>,
+    peer: SocketAddr,
+) -> Result<(Option<Grant>, Option<(u64, Arc<str>)>), (Refusal, Response)> {
+    let proxy = shard.shared.pubsub.proxy.as_ref().filter(|p| p.decides_connect());
+    let Some(proxy) = proxy else {
+        return grant(shard, request, query_token).map(|g| (g, None)).map_err(|r| (Refusal::Unauthorized, r));
+    };
+    let claims = claims(shard, request, query_token, false).map_err(|r| (Refusal::Unauthorized, r))?;
+    let token = claims.as_ref().and_then(|c| serde_json::to_value(c).ok());
+    let reserved = shard.state.borrow_mut().reserve_pubsub_conn();
+    let headers: Vec<(&str, &str)> = crate::proxy::request::PASSED_HEADERS.iter().filter_map(|h| request.header(h).map(|v| (*h, v))).collect();
+    let body = crate::proxy::request::connect(&reserved.1, &peer.to_string(), &headers, token);
+    let (tx, rx) = flume::bounded(1);
+    proxy.connect(body, move |reply| {
+        let _ = tx.send(reply);
+    });
+    // The worker answers within --proxy-timeout (or at once when it cannot call).
+    let reply = rx.recv_async().await.unwrap_or_else(|_| crate::proxy::Reply::Failed("the proxy stopped".into()));
+    match crate::proxy::connect_answer(reply) {
+        Admission::Admit(grant) => Ok((Some(grant), Some(reserved))),
+        Admission::Refuse(body) => {
+            let body = if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+                body
+            } else {
+                br#"{"error":{"code":"FORBIDDEN","message":"refused by the app's backend"}}"#.to_vec()
+            };
+            Err((Refusal::Forbidden, Response::new(Status::Forbidden).body("application/json", body)))
+        }
+        Admission::Unavailable(why) => {
+            tracing::warn!(why = why.as_str(), "the connect proxy gave no usable answer; refusing the upgrade with 503");
+            Err((Refusal::Overloaded, Response::error(Status::ServiceUnavailable, "PROXY_UNAVAILABLE", "the app's backend did not answer in time")))
+        }
+    }
 }
 
 /// `401` unless the request carries the server API's key; `404` when the API is off.

@@ -107,7 +107,8 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
     let instance = shared.bus.as_ref().map(|bus| bus.instance_id().to_string());
     let (index, shards) = (mesh.peer_id(), mesh.nr_consumers());
     let mesh_out = Rc::new(MeshOut::new(shards));
-    let pubsub = PubSub::new(index, shards, shared.pubsub_adapter.clone(), shared.pubsub.clone(), mesh_out.clone());
+    let (proxy_answers, proxy_inbox) = flume::unbounded();
+    let pubsub = PubSub::new(index, shards, shared.pubsub_adapter.clone(), shared.pubsub.clone(), mesh_out.clone(), proxy_answers);
     let persist = shared.store.clone().map(|store| Persist::new(store, shared.config.persist_interval, instance));
     let leases = shared.store.as_ref().map(|_| Leases::new(Instant::now(), shared.config.room_lease_ttl));
     let bus = shared.bus.clone();
@@ -150,6 +151,17 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
                     }
                     ShardMsg::PubSub(message) => shard.state.borrow_mut().on_shard_message(shard.metrics(), Instant::now(), message),
                 }
+            }
+        })
+        .detach();
+    }
+    {
+        // Answers of the app's backend for this shard's `/pubsub` connections (one task per
+        // shard: at most one call is pending per connection).
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Ok((conn, answer)) = proxy_inbox.recv_async().await {
+                shard.state.borrow_mut().on_proxy_answer(shard.metrics(), Instant::now(), conn, answer);
             }
         })
         .detach();
@@ -372,12 +384,12 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permi
         },
         _ => None,
     };
-    let grant = match &route {
-        Route::PubSub { token } => match super::pubsub_http::grant(&shard, &request, token.as_deref()) {
-            Ok(grant) => grant,
-            Err(response) => return refuse(&shard, stream, Refusal::Unauthorized, response).await,
+    let (grant, reserved) = match &route {
+        Route::PubSub { token } => match super::pubsub_http::admit(&shard, &request, token.as_deref(), peer).await {
+            Ok(admitted) => admitted,
+            Err((why, response)) => return refuse(&shard, stream, why, response).await,
         },
-        _ => None,
+        _ => (None, None),
     };
     if let Err(cap) = permit.upgrade() {
         let response = Response::error(Status::ServiceUnavailable, cap.code(), &cap.to_string()).header("Retry-After", "1");
@@ -389,7 +401,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permi
     let leftover = buf.get(head_len..).unwrap_or_default();
     match route {
         Route::Relay(room) => upgrade(shard, stream, &accept_key, Joining::Plain(Endpoint::Relay(room)), leftover, permit).await,
-        Route::PubSub { .. } => upgrade(shard, stream, &accept_key, Joining::PubSub(grant), leftover, permit).await,
+        Route::PubSub { .. } => upgrade(shard, stream, &accept_key, Joining::PubSub(grant, reserved), leftover, permit).await,
         Route::Game { room, version, .. } => {
             let Some(claims) = claims else { return };
             let player = (claims.actor_id, version);
@@ -506,6 +518,9 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             }
             if let Some(hooks) = &shard.shared.webhooks {
                 hooks.render_prometheus(&mut text);
+            }
+            if let Some(proxy) = &shard.shared.pubsub.proxy {
+                proxy.render_prometheus(&mut text);
             }
             Response::new(Status::Ok).body("text/plain; version=0.0.4", text.into_bytes())
         }
@@ -651,8 +666,9 @@ async fn hand_off(shard: &Shard, stream: TcpStream, owner: usize, head: Vec<u8>,
 enum Joining {
     /// `/echo` or `/relay`.
     Plain(Endpoint),
-    /// `/pubsub`, as the user a token granted (`None`: open `/pubsub`).
-    PubSub(Option<crate::pubsub::Grant>),
+    /// `/pubsub`, as the user a token or the backend granted (`None`: open `/pubsub`), with the
+    /// connection id the backend was told, if it was asked.
+    PubSub(Option<crate::pubsub::Grant>, Option<(u64, Arc<str>)>),
     /// A player (actor id, protocol version) of a game room served here.
     Game { room: RoomId, player: (String, String) },
     /// A player of a game room instance `owner` serves: this shard forwards.
@@ -683,7 +699,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, join
         let m = shard.metrics();
         match joining {
             Joining::Plain(endpoint) => state.register(m, now, endpoint, permit, settings),
-            Joining::PubSub(grant) => state.register_pubsub(m, now, grant, permit, settings),
+            Joining::PubSub(grant, reserved) => state.register_pubsub(m, now, grant, reserved, permit, settings),
             Joining::Game { room, player: (actor, version) } => {
                 let id = state.register(m, now, Endpoint::Game(room.clone()), permit, settings);
                 state.register_player(m, now, &room, id, &actor, &version);

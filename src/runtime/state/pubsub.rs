@@ -13,7 +13,7 @@ use crate::admission::Permit;
 use crate::cluster::pubsub::{Adapter, Cast, PresenceReply};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::pubsub::shard::presence_reply;
-use crate::pubsub::{Command, Conn, ConnRef, Grant, Handlers, MessageId, Output, PubSubShard, Session, ShardMessage};
+use crate::pubsub::{Command, Conn, ConnRef, Grant, Handlers, MessageId, Output, ProxyAnswer, ProxyCall, PubSubShard, Session, ShardMessage};
 use crate::rooms::RoomId;
 use crate::runtime::mesh::{MeshOut, ShardMsg};
 use crate::ws::DataKind;
@@ -29,7 +29,12 @@ pub(crate) struct PubSubSettings {
     pub(crate) nonce: u32,
     /// Whether rooms report their lifecycle as webhook events.
     pub(crate) webhooks: bool,
+    /// The app's backend deciding connects, joins and publishes (`--proxy-*-url`).
+    pub(crate) proxy: Option<crate::proxy::Proxy>,
 }
+
+/// A proxy answer on its way back to the shard of the connection that asked.
+pub(crate) type ProxyReturn = (ConnRef, ProxyAnswer);
 
 /// A shard's `/pubsub` part.
 pub(crate) struct PubSub {
@@ -41,30 +46,59 @@ pub(crate) struct PubSub {
     next_serial: u64,
     /// What the handler being run asked for (kept to reuse its allocation).
     commands: Vec<Command>,
+    /// Where proxy answers for this shard's connections go (drained by a task of the shard).
+    proxy_answers: flume::Sender<ProxyReturn>,
 }
 
 impl PubSub {
     /// Shard `index` of `shards`, meeting other instances through `adapter`.
-    pub(crate) fn new(index: usize, shards: usize, adapter: Arc<dyn Adapter>, settings: PubSubSettings, mesh: Rc<MeshOut>) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        shards: usize,
+        adapter: Arc<dyn Adapter>,
+        settings: PubSubSettings,
+        mesh: Rc<MeshOut>,
+        proxy_answers: flume::Sender<ProxyReturn>,
+    ) -> Self {
         let core = PubSubShard::new(index, shards, adapter.is_shared()).with_webhooks(settings.webhooks);
-        PubSub { core, settings, adapter, mesh, next_serial: 0, commands: Vec::new() }
+        PubSub { core, settings, adapter, mesh, next_serial: 0, commands: Vec::new(), proxy_answers }
     }
 }
 
 impl ShardState {
     /// Registers an upgraded `/pubsub` connection granted `grant` (`None`: open `/pubsub`, the
     /// connection is its own user) and runs the app's connect handler.
-    pub(crate) fn register_pubsub(&mut self, m: &ShardMetrics, now: Instant, grant: Option<Grant>, permit: Permit, settings: ConnSettings) -> ConnId {
+    /// A serial and id for a `/pubsub` connection about to be upgraded (the connect proxy call
+    /// names it before it exists).
+    pub(crate) fn reserve_pubsub_conn(&mut self) -> (u64, Arc<str>) {
         let index = self.index;
-        let Some(ps) = self.pubsub.as_mut() else { return self.register(m, now, Endpoint::Echo, permit, settings) };
+        let Some(ps) = self.pubsub.as_mut() else { return (0, "".into()) };
         ps.next_serial += 1;
-        let conn = ConnRef { shard: index, key: self.conns.vacant_key(), serial: ps.next_serial };
-        let label: Arc<str> = format!("{:08x}.{index}.{}", ps.settings.nonce, conn.serial).into();
+        (ps.next_serial, format!("{:08x}.{index}.{}", ps.settings.nonce, ps.next_serial).into())
+    }
+
+    pub(crate) fn register_pubsub(
+        &mut self,
+        m: &ShardMetrics,
+        now: Instant,
+        grant: Option<Grant>,
+        reserved: Option<(u64, Arc<str>)>,
+        permit: Permit,
+        settings: ConnSettings,
+    ) -> ConnId {
+        let index = self.index;
+        if self.pubsub.is_none() {
+            return self.register(m, now, Endpoint::Echo, permit, settings);
+        }
+        let (serial, label) = reserved.unwrap_or_else(|| self.reserve_pubsub_conn());
+        let Some(ps) = self.pubsub.as_mut() else { return self.register(m, now, Endpoint::Echo, permit, settings) };
+        let conn = ConnRef { shard: index, key: self.conns.vacant_key(), serial };
         let conn = match grant {
             Some(g) => Conn::new(conn, label, g.user, g.meta, g.rooms),
             None => Conn::new(conn, label.clone(), label, None, crate::pubsub::RoomPatterns::any()),
         };
-        let session = Session::new(conn, now, ps.settings.max_rooms, ps.settings.messages_per_sec);
+        let gates = ps.settings.proxy.as_ref().map(crate::proxy::Proxy::gates).unwrap_or_default();
+        let session = Session::new(conn, now, ps.settings.max_rooms, ps.settings.messages_per_sec).with_proxy(gates);
         let id = self.register(m, now, Endpoint::PubSub(Box::new(session)), permit, settings);
         if let (Some(ps), Some(Endpoint::PubSub(session))) = (self.pubsub.as_mut(), self.conns.get_mut(id).map(|c| &mut c.endpoint)) {
             ps.core.connect(&session.conn);
@@ -83,6 +117,46 @@ impl ShardState {
         session.handle_message(now, kind, payload, &handlers, &ps.settings.metrics, &mut ps.commands);
         run_commands(ps, session);
         self.drain_pubsub(m, now);
+    }
+
+    /// The app's backend answered `conn`'s pending message.
+    pub(crate) fn on_proxy_answer(&mut self, m: &ShardMetrics, now: Instant, conn: ConnRef, answer: ProxyAnswer) {
+        let Some(ps) = self.pubsub.as_mut() else { return };
+        let Some(Endpoint::PubSub(session)) = self.conns.get_mut(conn.key).map(|c| &mut c.endpoint) else { return };
+        if session.conn.conn_ref() != conn {
+            return;
+        }
+        let handlers = ps.settings.handlers.clone();
+        session.on_proxy_answer(now, answer, &handlers, &ps.settings.metrics, &mut ps.commands);
+        run_commands(ps, session);
+        self.drain_pubsub(m, now);
+    }
+
+    /// Asks the app's backend about `conn`'s message; the answer comes back through the shard's
+    /// proxy inbox.
+    fn call_proxy(&mut self, conn: ConnRef, call: ProxyCall) {
+        let Some(ps) = self.pubsub.as_ref() else { return };
+        let (Some(proxy), Some(session)) = (
+            ps.settings.proxy.clone(),
+            self.conns.get(conn.key).and_then(|c| match &c.endpoint {
+                Endpoint::PubSub(s) if s.conn.conn_ref() == conn => Some(s),
+                _ => None,
+            }),
+        ) else {
+            return;
+        };
+        let back = ps.proxy_answers.clone();
+        let (user, label) = (session.conn.user(), session.conn.id());
+        match call {
+            ProxyCall::Join { room } => proxy.join(crate::proxy::request::join(user, label, room.as_str()), move |reply| {
+                let _ = back.send((conn, crate::proxy::join_answer(reply)));
+            }),
+            ProxyCall::Publish { room, event, data } => {
+                proxy.publish(crate::proxy::request::publish(user, label, room.as_str(), &event, &data), move |reply| {
+                    let _ = back.send((conn, crate::proxy::publish_answer(reply)));
+                })
+            }
+        }
     }
 
     /// `/pubsub` connection `id` is going: the app's disconnect handler runs (it can still reach
@@ -178,6 +252,7 @@ impl ShardState {
                 Output::PresenceSet { room, conn, member } => ps.adapter.presence_set(room, conn, member),
                 Output::PresenceRemove { room, conn } => ps.adapter.presence_remove(room, conn),
                 Output::PresenceQuery { room, conn, id } => self.query_presence(room, conn, id),
+                Output::Proxy(conn, call) => self.call_proxy(conn, call),
                 Output::Webhook(kind, room, seq, data) => {
                     if let Some(hooks) = &self.webhooks {
                         hooks.emit(kind, room.as_str(), seq, serde_json::from_str(&data).unwrap_or_default());
