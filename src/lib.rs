@@ -14,6 +14,7 @@
 // (`ws`, `http`, `protocol`, `auth`, `api`, the cluster wire formats, the snapshot format).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod auth;

@@ -30,6 +30,20 @@ pub enum Call {
     },
     /// `GET /rooms/{id}`.
     Summary,
+    /// The admin API's `GET /api/rooms/{id}` of a game room.
+    AdminDetail,
+    /// The admin API's `POST /api/rooms/{id}/close` with this body.
+    AdminClose {
+        /// The request body.
+        body: Vec<u8>,
+    },
+    /// The admin API's `POST /api/rooms/{id}/kick` with this body.
+    AdminKick {
+        /// The request body.
+        body: Vec<u8>,
+    },
+    /// Every room of the instance, for the admin API's listing (the request's room is ignored).
+    Rows,
 }
 
 /// One message between instances.
@@ -173,6 +187,10 @@ const RESPONSE: u8 = 7;
 const CALL_MEMBER: u8 = b'M';
 const CALL_JOIN: u8 = b'J';
 const CALL_SUMMARY: u8 = b'S';
+const CALL_ADMIN_DETAIL: u8 = b'D';
+const CALL_ADMIN_CLOSE: u8 = b'C';
+const CALL_ADMIN_KICK: u8 = b'K';
+const CALL_ROWS: u8 = b'R';
 
 fn short(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
@@ -243,6 +261,16 @@ pub fn encode(from: &str, message: &Forward) -> Vec<u8> {
                 out.extend_from_slice(body);
             }
             Call::Summary => out.push(CALL_SUMMARY),
+            Call::AdminDetail => out.push(CALL_ADMIN_DETAIL),
+            Call::AdminClose { body } => {
+                out.push(CALL_ADMIN_CLOSE);
+                out.extend_from_slice(body);
+            }
+            Call::AdminKick { body } => {
+                out.push(CALL_ADMIN_KICK);
+                out.extend_from_slice(body);
+            }
+            Call::Rows => out.push(CALL_ROWS),
         },
         Forward::Response { status, body, .. } => {
             out.extend_from_slice(&status.to_be_bytes());
@@ -332,6 +360,10 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
                     Call::Join { host, body: r.rest() }
                 }
                 CALL_SUMMARY => Call::Summary,
+                CALL_ADMIN_DETAIL => Call::AdminDetail,
+                CALL_ADMIN_CLOSE => Call::AdminClose { body: r.rest() },
+                CALL_ADMIN_KICK => Call::AdminKick { body: r.rest() },
+                CALL_ROWS => Call::Rows,
                 _ => return None,
             };
             Forward::Request { room, id, call }
@@ -380,6 +412,10 @@ mod tests {
             Forward::Request { room: room(), id, call: Call::Member { actor: "host_x".into() } },
             Forward::Request { room: room(), id, call: Call::Join { host: "edge:8080".into(), body: b"{\"name\":\"A\"}".to_vec() } },
             Forward::Request { room: room(), id, call: Call::Summary },
+            Forward::Request { room: room(), id, call: Call::AdminDetail },
+            Forward::Request { room: room(), id, call: Call::AdminClose { body: b"{}".to_vec() } },
+            Forward::Request { room: room(), id, call: Call::AdminKick { body: b"{\"playerId\":\"p\"}".to_vec() } },
+            Forward::Request { room: room(), id, call: Call::Rows },
             Forward::Response { id, status: 201, body: b"{}".to_vec() },
         ];
         for message in messages {

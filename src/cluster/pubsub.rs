@@ -92,6 +92,15 @@ pub enum Cast {
         /// The close code.
         code: u16,
     },
+    /// An operator kicked `user` from `room` (and, with `ban`, keeps it out).
+    Kick {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: Arc<str>,
+        /// Keep it out.
+        ban: bool,
+    },
 }
 
 /// A subscription an instance needs while it serves a room's member or a user's connection.
@@ -105,6 +114,7 @@ pub enum Topic {
 
 const TAG_FRAME: u8 = 0;
 const TAG_DISCONNECT: u8 = 1;
+const TAG_KICK: u8 = 2;
 
 /// The channel of `topic`.
 pub fn channel(prefix: &str, topic: &Topic) -> String {
@@ -130,10 +140,15 @@ pub fn presence_key(prefix: &str, room: &RoomId, instance: &str) -> String {
 
 /// `cast` as `(channel, payload)`, from `instance`.
 pub fn encode(prefix: &str, instance: &str, cast: &Cast) -> (String, Vec<u8>) {
+    let kick: Vec<u8>;
     let (topic, tag, body): (Topic, u8, &[u8]) = match cast {
         Cast::Room { room, frame } => (Topic::Room(room.clone()), TAG_FRAME, frame),
         Cast::User { user, frame } => (Topic::User(user.clone()), TAG_FRAME, frame),
         Cast::Disconnect { user, code } => (Topic::User(user.clone()), TAG_DISCONNECT, &code.to_be_bytes()),
+        Cast::Kick { room, user, ban } => {
+            kick = [&[u8::from(*ban)][..], user.as_bytes()].concat();
+            (Topic::Room(room.clone()), TAG_KICK, &kick)
+        }
     };
     // Instance ids are at most 128 bytes (checked at start-up), so the length fits a byte.
     let id = instance.as_bytes().get(..instance.len().min(255)).unwrap_or_default();
@@ -156,6 +171,10 @@ pub fn decode(prefix: &str, channel: &str, payload: &[u8]) -> Option<(String, Ca
         (Topic::Room(room), TAG_FRAME) => Cast::Room { room, frame: body.to_vec() },
         (Topic::User(user), TAG_FRAME) => Cast::User { user, frame: body.to_vec() },
         (Topic::User(user), TAG_DISCONNECT) => Cast::Disconnect { user, code: u16::from_be_bytes(body.try_into().ok()?) },
+        (Topic::Room(room), TAG_KICK) => {
+            let (&ban, user) = body.split_first()?;
+            Cast::Kick { room, user: std::str::from_utf8(user).ok().filter(|u| !u.is_empty())?.into(), ban: ban == 1 }
+        }
         _ => return None,
     };
     Some((from, cast))
@@ -172,6 +191,7 @@ mod tests {
             Cast::Room { room: room.clone(), frame: b"\x81\x02hi".to_vec() },
             Cast::User { user: "ann:1".into(), frame: vec![] },
             Cast::Disconnect { user: "bob".into(), code: 4001 },
+            Cast::Kick { room: room.clone(), user: "eve".into(), ban: true },
         ];
         for cast in casts {
             let (channel, payload) = encode("pf:", "host-1:8080", &cast);

@@ -286,6 +286,11 @@ impl Game {
         self.participant(id).map(|p| p.role)
     }
 
+    /// Everyone seated: host, players and spectators.
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
     /// Players (not host, not spectators).
     pub fn player_count(&self) -> usize {
         self.count(Role::Player)

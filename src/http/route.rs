@@ -53,6 +53,14 @@ pub enum ApiCall {
     Disconnect,
     /// `GET /api/rooms/{room}/presence`
     Presence(RoomId),
+    /// `GET /api/rooms[?kind=&state=&cursor=&limit=]` (the query string)
+    ListRooms(String),
+    /// `GET /api/rooms/{room}`
+    RoomDetail(RoomId),
+    /// `POST /api/rooms/{room}/close {"reason"}`
+    CloseRoom(RoomId),
+    /// `POST /api/rooms/{room}/kick {"playerId" | "user", "ban"}`
+    Kick(RoomId),
 }
 
 /// A target that names no endpoint, or names one with bad parameters.
@@ -79,6 +87,7 @@ impl Route {
             "/api/publish" => Ok(Route::Api(ApiCall::Publish)),
             "/api/send" => Ok(Route::Api(ApiCall::Send)),
             "/api/disconnect" => Ok(Route::Api(ApiCall::Disconnect)),
+            "/api/rooms" => Ok(Route::Api(ApiCall::ListRooms(query.to_string()))),
             "/word-packs" => Ok(Route::WordPacks),
             "/rooms" => match query_param(query, "roomId") {
                 None => Ok(Route::Rooms(None)),
@@ -98,8 +107,15 @@ impl Route {
                 }
                 let not_found = || RouteError::NotFound(path.chars().take(64).collect());
                 if let Some(rest) = path.strip_prefix("/api/rooms/") {
-                    let room = rest.strip_suffix("/presence").and_then(RoomId::parse).ok_or_else(not_found)?;
-                    return Ok(Route::Api(ApiCall::Presence(room)));
+                    let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+                    let room = RoomId::parse(id).ok_or_else(not_found)?;
+                    return match sub {
+                        "" => Ok(Route::Api(ApiCall::RoomDetail(room))),
+                        "presence" => Ok(Route::Api(ApiCall::Presence(room))),
+                        "close" => Ok(Route::Api(ApiCall::CloseRoom(room))),
+                        "kick" => Ok(Route::Api(ApiCall::Kick(room))),
+                        _ => Err(not_found()),
+                    };
                 }
                 let rest = path.strip_prefix("/rooms/").ok_or_else(not_found)?;
                 let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
@@ -116,7 +132,9 @@ impl Route {
     /// The one method this endpoint answers (others: 405 with `Allow`).
     pub fn method(&self) -> &'static str {
         match self {
-            Route::Rooms(_) | Route::RoomPlayers(_) | Route::Api(ApiCall::Publish | ApiCall::Send | ApiCall::Disconnect) => "POST",
+            Route::Rooms(_)
+            | Route::RoomPlayers(_)
+            | Route::Api(ApiCall::Publish | ApiCall::Send | ApiCall::Disconnect | ApiCall::CloseRoom(_) | ApiCall::Kick(_)) => "POST",
             _ => "GET",
         }
     }
@@ -134,7 +152,11 @@ impl Route {
     /// The room whose owner shard must serve this connection, if any.
     pub fn room(&self) -> Option<&RoomId> {
         match self {
-            Route::Relay(room) | Route::Room(room) | Route::RoomPlayers(room) | Route::Game { room, .. } | Route::Api(ApiCall::Presence(room)) => Some(room),
+            Route::Relay(room)
+            | Route::Room(room)
+            | Route::RoomPlayers(room)
+            | Route::Game { room, .. }
+            | Route::Api(ApiCall::Presence(room) | ApiCall::RoomDetail(room) | ApiCall::CloseRoom(room) | ApiCall::Kick(room)) => Some(room),
             Route::Rooms(room) => room.as_ref(),
             _ => None,
         }

@@ -168,6 +168,10 @@ pub struct ShardMetrics {
     pub connection_panics: Counter,
     /// Times a connection spent its poll budget and waited for the shard's next ring poll.
     pub poll_budget_deferrals: Counter,
+    /// Rooms closed through the admin API.
+    pub admin_closes: Counter,
+    /// Kicks through the admin API.
+    pub admin_kicks: Counter,
     handshake_failures: [Counter; Refusal::ALL.len()],
     close_codes_sent: [Counter; CLOSE_CODES.len() + 1],
     /// The shard's latency histograms as last published (about once a second) by the shard.
@@ -343,6 +347,13 @@ impl Metrics {
             family(&mut out, name, help, "counter");
             for (i, s) in self.shards.iter().enumerate() {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
+            }
+        }
+        let name = "partyflow_admin_actions_total";
+        family(&mut out, name, "Admin API actions, by action", "counter");
+        for (i, s) in self.shards.iter().enumerate() {
+            for (action, c) in [("close", &s.admin_closes), ("kick", &s.admin_kicks)] {
+                let _ = writeln!(out, "{name}{{shard=\"{i}\",action=\"{action}\"}} {}", c.get());
             }
         }
         let name = "partyflow_handshakes_failed_total";

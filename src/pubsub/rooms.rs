@@ -141,6 +141,11 @@ pub struct OwnedRooms {
 }
 
 impl OwnedRooms {
+    /// Every room with members.
+    pub fn iter(&self) -> impl Iterator<Item = (&RoomId, &Room)> {
+        self.rooms.iter()
+    }
+
     /// The room, if it has members.
     pub fn get(&self, room: &RoomId) -> Option<&Room> {
         self.rooms.get(room)

@@ -122,6 +122,24 @@ pub enum ShardMessage {
         /// The close code.
         code: u16,
     },
+    /// To a room's owner: an operator kicked `user` (with `ban`, it stays out).
+    Kick {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: Arc<str>,
+        /// Keep it out.
+        ban: bool,
+    },
+    /// To a member's shard: the room refused `conn` (banned); `frame` is the error.
+    JoinRefused {
+        /// The room.
+        room: RoomId,
+        /// The connection.
+        conn: ConnRef,
+        /// The error reply.
+        frame: Bytes,
+    },
 }
 
 /// What the runtime must do.
@@ -135,6 +153,8 @@ pub enum Output {
     /// only gets `frame`, its `joined` reply): add it to the room's local members with
     /// [`PubSubShard::add_local`], then queue `frame`.
     Joined(ConnRef, RoomId, Bytes),
+    /// The room refused `conn` (its user is banned): it is not in the room; queue `frame`.
+    JoinRefused(ConnRef, RoomId, Bytes),
     /// Close a local connection with `code`.
     Close(ConnRef, u16),
     /// Rooms this shard owns changed by this much (the `rooms` gauge).
@@ -198,6 +218,8 @@ pub struct PubSubShard {
     clustered: bool,
     /// Event numbers of the owned rooms, when webhooks are on.
     webhooks: Option<AHashMap<RoomId, u64>>,
+    /// Users an operator banned from owned rooms (kept while the process runs).
+    banned: AHashMap<RoomId, ahash::AHashSet<Arc<str>>>,
     outputs: VecDeque<Output>,
 }
 
@@ -212,6 +234,7 @@ impl PubSubShard {
             users: Users::default(),
             clustered,
             webhooks: None,
+            banned: AHashMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -247,7 +270,15 @@ impl PubSubShard {
             Cast::Room { room, frame } => self.send_to_room(&room, Bytes::from(frame), None),
             Cast::User { user, frame } => self.handle_message(ShardMessage::ToUser { user, frame: Bytes::from(frame) }),
             Cast::Disconnect { user, code } => self.handle_message(ShardMessage::DisconnectUser { user, code }),
+            Cast::Kick { room, user, ban } => self.handle_message(ShardMessage::Kick { room, user, ban }),
         }
+    }
+
+    /// An operator kicks `user` from `room` on every instance: its connections in the room are
+    /// closed with `code`; with `ban`, the room refuses its joins from now on.
+    pub fn kick(&mut self, room: RoomId, user: Arc<str>, ban: bool) {
+        self.cast(|| Cast::Kick { room: room.clone(), user: user.clone(), ban });
+        self.route(room.owner_shard(self.shards), ShardMessage::Kick { room, user, ban });
     }
 
     /// The next thing to do.
@@ -347,6 +378,11 @@ impl PubSubShard {
         self.owned.len()
     }
 
+    /// The rooms this shard owns, with their members on this instance.
+    pub fn owned(&self) -> impl Iterator<Item = (&RoomId, &[Member])> {
+        self.owned.iter().map(|(id, room)| (id, room.members()))
+    }
+
     /// Sends `message` to `shard`, or handles it now if that is this shard.
     fn route(&mut self, shard: usize, message: ShardMessage) {
         if shard == self.index {
@@ -359,6 +395,11 @@ impl PubSubShard {
     /// A message from a shard (this one included).
     pub fn handle_message(&mut self, message: ShardMessage) {
         match message {
+            ShardMessage::Join { room, member, id } if self.banned.get(&room).is_some_and(|b| b.contains(&member.user)) => {
+                let error = super::message::error(super::ErrorCode::Forbidden, "banned from this room", id.as_ref());
+                let frame = crate::ws::encode_data(crate::ws::DataKind::Text, &error);
+                self.route(member.conn.shard, ShardMessage::JoinRefused { room, conn: member.conn, frame });
+            }
             ShardMessage::Join { room, member, id } => {
                 let joiner = member.conn;
                 let data = member.data();
@@ -444,6 +485,17 @@ impl PubSubShard {
                 }
             }
             ShardMessage::Joined { room, conn, frame } => self.outputs.push_back(Output::Joined(conn, room, frame)),
+            ShardMessage::JoinRefused { room, conn, frame } => self.outputs.push_back(Output::JoinRefused(conn, room, frame)),
+            ShardMessage::Kick { room, user, ban } => {
+                if ban {
+                    self.banned.entry(room.clone()).or_default().insert(user.clone());
+                }
+                let kicked: Vec<ConnRef> =
+                    self.owned.get(&room).map(|r| r.members().iter().filter(|m| m.user == user).map(|m| m.conn).collect()).unwrap_or_default();
+                for conn in kicked {
+                    self.route(conn.shard, ShardMessage::Close { conn, code: crate::ws::close_code::KICKED });
+                }
+            }
             ShardMessage::Deliver { room, frame, exclude } => {
                 for conn in self.local.get(&room).into_iter().flatten() {
                     if Some(*conn) != exclude {
@@ -555,6 +607,12 @@ mod tests {
                             Output::Joined(conn, room, frame) => {
                                 if self.sessions.get(&conn.key).is_some_and(|s| s.rooms.contains(&room)) {
                                     self.shards[i].add_local(&room, conn);
+                                }
+                                self.deliver(conn, &frame);
+                            }
+                            Output::JoinRefused(conn, room, frame) => {
+                                if let Some(s) = self.sessions.get_mut(&conn.key) {
+                                    s.rooms.retain(|r| *r != room);
                                 }
                                 self.deliver(conn, &frame);
                             }
@@ -698,7 +756,7 @@ mod tests {
             match output {
                 Output::Cast(cast) => {
                     let topic = match &cast {
-                        Cast::Room { room, .. } => Topic::Room(room.clone()),
+                        Cast::Room { room, .. } | Cast::Kick { room, .. } => Topic::Room(room.clone()),
                         Cast::User { user, .. } | Cast::Disconnect { user, .. } => Topic::User(user.clone()),
                     };
                     for to in (0..self.instances.len()).filter(|to| *to != from && self.subscribed[*to].contains(&topic)) {
@@ -774,5 +832,32 @@ mod tests {
         assert_eq!(c.instances[0].take(1), vec![serde_json::json!({"event": "user_left", "room": "lobby", "data": {"user": "cid", "conn": "c1"}})]);
         assert!(!c.subscribed[1].contains(&Topic::Room(RoomId::parse("lobby").unwrap())));
         assert!(c.presence.get(&(RoomId::parse("lobby").unwrap(), 1)).is_none_or(BTreeMap::is_empty));
+    }
+
+    #[test]
+    fn a_kick_closes_the_users_connections_in_the_room_on_every_instance_and_a_ban_keeps_it_out() {
+        let mut c = Cluster::new(2, 2);
+        c.open(0, 1, 0, "ann");
+        c.open(1, 1, 1, "eve");
+        c.open(1, 2, 0, "eve");
+        for (instance, key) in [(0, 1), (1, 1)] {
+            c.send(instance, key, r#"{"event":"join","room":"lobby"}"#);
+        }
+        c.instances[1].take(2);
+        // Kicked from instance 0's side with a ban: eve's connection in the room (on instance 1)
+        // closes; her other connection, not in the room, stays.
+        c.instances[0].shards[1].kick(RoomId::parse("lobby").unwrap(), "eve".into(), true);
+        c.instances[0].settle();
+        c.settle();
+        assert_eq!(&c.instances[1].closed[..], &[(1, crate::ws::close_code::KICKED)][..]);
+        // Banned on both instances: a join from her other connection is refused and leaves her
+        // out of the room (a publish there is NOT_IN_ROOM).
+        c.send(1, 2, r#"{"event":"join","room":"lobby","id":3}"#);
+        let refused = c.instances[1].take(2);
+        assert_eq!(refused[0]["data"]["code"], "FORBIDDEN");
+        assert_eq!(refused[0]["id"], 3);
+        c.send(1, 2, r#"{"event":"chat","room":"lobby","data":1}"#);
+        assert_eq!(c.instances[1].take(2)[0]["data"]["code"], "NOT_IN_ROOM");
+        assert!(c.instances[0].take(1).iter().all(|v| v["event"] != "chat"));
     }
 }

@@ -8,7 +8,7 @@ use ahash::{AHashMap, RandomState};
 mod game_room;
 
 pub use game_room::{
-    GameRoom, ReconnectWindows, RoomCount, RoomOutput, RoomPolicy, CLOSE_REPLACED, CLOSE_UPGRADE_REQUIRED, MAX_GAME_MESSAGE_BYTES, SEQUENCE_GAP,
+    GameRoom, KickRefused, ReconnectWindows, RoomCount, RoomOutput, RoomPolicy, CLOSE_REPLACED, CLOSE_UPGRADE_REQUIRED, MAX_GAME_MESSAGE_BYTES, SEQUENCE_GAP,
 };
 
 /// Fixed hash keys: every shard (and every process, for sticky routing) must agree on owners.
@@ -57,6 +57,11 @@ impl<M> Default for Rooms<M> {
 }
 
 impl<M: Copy + PartialEq> Rooms<M> {
+    /// Every room with its member count.
+    pub fn iter(&self) -> impl Iterator<Item = (&RoomId, usize)> {
+        self.rooms.iter().map(|(id, members)| (id, members.len()))
+    }
+
     /// Adds `member` to `room`, creating the room on first join.
     pub fn join(&mut self, room: &RoomId, member: M) {
         self.rooms.entry(room.clone()).or_default().push(member);

@@ -303,6 +303,9 @@ pub(crate) async fn call_owner(shard: &Shard, owner: &str, room: &RoomId, call: 
 
 /// The owner's answer to an edge's call about `room`.
 pub(crate) fn answer_call(shard: &Shard, room: &RoomId, call: Call) -> Response {
+    if matches!(call, Call::AdminDetail | Call::AdminClose { .. } | Call::AdminKick { .. }) {
+        return super::admin_http::here(shard, room, call);
+    }
     if !shard.state.borrow().has_game(room) {
         let response = Response::error(Status::ServiceUnavailable, "ROOM_MOVING", "the room is not served by this instance now; retry");
         return response.header("Retry-After", "1");
@@ -314,6 +317,8 @@ pub(crate) fn answer_call(shard: &Shard, room: &RoomId, call: Call) -> Response 
         },
         Call::Join { host, body } => join_room(shard, &host, room, &body),
         Call::Summary => room_summary(shard, room),
+        // Answered above, or (the listing) by the bus's handler.
+        Call::AdminDetail | Call::AdminClose { .. } | Call::AdminKick { .. } | Call::Rows => Response::new(Status::NotFound),
     }
 }
 

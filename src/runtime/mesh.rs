@@ -26,6 +26,8 @@ pub(crate) enum ShardMsg {
     Handoff(Handoff),
     /// `/pubsub` traffic.
     PubSub(ShardMessage),
+    /// The admin API's listing: this shard's rows, to the shard answering the request.
+    Rows(flume::Sender<Vec<crate::admin::RoomRow>>),
 }
 
 /// Queued messages (all peers) past which `/pubsub` connections stop reading.

@@ -5,6 +5,7 @@
 //! them to drain after SIGTERM/SIGINT. Everything it drives (`ws`, `http`, `rooms`, `session`,
 //! `outbox`) is runtime-agnostic.
 
+mod admin_http;
 mod api;
 mod conn;
 mod handoff;
@@ -187,6 +188,7 @@ impl Bound {
             _ => None,
         };
         let shared = shard::Shared {
+            instance_id: instance_id.as_str().into(),
             lost_shard: lost_shard.clone(),
             tokens,
             packs,

@@ -147,6 +147,7 @@ pub(crate) async fn answer(shard: &Shard, request: &Request, call: &ApiCall, bod
         return refused;
     }
     let result = match call {
+        ApiCall::ListRooms(_) | ApiCall::RoomDetail(_) | ApiCall::CloseRoom(_) | ApiCall::Kick(_) => Ok(super::admin_http::answer(shard, call, body).await),
         ApiCall::Publish => publish(shard, body),
         ApiCall::Send => send(shard, body),
         ApiCall::Disconnect => disconnect(shard, body),

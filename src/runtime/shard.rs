@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter>,
     /// Webhook delivery (`--webhook-url`).
     pub(crate) webhooks: Option<crate::webhooks::WebhookHandle>,
+    /// This instance's id (`--instance-id`, default host name and port).
+    pub(crate) instance_id: Arc<str>,
 }
 
 /// A shard's runtime context, shared by its tasks through `Rc`.
@@ -150,6 +152,9 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
                         glommio::spawn_local(serve(shard.clone(), stream, head, permit)).detach();
                     }
                     ShardMsg::PubSub(message) => shard.state.borrow_mut().on_shard_message(shard.metrics(), Instant::now(), message),
+                    ShardMsg::Rows(answer) => {
+                        let _ = answer.send(shard.state.borrow().admin_rows(&shard.shared.instance_id));
+                    }
                 }
             }
         })
@@ -183,10 +188,22 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
 
 /// A message from another instance: relay traffic, a forwarded game connection's, or a room
 /// API call and its answer.
-fn on_bus_message(shard: &Shard, incoming: Incoming) {
+fn on_bus_message(shard: &Rc<Shard>, incoming: Incoming) {
     let now = Instant::now();
     match incoming {
         Incoming::Relay { room, kind, payload } => shard.state.borrow_mut().on_remote_message(shard.metrics(), now, &room, kind, &payload),
+        Incoming::Forward { from, message: Forward::Request { id, call: Call::Rows, .. } } => {
+            // Every shard's rows: gathered on a task, since the other shards answer later.
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let rows = super::admin_http::local_rows(&shard).await;
+                let answer = Forward::Response { id, status: 200, body: serde_json::to_vec(&rows).unwrap_or_default() };
+                if let Some(bus) = &shard.shared.bus {
+                    bus.forward(&from, &answer);
+                }
+            })
+            .detach();
+        }
         Incoming::Forward { from, message: Forward::Request { room, id, call } } => {
             let response = api::answer_call(shard, &room, call);
             let answer = Forward::Response { id, status: response.status().code(), body: response.body_bytes().to_vec() };

@@ -33,4 +33,6 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Unexpected server condition.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// Removed by an operator (`POST /api/rooms/{id}/kick`).
+    pub const KICKED: u16 = 4004;
 }

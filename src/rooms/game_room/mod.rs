@@ -13,6 +13,8 @@
 //! Call order: after any input, drain [`GameRoom::poll_output`], then re-read
 //! [`GameRoom::poll_timeout`].
 
+mod admin;
+pub use admin::KickRefused;
 mod reconnect;
 mod recovery;
 

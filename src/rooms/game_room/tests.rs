@@ -441,3 +441,32 @@ fn reconnect_refusals() {
     r.handle_message(t0, 1, DataKind::Text, &msg("RECONNECT", json!({"lastSeqId": 1})));
     assert_eq!(sends(&mut r)[0].1["type"], "STATE_SNAPSHOT");
 }
+
+#[test]
+fn an_operator_kicks_a_player_with_or_without_a_ban_and_closes_the_room() {
+    let t0 = Instant::now();
+    let mut r = room_of_three(t0, "1.0");
+    while r.poll_output().is_some() {}
+    assert_eq!(r.head_count(), (3, 3));
+    let detail = r.admin_detail();
+    assert_eq!(detail["members"].as_array().unwrap().len(), 3);
+    assert!(detail["members"].as_array().unwrap().iter().all(|m| m["connected"] == true && m["degraded"] == false));
+    assert!(detail["game"].get("currentWord").is_none());
+    assert_eq!(r.admin_kick(t0, "host", false), Err(KickRefused::Host));
+    assert_eq!(r.admin_kick(t0, "nobody", true), Err(KickRefused::NotFound));
+    // Without a ban: p1's connection is closed with 4004, its seat kept (it may reconnect).
+    r.admin_kick(t0, "p1", false).unwrap();
+    let closes: Vec<(u32, u16)> =
+        std::iter::from_fn(|| r.poll_output()).filter_map(|o| if let RoomOutput::Close(c, code, _) = o { Some((c, code)) } else { None }).collect();
+    assert_eq!(closes, [(1, crate::ws::close_code::KICKED)]);
+    assert_eq!((r.role_of("p1"), r.head_count()), (Some(Role::Player), (3, 2)));
+    // With a ban: p2 is closed and loses its seat (PLAYER_LEFT, reason kicked).
+    r.admin_kick(t0, "p2", true).unwrap();
+    let left: Vec<Value> = sends(&mut r).into_iter().map(|(_, v)| v).filter(|v| v["type"] == "PLAYER_LEFT").collect();
+    assert!(left.iter().all(|v| v["payload"]["reason"] == "kicked" && v["payload"]["playerId"] == "p2") && !left.is_empty());
+    assert_eq!(r.role_of("p2"), None);
+    r.admin_close(t0);
+    let closed: Vec<Value> = sends(&mut r).into_iter().map(|(_, v)| v).filter(|v| v["type"] == "ROOM_CLOSED").collect();
+    assert_eq!(closed[0]["payload"]["reason"], "admin");
+    assert!(r.is_closed());
+}

@@ -4,6 +4,7 @@
 //! and never across an await. Game rooms reached through or served for another instance are in
 //! [`forwarding`]; room leases in [`leasing`].
 
+mod admin;
 mod forwarding;
 mod isolation;
 mod leasing;

@@ -65,6 +65,13 @@ impl PubSub {
     }
 }
 
+impl PubSub {
+    /// The rooms this shard owns, with their members on this instance.
+    pub(crate) fn owned_rooms(&self) -> impl Iterator<Item = (&RoomId, &[crate::pubsub::rooms::Member])> {
+        self.core.owned()
+    }
+}
+
 impl ShardState {
     /// Registers an upgraded `/pubsub` connection granted `grant` (`None`: open `/pubsub`, the
     /// connection is its own user) and runs the app's connect handler.
@@ -116,6 +123,14 @@ impl ShardState {
         let handlers = ps.settings.handlers.clone();
         session.handle_message(now, kind, payload, &handlers, &ps.settings.metrics, &mut ps.commands);
         run_commands(ps, session);
+        self.drain_pubsub(m, now);
+    }
+
+    /// An operator kicks `user` from `room` (on every instance); with `ban` it stays out.
+    pub(crate) fn pubsub_kick(&mut self, m: &ShardMetrics, now: Instant, room: RoomId, user: Arc<str>, ban: bool) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.core.kick(room, user, ban);
+        }
         self.drain_pubsub(m, now);
     }
 
@@ -253,6 +268,12 @@ impl ShardState {
                 Output::PresenceRemove { room, conn } => ps.adapter.presence_remove(room, conn),
                 Output::PresenceQuery { room, conn, id } => self.query_presence(room, conn, id),
                 Output::Proxy(conn, call) => self.call_proxy(conn, call),
+                Output::JoinRefused(conn, room, frame) => {
+                    if let Some(session) = self.pubsub_session(conn) {
+                        session.rooms.retain(|r| *r != room);
+                    }
+                    self.send_pubsub(m, now, conn, frame);
+                }
                 Output::Webhook(kind, room, seq, data) => {
                     if let Some(hooks) = &self.webhooks {
                         hooks.emit(kind, room.as_str(), seq, serde_json::from_str(&data).unwrap_or_default());
