@@ -130,10 +130,11 @@ log "JavaScript SDK against the release server (node --test)"
 CARGO_TARGET_DIR="$TARGET" node --experimental-websocket --test "$ROOT"/clients/js/test/*.test.mjs
 stages_passed=$((stages_passed + 1))
 
-log "web client in Chromium (Playwright): a whole game, a player offline for 3 s, a reload"
+log "web client and admin page in Chromium (Playwright): a whole game, a player offline for 3 s, a reload; log in, list, kick, close"
 [ -x "$TARGET/browser-venv/bin/python" ] || python3 -m venv "$TARGET/browser-venv"
 "$TARGET/browser-venv/bin/python" -c 'import playwright' 2>/dev/null || "$TARGET/browser-venv/bin/pip" install -q playwright
 CARGO_TARGET_DIR="$TARGET" PARTYFLOW_CHROMIUM="$(command -v chromium)" "$TARGET/browser-venv/bin/python" "$ROOT/tests/browser/test_web_client.py"
+CARGO_TARGET_DIR="$TARGET" PARTYFLOW_CHROMIUM="$(command -v chromium)" "$TARGET/browser-venv/bin/python" "$ROOT/tests/browser/test_admin_page.py"
 stages_passed=$((stages_passed + 1))
 
 log "operations files: alert rules, dashboard queries and metric names, systemd unit, sysctls"

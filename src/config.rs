@@ -353,6 +353,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_WEB_CLIENT", default_value_t = true, action = clap::ArgAction::Set)]
     pub web_client: bool,
 
+    /// Serve the admin page at `/admin` (it asks for --api-key and uses the admin API; `false`:
+    /// no page, the API stays).
+    #[arg(long, env = "PARTYFLOW_ADMIN_PAGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub admin_page: bool,
+
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `partyflow=debug`).
     #[arg(long, env = "PARTYFLOW_LOG", default_value = "info")]
     pub log: String,

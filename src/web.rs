@@ -26,6 +26,20 @@ const ICON: Asset = Asset { content_type: "image/svg+xml", cache_control: "publi
 const SDK: Asset =
     Asset { content_type: "text/javascript; charset=utf-8", cache_control: "public, max-age=300", body: include_bytes!("../clients/js/partyflow.js") };
 
+const ADMIN_PAGE: Asset = Asset { content_type: "text/html; charset=utf-8", cache_control: "no-cache", body: include_bytes!("../web/admin/index.html") };
+const ADMIN_APP: Asset = Asset { content_type: "text/javascript; charset=utf-8", cache_control: "no-cache", body: include_bytes!("../web/admin/admin.js") };
+const ADMIN_STYLE: Asset = Asset { content_type: "text/css; charset=utf-8", cache_control: "no-cache", body: include_bytes!("../web/admin/admin.css") };
+
+/// The admin page's file at `path`, if it is one (`--admin-page`).
+pub fn admin_asset(path: &str) -> Option<Asset> {
+    match path {
+        "/admin" => Some(ADMIN_PAGE),
+        "/admin.js" => Some(ADMIN_APP),
+        "/admin.css" => Some(ADMIN_STYLE),
+        _ => None,
+    }
+}
+
 /// The asset at `path`, if it is one.
 pub fn asset(path: &str) -> Option<Asset> {
     match path {
@@ -59,6 +73,14 @@ mod tests {
         // A strict policy: nothing inline in the page.
         assert!(!page.contains("<script>") && !page.contains("style=") && !page.contains("onclick"));
         assert!(asset("/nope").is_none());
+        let admin = std::str::from_utf8(admin_asset("/admin").unwrap().body).unwrap();
+        for path in ["/admin.js", "/admin.css"] {
+            assert!(admin.contains(&format!("\"{path}\"")) && admin_asset(path).is_some(), "{path}");
+        }
+        assert!(!admin.contains("<script>") && !admin.contains("style=") && !admin.contains("onclick"));
+        for testid in ["admin-key", "admin-login", "close-room"] {
+            assert!(admin.contains(&format!("data-testid=\"{testid}\"")), "{testid}");
+        }
         assert!(page_bytes() > 10_000);
     }
 }

@@ -56,6 +56,12 @@ fn every_admin_endpoint_needs_the_key() {
     assert_eq!(get(&server, "/api/rooms?kind=chat").0, 400);
     assert_eq!(get(&server, "/api/rooms/NOSUCH").0, 404);
     assert_eq!(post(&server, "/api/rooms/NOSUCH/close", json!({})).0, 404);
+    // The page is served (the key guards the calls it makes), unless turned off.
+    let (status, page) = server.get("/admin");
+    assert!(status == 200 && page.contains("data-testid=\"admin-key\""));
+    let off = Server::start(&["--api-key", KEY, "--admin-page", "false"]);
+    assert_eq!(off.get("/admin").0, 404);
+    assert_eq!(api(&off, "GET", "/api/rooms", Some(KEY), "").0, 200, "the API stays");
 }
 
 #[test]

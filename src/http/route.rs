@@ -31,6 +31,8 @@ pub enum Route {
     Api(ApiCall),
     /// `GET /`, `/app.js`, `/style.css`, `/partyflow.js`: the web client (`--web-client`).
     Web(crate::web::Asset),
+    /// `GET /admin`, `/admin.js`, `/admin.css`: the admin page (`--admin-page`).
+    AdminPage(crate::web::Asset),
     /// `GET /ws?roomId=..&token=..[&version=1.0]` (WebSocket)
     Game {
         /// The room.
@@ -104,6 +106,9 @@ impl Route {
             _ => {
                 if let Some(asset) = crate::web::asset(path) {
                     return Ok(Route::Web(asset));
+                }
+                if let Some(asset) = crate::web::admin_asset(path) {
+                    return Ok(Route::AdminPage(asset));
                 }
                 let not_found = || RouteError::NotFound(path.chars().take(64).collect());
                 if let Some(rest) = path.strip_prefix("/api/rooms/") {

@@ -549,6 +549,13 @@ async fn serve_plain(shard: &Shard, stream: TcpStream, request: &Request, route:
             .header("Referrer-Policy", "no-referrer")
             .body(asset.content_type, asset.body.to_vec()),
         Route::Web(_) => Response::error(Status::NotFound, "NOT_FOUND", "the web client is off (--web-client false)"),
+        Route::AdminPage(asset) if shard.shared.config.admin_page => Response::new(Status::Ok)
+            .header("Cache-Control", asset.cache_control)
+            .header("Content-Security-Policy", crate::web::CONTENT_SECURITY_POLICY)
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Referrer-Policy", "no-referrer")
+            .body(asset.content_type, asset.body.to_vec()),
+        Route::AdminPage(_) => Response::error(Status::NotFound, "NOT_FOUND", "the admin page is off (--admin-page false)"),
         Route::Room(room) => match &owner {
             Some(owner) => api::call_owner(shard, owner, room, Call::Summary).await,
             None => api::room_summary(shard, room),
