@@ -84,6 +84,13 @@ fn kill_9_with_events_pending_then_a_restart_delivers_every_event() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(again.log().iter().any(|l| l.contains("left pending by this instance's previous run")));
+    // The room, recovered from Redis by the next join, goes on counting where its written
+    // state and events left off: seq 5, no number used twice, none skipped.
+    common::game::join(&again, &room, "D");
+    let events = receiver.until_all(Duration::from_secs(20), |events| events.len() >= 5);
+    let seqs: Vec<u64> = events.iter().filter(|e| e["roomId"] == room.as_str()).map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "{events:?}");
+    assert_eq!(events.last().unwrap()["type"], "player.joined");
 }
 
 #[test]

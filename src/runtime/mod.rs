@@ -117,6 +117,30 @@ impl Bound {
         };
         let packs = Arc::new(WordPack::shipped().into_iter().map(Arc::new).collect());
         let instance_id = config.instance_id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+        let webhooks = match (&config.webhook_url, &config.webhook_secret) {
+            (Some(url), Some(secret)) => {
+                let hooks = crate::webhooks::start(crate::webhooks::SenderConfig {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                    events: config.webhook_events.clone(),
+                    timeout: config.webhook_timeout,
+                    delivery: crate::webhooks::DeliveryConfig {
+                        batch: config.webhook_batch,
+                        queue: config.webhook_queue,
+                        max_age: config.webhook_max_age,
+                        ..crate::webhooks::DeliveryConfig::default()
+                    },
+                    instance_id: instance_id.clone(),
+                    durable: config.redis.as_ref().map(|url| crate::webhooks::StreamConfig { url: url.clone(), prefix: config.redis_prefix.clone() }),
+                })
+                .map_err(|e| anyhow::anyhow!("cannot start webhook delivery: {e}"))?;
+                // The URL may carry credentials: log its host only.
+                let kept = if config.redis.is_some() { "kept in a redis stream until delivered" } else { "kept in memory: lost on a crash" };
+                info!(host = url.split('/').nth(2).unwrap_or("").rsplit('@').next().unwrap_or(""), kept, "webhooks on");
+                Some(hooks)
+            }
+            _ => None,
+        };
         let store = match &config.redis {
             None => None,
             Some(url) => {
@@ -127,6 +151,7 @@ impl Bound {
                     queue: config.persist_queue,
                     instance: instance_id.clone(),
                     lease_ttl: config.room_lease_ttl,
+                    webhook_events_written: webhooks.as_ref().map_or_else(Default::default, crate::webhooks::WebhookHandle::stored_counter),
                 })?;
                 info!(prefix = config.redis_prefix.as_str(), "persisting game rooms to redis (write-behind), each owned through a lease");
                 Some(store)
@@ -162,30 +187,6 @@ impl Bound {
         let pubsub_adapter: Arc<dyn crate::cluster::pubsub::Adapter> = match &bus {
             Some(bus) => Arc::new(bus.clone()),
             None => Arc::new(crate::cluster::pubsub::Memory),
-        };
-        let webhooks = match (&config.webhook_url, &config.webhook_secret) {
-            (Some(url), Some(secret)) => {
-                let hooks = crate::webhooks::start(crate::webhooks::SenderConfig {
-                    url: url.clone(),
-                    secret: secret.clone(),
-                    events: config.webhook_events.clone(),
-                    timeout: config.webhook_timeout,
-                    delivery: crate::webhooks::DeliveryConfig {
-                        batch: config.webhook_batch,
-                        queue: config.webhook_queue,
-                        max_age: config.webhook_max_age,
-                        ..crate::webhooks::DeliveryConfig::default()
-                    },
-                    instance_id: instance_id.clone(),
-                    durable: config.redis.as_ref().map(|url| crate::webhooks::StreamConfig { url: url.clone(), prefix: config.redis_prefix.clone() }),
-                })
-                .map_err(|e| anyhow::anyhow!("cannot start webhook delivery: {e}"))?;
-                // The URL may carry credentials: log its host only.
-                let kept = if config.redis.is_some() { "kept in a redis stream until delivered" } else { "kept in memory: lost on a crash" };
-                info!(host = url.split('/').nth(2).unwrap_or("").rsplit('@').next().unwrap_or(""), kept, "webhooks on");
-                Some(hooks)
-            }
-            _ => None,
         };
         let shared = shard::Shared {
             instance_id: instance_id.as_str().into(),

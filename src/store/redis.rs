@@ -41,6 +41,8 @@ pub struct StoreConfig {
     pub instance: String,
     /// TTL of a room's lease.
     pub lease_ttl: Duration,
+    /// Counts the webhook events written with the snapshots (shared with the webhook metrics).
+    pub webhook_events_written: Arc<AtomicU64>,
 }
 
 /// Why the store refused or failed.
@@ -78,9 +80,11 @@ enum Command {
         room: String,
         value: String,
         changed_at: Instant,
+        events: Vec<String>,
     },
     Delete {
         room: String,
+        events: Vec<String>,
     },
     /// `room`'s snapshot at `key`: its pending write, if any, answers instead of Redis.
     Load {
@@ -90,24 +94,42 @@ enum Command {
     },
 }
 
-/// Writes a snapshot unless another instance holds the lease: 1 written, 0 fenced.
+/// Writes a snapshot unless another instance holds the lease: 1 written, 0 fenced. The room's
+/// webhook events since its last write (ARGV[5..]) go into this instance's webhook stream
+/// (KEYS[3], listed in KEYS[4]) in the same step: a room's state and the events it emitted are
+/// kept together or not at all.
 const PUT: &str = r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[2] then return 0 end
 if not holder then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+for i = 5, #ARGV do redis.call('XADD', KEYS[3], '*', 'e', ARGV[i]) end
+if #ARGV >= 5 then redis.call('SADD', KEYS[4], ARGV[2]) end
 return 1";
 
-/// Deletes a closed room's snapshot and lease unless another instance holds the lease.
+/// Deletes a closed room's snapshot and lease unless another instance holds the lease, writing
+/// its last webhook events (ARGV[2..]) as [`PUT`] does.
 const DELETE: &str = r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
+for i = 2, #ARGV do redis.call('XADD', KEYS[3], '*', 'e', ARGV[i]) end
+if #ARGV >= 2 then redis.call('SADD', KEYS[4], ARGV[1]) end
 return 1";
 
+/// What is waiting for Redis for one room: its newest snapshot (or its deletion) and every
+/// webhook event it emitted since its last write, in order.
 enum Pending {
-    Put { value: String, changed_at: Instant },
-    Delete,
+    Put { value: String, changed_at: Instant, events: Vec<String> },
+    Delete { events: Vec<String> },
+}
+
+impl Pending {
+    fn take_events(&mut self) -> Vec<String> {
+        match self {
+            Pending::Put { events, .. } | Pending::Delete { events } => std::mem::take(events),
+        }
+    }
 }
 
 /// Upper bounds (ms) of the persistence-lag histogram buckets.
@@ -166,14 +188,15 @@ impl StoreHandle {
         &self.instance
     }
 
-    /// Queues the newest snapshot of `room_id` (changed first at `changed_at`).
-    pub fn try_put(&self, room_id: &str, value: String, changed_at: Instant) -> Result<(), StoreError> {
-        self.send(Command::Put { room: room_id.to_string(), value, changed_at })
+    /// Queues the newest snapshot of `room_id` (changed first at `changed_at`) with the webhook
+    /// events (JSON) it emitted since its last write.
+    pub fn try_put(&self, room_id: &str, value: String, changed_at: Instant, events: Vec<String>) -> Result<(), StoreError> {
+        self.send(Command::Put { room: room_id.to_string(), value, changed_at, events })
     }
 
-    /// Queues the deletion of `room_id`'s key.
-    pub fn try_delete(&self, room_id: &str) -> Result<(), StoreError> {
-        self.send(Command::Delete { room: room_id.to_string() })
+    /// Queues the deletion of `room_id`'s key, with its last webhook events.
+    pub fn try_delete(&self, room_id: &str, events: Vec<String>) -> Result<(), StoreError> {
+        self.send(Command::Delete { room: room_id.to_string(), events })
     }
 
     /// Asks for `room_id`'s snapshot; the answer arrives on the returned channel.
@@ -366,7 +389,7 @@ impl Writer {
     fn accept(&mut self, command: Command) {
         self.stats.queued.fetch_sub(1, Relaxed);
         match command {
-            Command::Put { room, value, changed_at } => {
+            Command::Put { room, value, changed_at, events } => {
                 let earliest = match self.pending.get(&room) {
                     Some(Pending::Put { changed_at: earlier, .. }) => {
                         self.stats.coalesced.fetch_add(1, Relaxed);
@@ -374,15 +397,20 @@ impl Writer {
                     }
                     _ => changed_at,
                 };
-                self.pending.insert(room, Pending::Put { value, changed_at: earliest });
+                // A newer snapshot replaces the older one; the events of both are written.
+                let mut all = self.pending.get_mut(&room).map(Pending::take_events).unwrap_or_default();
+                all.extend(events);
+                self.pending.insert(room, Pending::Put { value, changed_at: earliest, events: all });
             }
-            Command::Delete { room } => {
-                self.pending.insert(room, Pending::Delete);
+            Command::Delete { room, events } => {
+                let mut all = self.pending.get_mut(&room).map(Pending::take_events).unwrap_or_default();
+                all.extend(events);
+                self.pending.insert(room, Pending::Delete { events: all });
             }
             Command::Load { room, key, reply } => {
                 let answer = match self.pending.get(&room) {
                     Some(Pending::Put { value, .. }) => Ok(Some(value.clone())),
-                    Some(Pending::Delete) => Ok(None),
+                    Some(Pending::Delete { .. }) => Ok(None),
                     None => self.query(&redis::cmd("GET").arg(key).clone()),
                 };
                 let _ = reply.send(answer);
@@ -455,12 +483,20 @@ impl Writer {
         let lease_ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         let (prefix, instance) = (&self.config.prefix, &self.config.instance);
         let mut pipe = redis::pipe();
+        let (stream, streams) = (crate::webhooks::stream_key(prefix, instance), crate::webhooks::streams_key(prefix));
+        let mut event_counts = Vec::with_capacity(self.pending.len());
         for (room, p) in &self.pending {
             let (key, lease) = (RoomSnapshot::key(prefix, room), super::lease_key(prefix, room));
-            let keys = [key, lease];
+            let keys = [key, lease, stream.clone(), streams.clone()];
             let call = match p {
-                Pending::Put { value, .. } => evalsha(&self.scripts.put, &keys).arg(value).arg(instance).arg(ttl_ms).arg(lease_ttl_ms).clone(),
-                Pending::Delete => evalsha(&self.scripts.delete, &keys).arg(instance).clone(),
+                Pending::Put { value, events, .. } => {
+                    event_counts.push(events.len() as u64);
+                    evalsha(&self.scripts.put, &keys).arg(value).arg(instance).arg(ttl_ms).arg(lease_ttl_ms).arg(events).clone()
+                }
+                Pending::Delete { events } => {
+                    event_counts.push(events.len() as u64);
+                    evalsha(&self.scripts.delete, &keys).arg(instance).arg(events).clone()
+                }
             };
             pipe.add_command(call);
         }
@@ -472,6 +508,9 @@ impl Writer {
                 s.fenced.fetch_add(done.iter().filter(|d| **d == 0).count() as u64, Relaxed);
                 s.write_us_sum.fetch_add(now.duration_since(started).as_micros() as u64, Relaxed);
                 s.write_batches.fetch_add(1, Relaxed);
+                // A fenced room's events go with its state: only those written are counted.
+                let written: u64 = event_counts.iter().zip(&done).filter(|(_, d)| **d == 1).map(|(n, _)| n).sum();
+                self.config.webhook_events_written.fetch_add(written, Relaxed);
                 let mut oldest = Duration::ZERO;
                 for p in std::mem::take(&mut self.pending).into_values() {
                     match p {
@@ -486,7 +525,7 @@ impl Writer {
                             s.lag_ms_sum.fetch_add(lag_ms, Relaxed);
                             s.written.fetch_add(1, Relaxed);
                         }
-                        Pending::Delete => {
+                        Pending::Delete { .. } => {
                             s.deleted.fetch_add(1, Relaxed);
                         }
                     }

@@ -17,4 +17,4 @@ pub use delivery::{Batch, BatchId, Delivery, DeliveryConfig, Outcome, Settled};
 pub use event::{Event, StreamRef};
 pub use sender::{start, SenderConfig, WebhookHandle};
 pub use sign::{sign, verify, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-pub use stream::StreamConfig;
+pub use stream::{stream_key, streams_key, StreamConfig};

@@ -44,8 +44,9 @@ pub(super) struct Counters {
     requests_failed: AtomicU64,
     /// Events that could not be kept (a shard's channel full, or Redis away too long).
     pub(super) shed: AtomicU64,
-    /// Events written to this instance's Redis Stream.
-    pub(super) stored: AtomicU64,
+    /// Events written to this instance's Redis Stream (by the stream thread, and by the store
+    /// with the game rooms' snapshots).
+    pub(super) stored: Arc<AtomicU64>,
     /// Events taken over from dead instances' streams.
     pub(super) claimed: AtomicU64,
     /// From an event's `time` to its acknowledgement, ms.
@@ -62,7 +63,7 @@ impl Default for Counters {
             queued: AtomicU64::new(0),
             requests_failed: AtomicU64::new(0),
             shed: AtomicU64::new(0),
-            stored: AtomicU64::new(0),
+            stored: Arc::new(AtomicU64::new(0)),
             claimed: AtomicU64::new(0),
             // Two significant digits from 1 ms to a day: constant, valid bounds.
             latency_ms: Mutex::new(Histogram::new_with_bounds(1, 86_400_000, 2).unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))),
@@ -223,6 +224,25 @@ impl WebhookHandle {
     /// Emits `kind` for `room` (its event number `seq`) with `data`, if selected; dropped and
     /// counted when the channel to the delivery thread is full.
     pub fn emit(&self, kind: &'static str, room: &str, seq: u64, data: serde_json::Value) {
+        let Some(event) = self.event(kind, room, seq, data) else { return };
+        if self.tx.try_send(Msg::Event(event)).is_err() {
+            self.counters.shed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The event as the JSON kept in Redis, if selected: a game room's events are written by
+    /// the store with the room's snapshot (see [`crate::store`]) and read back from the stream.
+    pub fn event_json(&self, kind: &'static str, room: &str, seq: u64, data: serde_json::Value) -> Option<String> {
+        self.event(kind, room, seq, data).map(|e| serde_json::to_string(&e).unwrap_or_default())
+    }
+
+    /// Counts what the store writes to the stream.
+    pub fn stored_counter(&self) -> Arc<AtomicU64> {
+        self.counters.stored.clone()
+    }
+
+    /// A new event, if selected (counted as emitted).
+    fn event(&self, kind: &'static str, room: &str, seq: u64, data: serde_json::Value) -> Option<Event> {
         let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let event = Event {
             id: uuid::Uuid::new_v4().to_string(),
@@ -235,12 +255,10 @@ impl WebhookHandle {
             stored: None,
         };
         if !event.selected_by(&self.events) {
-            return;
+            return None;
         }
         self.counters.emitted.fetch_add(1, Relaxed);
-        if self.tx.try_send(Msg::Event(event)).is_err() {
-            self.counters.shed.fetch_add(1, Relaxed);
-        }
+        Some(event)
     }
 
     /// Appends the webhook metrics to `out`.

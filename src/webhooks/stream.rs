@@ -41,7 +41,7 @@ const CLAIM_EVERY: Duration = Duration::from_secs(1);
 /// A claim on a dead instance's stream lasts this long unless renewed (every [`CLAIM_EVERY`]).
 const CLAIM_TTL_MS: u64 = 10_000;
 /// Longest idle wait of the thread (new entries written by this instance are read at once).
-const IDLE: Duration = Duration::from_millis(250);
+const IDLE: Duration = Duration::from_millis(50);
 
 /// Deletes a dead instance's stream once it is empty, unless the instance came back meanwhile.
 const DROP_IF_DONE: &str = r"
@@ -51,6 +51,16 @@ if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('XLEN', KEYS[2]) == 0 then
   return 1
 end
 return 0";
+
+/// The stream of `instance`'s webhook events.
+pub fn stream_key(prefix: &str, instance: &str) -> String {
+    format!("{prefix}webhooks:{instance}")
+}
+
+/// The set of instances that have a webhook stream.
+pub fn streams_key(prefix: &str) -> String {
+    format!("{prefix}webhooks:streams")
+}
 
 /// The keys of one instance's stream.
 struct Keys {
@@ -117,7 +127,7 @@ impl Durable {
             prefix: config.prefix.clone(),
             me: me.to_string(),
             own: Keys::of(&config.prefix, me),
-            streams_key: format!("{}webhooks:streams", config.prefix),
+            streams_key: streams_key(&config.prefix),
             capacity: capacity.max(1),
             handed,
             unwritten: VecDeque::new(),

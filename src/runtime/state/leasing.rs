@@ -60,7 +60,7 @@ impl ShardState {
         if let (Some(unix_ms), Some(entry), Some(p)) = (keep, self.games.get(room), self.persist.as_ref()) {
             let mut snapshot = entry.room.save(now, unix_ms);
             snapshot.instance.clone_from(&p.instance);
-            if p.store.try_put(room.as_str(), snapshot.encode(), now).is_err() {
+            if p.store.try_put(room.as_str(), snapshot.encode(), now, p.events_of(room)).is_err() {
                 tracing::warn!(room = room.as_str(), "persistence queue full: the fenced room's last state is lost; its last written snapshot stands");
             }
         }
@@ -69,6 +69,9 @@ impl ShardState {
         m.rooms_fenced.add(1);
         if let Some(p) = self.persist.as_mut() {
             p.write_behind.forget(room);
+            // Written with its last state above, or void with it (the new owner's snapshot is
+            // the room, and its events are the new owner's).
+            p.events.remove(room);
         }
         if let Some(leases) = self.leases.as_mut() {
             leases.release(room);

@@ -254,12 +254,33 @@ pub(crate) struct Persist {
     last_warned: Option<Instant>,
     /// This instance's id, written into every snapshot (with several instances).
     instance: Option<String>,
+    /// Each room's webhook events (JSON) since its last write: they go to Redis with its next
+    /// snapshot, in one step, so a recovered room and its events always agree.
+    pub(super) events: AHashMap<RoomId, Vec<String>>,
 }
+
+/// Webhook events one room may hold while Redis is away; past it the oldest go (counted).
+const MAX_PENDING_EVENTS: usize = 10_000;
 
 impl Persist {
     pub(crate) fn new(store: StoreHandle, interval: Duration, instance: Option<String>) -> Self {
         let epoch = store.resync_epoch();
-        Persist { write_behind: WriteBehind::new(interval), store, epoch, last_warned: None, instance }
+        Persist { write_behind: WriteBehind::new(interval), store, epoch, last_warned: None, instance, events: AHashMap::new() }
+    }
+
+    /// Keeps `room`'s webhook event for its next write.
+    fn keep_event(&mut self, room: &RoomId, event: String) {
+        let events = self.events.entry(room.clone()).or_default();
+        if events.len() >= MAX_PENDING_EVENTS {
+            events.remove(0);
+            tracing::warn!(room = room.as_str(), "redis away too long: a webhook event of this room is dropped");
+        }
+        events.push(event);
+    }
+
+    /// `room`'s events waiting for its next write (left in place until the store takes them).
+    pub(super) fn events_of(&self, room: &RoomId) -> Vec<String> {
+        self.events.get(room).cloned().unwrap_or_default()
     }
 }
 
@@ -690,11 +711,17 @@ impl ShardState {
                         self.remotes.close(self.bus.as_ref(), key, code, reason);
                     }
                     RoomOutput::Count(what) => count(m, what),
-                    RoomOutput::Webhook(kind, seq, data) => {
-                        if let Some(hooks) = &self.webhooks {
-                            hooks.emit(kind, entry.room.id().as_str(), seq, data);
+                    RoomOutput::Webhook(kind, seq, data) => match (&self.webhooks, self.persist.as_mut()) {
+                        // With Redis, the event is written with the room's next snapshot.
+                        (Some(hooks), Some(p)) => {
+                            if let Some(event) = hooks.event_json(kind, entry.room.id().as_str(), seq, data) {
+                                p.keep_event(entry.room.id(), event);
+                                p.write_behind.mark_dirty(now, entry.room.id());
+                            }
                         }
-                    }
+                        (Some(hooks), None) => hooks.emit(kind, entry.room.id().as_str(), seq, data),
+                        _ => {}
+                    },
                 }
             }
             overflowed.extend(outgoing.flush(self.bus.as_ref(), m).into_iter().map(Member::Remote));
@@ -783,13 +810,15 @@ impl ShardState {
             let mut snapshot = entry.room.save(now, unix_ms);
             snapshot.instance.clone_from(&p.instance);
             let snapshot = snapshot.encode();
-            if p.store.try_put(id.as_str(), snapshot, changed_at).is_err() {
-                refused.writes.push((id, changed_at));
+            match p.store.try_put(id.as_str(), snapshot, changed_at, p.events_of(&id)) {
+                Ok(()) => drop(p.events.remove(&id)),
+                Err(_) => refused.writes.push((id, changed_at)),
             }
         }
         for id in flush.deletes {
-            if p.store.try_delete(id.as_str()).is_err() {
-                refused.deletes.push(id);
+            match p.store.try_delete(id.as_str(), p.events_of(&id)) {
+                Ok(()) => drop(p.events.remove(&id)),
+                Err(_) => refused.deletes.push(id),
             }
         }
         if refused != crate::store::Flush::default() {
