@@ -10,10 +10,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod decoder;
+mod deflate_offer;
 mod frame;
 mod handshake;
 
 pub use decoder::{encode_client_frame, Decoder, Event, ProtocolError};
+pub use deflate_offer::{negotiate, Agreed, Malformed};
 pub use frame::{encode_close, encode_data, encode_pong, frame_payload, ping_frame, DataKind};
 pub use handshake::{accept_response, validate_upgrade, HandshakeError};
 
