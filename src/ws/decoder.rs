@@ -7,6 +7,7 @@
 use std::io::Cursor;
 
 use bytes::{Buf, Bytes, BytesMut};
+use flate2::{Decompress, FlushDecompress, Status};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
@@ -64,13 +65,16 @@ pub enum ProtocolError {
     /// continuation frames never completes a message, so no message limit would apply).
     #[error("message fragmented into more than {0} frames")]
     TooManyFragments(usize),
+    /// A compressed message that does not inflate (permessage-deflate).
+    #[error("compressed message does not inflate")]
+    BadCompression,
 }
 
 impl ProtocolError {
     /// The close code that reports this error to the peer.
     pub fn close_code(&self) -> u16 {
         match self {
-            ProtocolError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::BadCompression => close_code::INVALID_PAYLOAD,
             ProtocolError::MessageTooBig(_) | ProtocolError::TooManyFragments(_) => close_code::MESSAGE_TOO_BIG,
             _ => close_code::PROTOCOL_ERROR,
         }
@@ -94,7 +98,23 @@ struct Partial {
     utf8_valid: usize,
     /// Data frames of this message so far.
     frames: usize,
+    /// Sent compressed (RSV1 on its first frame): chunks are inflated as they arrive.
+    compressed: bool,
 }
+
+/// The inflating side of permessage-deflate for one connection. The window is the largest (it
+/// reads whatever window the client compressed with); it is kept across messages unless the
+/// client agreed to `client_no_context_takeover`.
+struct Inflate {
+    state: Option<Box<Decompress>>,
+    reset_per_message: bool,
+}
+
+/// Most bytes inflated per step: the message limit is checked after each, so a small frame
+/// that inflates past it is refused having produced at most this much more.
+const INFLATE_STEP: usize = 16 * 1024;
+/// Ends every compressed message (RFC 7692 §7.2.2): the empty stored block the sender removed.
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Decodes masked client frames into [`Event`]s.
 ///
@@ -107,12 +127,21 @@ pub struct Decoder {
     partial: Option<Partial>,
     error: Option<ProtocolError>,
     frames_seen: u64,
+    inflate: Option<Inflate>,
 }
 
 impl Decoder {
     /// A decoder refusing messages over `max_message_bytes` (and in more than 1,024 frames).
     pub fn new(max_message_bytes: usize) -> Self {
-        Decoder { max_message_bytes, max_fragments: 1024, state: State::Header, partial: None, error: None, frames_seen: 0 }
+        Decoder { max_message_bytes, max_fragments: 1024, state: State::Header, partial: None, error: None, frames_seen: 0, inflate: None }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated); `reset_per_message`
+    /// when the client agreed to `client_no_context_takeover`. The inflater is made at the first
+    /// compressed message.
+    pub fn with_deflate(mut self, reset_per_message: bool) -> Self {
+        self.inflate = Some(Inflate { state: None, reset_per_message });
+        self
     }
 
     /// Refuses messages in more than `max_fragments` frames instead.
@@ -176,7 +205,18 @@ impl Decoder {
                     // The offset only matters modulo 4 (the mask's phase).
                     self.state = if remaining == 0 { State::Header } else { State::Data { mask, offset: offset.wrapping_add(take), remaining, fin } };
                     let partial = self.partial.as_mut().ok_or(ProtocolError::UnexpectedContinuation)?;
-                    if partial.data.is_empty() && remaining == 0 && fin {
+                    if partial.compressed {
+                        let inflate = self.inflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
+                        inflate_into(inflate, partial, &chunk, self.max_message_bytes)?;
+                        if remaining == 0 && fin {
+                            inflate_into(inflate, partial, &DEFLATE_TAIL, self.max_message_bytes)?;
+                            if inflate.reset_per_message {
+                                if let Some(state) = inflate.state.as_mut() {
+                                    state.reset(false);
+                                }
+                            }
+                        }
+                    } else if partial.data.is_empty() && remaining == 0 && fin {
                         // The whole message is this one chunk: hand it on without copying.
                         partial.data = chunk;
                     } else {
@@ -212,7 +252,10 @@ impl Decoder {
             return Err(ProtocolError::BadLength);
         }
         self.frames_seen = self.frames_seen.saturating_add(1);
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 means "compressed", and only on the first frame of a data message of a
+        // connection that negotiated permessage-deflate (RFC 7692 §6.1).
+        let first_data = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+        if header.rsv2 || header.rsv3 || (header.rsv1 && (self.inflate.is_none() || !first_data)) {
             return Err(ProtocolError::ReservedBits);
         }
         let mask = header.mask.ok_or(ProtocolError::Unmasked)?;
@@ -243,7 +286,7 @@ impl Decoder {
                     return Err(ProtocolError::MessageTooBig(self.max_message_bytes));
                 }
                 if let Some(text) = text {
-                    self.partial = Some(Partial { text, data: BytesMut::new(), utf8_valid: 0, frames: 1 });
+                    self.partial = Some(Partial { text, data: BytesMut::new(), utf8_valid: 0, frames: 1, compressed: header.rsv1 });
                 }
                 self.state = State::Data { mask, offset: 0, remaining: len as usize, fin: header.is_final };
             }
@@ -261,6 +304,41 @@ impl Decoder {
             return Err(ProtocolError::InvalidUtf8);
         }
         Ok(Event::Text(partial.data.freeze()))
+    }
+}
+
+/// Inflates `input` onto the message, refusing it once it passes `max` bytes (checked every
+/// [`INFLATE_STEP`], so a bomb is stopped before its memory is spent).
+fn inflate_into(inflate: &mut Inflate, partial: &mut Partial, input: &[u8], max: usize) -> Result<(), ProtocolError> {
+    let state = inflate.state.get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
+    let mut input = input;
+    let mut step = [0u8; INFLATE_STEP];
+    loop {
+        let (before_in, before_out) = (state.total_in(), state.total_out());
+        let status = state.decompress(input, &mut step, FlushDecompress::Sync).map_err(|_| ProtocolError::BadCompression)?;
+        let consumed = usize::try_from(state.total_in().saturating_sub(before_in)).unwrap_or(usize::MAX);
+        let produced = usize::try_from(state.total_out().saturating_sub(before_out)).unwrap_or(usize::MAX);
+        input = input.get(consumed..).unwrap_or_default();
+        if partial.data.len().saturating_add(produced) > max {
+            return Err(ProtocolError::MessageTooBig(max));
+        }
+        partial.data.extend_from_slice(step.get(..produced).unwrap_or_default());
+        if partial.text {
+            check_utf8(partial)?;
+        }
+        if status == Status::StreamEnd {
+            // The client ended its stream (BFINAL); the next message starts a fresh one.
+            state.reset(false);
+            return Ok(());
+        }
+        // Done once the input is used up and the output did not fill the step (nothing more
+        // is buffered inside).
+        if input.is_empty() && produced < INFLATE_STEP {
+            return Ok(());
+        }
+        if consumed == 0 && produced == 0 {
+            return Err(ProtocolError::BadCompression);
+        }
     }
 }
 
@@ -491,5 +569,64 @@ mod tests {
             let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(_)) = dec.poll_event(&mut buf) {}
         }
+    }
+
+    /// What a client with permessage-deflate sends: raw deflate, sync-flushed, tail removed.
+    fn deflate(c: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        let _ = c.compress_vec(data, &mut out, flate2::FlushCompress::Sync);
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn client_deflater() -> flate2::Compress {
+        flate2::Compress::new(flate2::Compression::default(), false)
+    }
+
+    #[test]
+    fn compressed_messages_inflate_with_the_clients_context_kept() {
+        let mut dec = Decoder::new(1 << 20).with_deflate(false);
+        let mut c = client_deflater();
+        let hello = "hello hello hello, compressed world";
+        let first = frame(0xC1, &deflate(&mut c, hello.as_bytes()));
+        // The second refers back into the first's window.
+        let second = frame(0xC1, &deflate(&mut c, hello.as_bytes()));
+        let events = decode_all(&mut dec, &[first, second].concat()).unwrap();
+        assert_eq!(events, vec![Event::Text(Bytes::from(hello)), Event::Text(Bytes::from(hello))]);
+        // Fragmented: RSV1 on the first frame only, then a plain message.
+        let body = deflate(&mut c, b"\x00\x01binary");
+        let (a, b) = body.split_at(body.len() / 2);
+        let mut bytes = [frame(0x42, a), frame(0x80, b)].concat();
+        bytes.extend(frame(0x81, b"plain"));
+        assert_eq!(decode_all(&mut dec, &bytes).unwrap(), vec![Event::Binary(Bytes::from_static(b"\x00\x01binary")), Event::Text(Bytes::from("plain"))]);
+    }
+
+    #[test]
+    fn compression_misuse_is_refused_with_its_close_code() {
+        let compressed = deflate(&mut client_deflater(), b"x");
+        // RSV1 without negotiation, on a continuation, on a control frame: 1002.
+        for (negotiated, bytes) in [(false, frame(0xC1, &compressed)), (true, [frame(0x01, b"a"), frame(0xC0, b"b")].concat()), (true, frame(0xC9, b""))] {
+            let dec = Decoder::new(1024);
+            let mut dec = if negotiated { dec.with_deflate(false) } else { dec };
+            let err = decode_all(&mut dec, &bytes).unwrap_err();
+            assert_eq!((err.clone(), err.close_code()), (ProtocolError::ReservedBits, close_code::PROTOCOL_ERROR));
+        }
+        // Garbage that does not inflate: 1007; text that inflates to bad UTF-8: 1007.
+        let mut dec = Decoder::new(1024).with_deflate(true);
+        assert_eq!(decode_all(&mut dec, &frame(0xC1, &[0xff, 0xff, 0xff])).unwrap_err().close_code(), close_code::INVALID_PAYLOAD);
+        let mut dec = Decoder::new(1024).with_deflate(true);
+        let bad = deflate(&mut client_deflater(), &[0xc3, 0x28]);
+        assert_eq!(decode_all(&mut dec, &frame(0xC1, &bad)).unwrap_err(), ProtocolError::InvalidUtf8);
+    }
+
+    #[test]
+    fn an_inflate_bomb_is_stopped_at_the_message_limit() {
+        // 64 MiB of zeros compress to about 64 KiB; the limit is 1 MiB.
+        let zeros = vec![0u8; 64 << 20];
+        let bomb = deflate(&mut flate2::Compress::new(flate2::Compression::best(), false), &zeros);
+        assert!(bomb.len() < 100 * 1024, "{}", bomb.len());
+        let mut dec = Decoder::new(1 << 20).with_deflate(true);
+        let err = decode_all(&mut dec, &frame(0xC2, &bomb)).unwrap_err();
+        assert_eq!((err.clone(), err.close_code()), (ProtocolError::MessageTooBig(1 << 20), close_code::MESSAGE_TOO_BIG));
     }
 }
