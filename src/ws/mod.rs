@@ -11,11 +11,13 @@
 
 mod decoder;
 mod deflate_offer;
+mod deflate_out;
 mod frame;
 mod handshake;
 
 pub use decoder::{encode_client_frame, Decoder, Event, ProtocolError};
 pub use deflate_offer::{negotiate, Agreed, Malformed};
+pub use deflate_out::{DeflateStats, FrameDeflater};
 pub use frame::{encode_close, encode_data, encode_pong, frame_payload, ping_frame, DataKind};
 pub use handshake::{accept_response, validate_upgrade, HandshakeError};
 
