@@ -349,6 +349,15 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_PROXY_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub proxy_timeout: Duration,
 
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it (`false`: declined).
+    #[arg(long, env = "PARTYFLOW_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compression: bool,
+
+    /// Messages smaller than this go uncompressed on a compressed connection (compressing them
+    /// costs more than it saves; perf/RESULTS.md).
+    #[arg(long, env = "PARTYFLOW_COMPRESSION_MIN_BYTES", default_value_t = 256)]
+    pub compression_min_bytes: usize,
+
     /// Serve the web client at `/` (`false`: only the API and the WebSocket endpoints).
     #[arg(long, env = "PARTYFLOW_WEB_CLIENT", default_value_t = true, action = clap::ArgAction::Set)]
     pub web_client: bool,

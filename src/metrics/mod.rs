@@ -168,6 +168,14 @@ pub struct ShardMetrics {
     pub connection_panics: Counter,
     /// Times a connection spent its poll budget and waited for the shard's next ring poll.
     pub poll_budget_deferrals: Counter,
+    /// Payload bytes of the messages compressed, before (permessage-deflate).
+    pub deflate_bytes_before: Counter,
+    /// Their payload bytes after.
+    pub deflate_bytes_after: Counter,
+    /// Messages compressed (once each, whatever the number of recipients).
+    pub deflate_compressed: Counter,
+    /// Messages sent plain on compressed connections (small, or not smaller compressed).
+    pub deflate_skipped: Counter,
     /// Rooms closed through the admin API.
     pub admin_closes: Counter,
     /// Kicks through the admin API.
@@ -310,7 +318,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
             }
         }
-        let counters: [Family<u64>; 22] = [
+        let counters: [Family<u64>; 26] = [
             ("partyflow_frames_in_total", "WebSocket frames received", |s| s.frames_in.get()),
             ("partyflow_frames_out_total", "WebSocket frames queued for sending", |s| s.frames_out.get()),
             ("partyflow_messages_in_total", "Data messages received", |s| s.messages_in.get()),
@@ -332,6 +340,16 @@ impl Metrics {
             ("partyflow_idle_closes_total", "Connections closed for sending no message within --idle-connection-timeout", |s| s.idle_closes.get()),
             ("partyflow_room_panics_total", "Game rooms closed (ROOM_CLOSED internal_error) because their handling panicked", |s| s.room_panics.get()),
             ("partyflow_connection_panics_total", "Connections closed with 1011 because their handling panicked", |s| s.connection_panics.get()),
+            ("partyflow_compression_bytes_before_total", "Payload bytes of the messages compressed, before (permessage-deflate)", |s| {
+                s.deflate_bytes_before.get()
+            }),
+            ("partyflow_compression_bytes_after_total", "Payload bytes of the messages compressed, after", |s| s.deflate_bytes_after.get()),
+            ("partyflow_compression_messages_compressed_total", "Messages compressed, once each whatever the number of recipients", |s| {
+                s.deflate_compressed.get()
+            }),
+            ("partyflow_compression_messages_skipped_total", "Messages sent plain on compressed connections (small or not smaller compressed)", |s| {
+                s.deflate_skipped.get()
+            }),
             ("partyflow_poll_budget_deferrals_total", "Times a connection spent its poll budget and waited for the shard's next ring poll", |s| {
                 s.poll_budget_deferrals.get()
             }),

@@ -26,7 +26,7 @@ use super::api::{self, Placement};
 use super::conn::ConnDriver;
 use super::handoff::Handoff;
 use super::mesh::{MeshOut, ShardMsg};
-use super::state::{ConnSettings, Endpoint, Persist, PubSub, PubSubSettings, ShardState};
+use super::state::{ConnSettings, Deflate, Endpoint, Persist, PubSub, PubSubSettings, ShardState};
 use super::turn::NextTurn;
 use crate::admission::{Admission, ApiLimiter, Permit};
 use crate::auth::{Claims, TokenKey};
@@ -394,6 +394,18 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permi
         Ok(key) => key,
         Err(err) => return refuse(&shard, stream, refusal_of(err.response().status()), err.response()).await,
     };
+    // permessage-deflate (RFC 7692), unless --compression off (then the header is ignored).
+    let deflate = if shard.shared.config.compression {
+        let offers =
+            request.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions")).filter_map(|(_, v)| std::str::from_utf8(v).ok());
+        match ws::negotiate(offers) {
+            Ok(agreed) => agreed,
+            Err(e) => return refuse(&shard, stream, Refusal::BadRequest, Response::error(Status::BadRequest, "BAD_HANDSHAKE", &e.to_string())).await,
+        }
+    } else {
+        None
+    };
+    let accept_key = Accept { key: accept_key, deflate };
     let claims = match &route {
         Route::Game { room, token, .. } => match verify_token(&shard, room.as_str(), token) {
             Ok(claims) => Some(claims),
@@ -699,10 +711,17 @@ enum Joining {
     Forwarded { room: RoomId, owner: Arc<str>, player: (String, String) },
 }
 
+/// What the 101 answers: the accept key and the permessage-deflate agreement, if any.
+struct Accept {
+    key: String,
+    deflate: Option<ws::Agreed>,
+}
+
 /// Completes the handshake and drives the connection; a game connection is connected to its
 /// room (here or on its owner instance) first.
-async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, joining: Joining, leftover: &[u8], permit: Permit) {
-    if stream.write_all(&ws::accept_response(accept_key).to_bytes()).await.is_err() {
+async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept: &Accept, joining: Joining, leftover: &[u8], permit: Permit) {
+    let agreed = accept.deflate.as_ref().map(|a| a.response.as_str());
+    if stream.write_all(&ws::accept_response(&accept.key, agreed).to_bytes()).await.is_err() {
         return;
     }
     let _ = stream.set_nodelay(true);
@@ -719,6 +738,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, join
             bytes_per_sec: (config.connection_byte_rate as f64, (2 * config.connection_byte_rate).max(config.max_message_bytes as u64) as f64),
             pings_per_sec: config.pings_per_sec,
             idle_timeout: (!config.idle_connection_timeout.is_zero()).then_some(config.idle_connection_timeout),
+            deflate: accept.deflate.as_ref().map(|a| Deflate { window_bits: a.server_max_window_bits, min_bytes: config.compression_min_bytes }),
         };
         let m = shard.metrics();
         match joining {
@@ -735,5 +755,6 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept_key: &str, join
     shard.metrics().handshakes_ok.add(1);
     // The driver runs as its own task so that this function's request state (head buffer,
     // headers) is freed now rather than held for the connection's lifetime.
-    glommio::spawn_local(ConnDriver::new(shard.clone(), id, stream, leftover)).detach();
+    let inflate = accept.deflate.as_ref().map(|a| a.client_no_context_takeover);
+    glommio::spawn_local(ConnDriver::new(shard.clone(), id, stream, leftover, inflate)).detach();
 }

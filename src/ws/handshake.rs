@@ -83,9 +83,14 @@ pub fn validate_upgrade(req: &Request, allowed_origins: &[String]) -> Result<Str
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// The 101 response completing the handshake. No extension is negotiated.
-pub fn accept_response(accept_key: &str) -> Response {
-    Response::new(Status::SwitchingProtocols).header("Upgrade", "websocket").header("Connection", "Upgrade").header("Sec-WebSocket-Accept", accept_key)
+/// The 101 response completing the handshake, with the extension agreed, if any.
+pub fn accept_response(accept_key: &str, extensions: Option<&str>) -> Response {
+    let response =
+        Response::new(Status::SwitchingProtocols).header("Upgrade", "websocket").header("Connection", "Upgrade").header("Sec-WebSocket-Accept", accept_key);
+    match extensions {
+        Some(agreed) => response.header("Sec-WebSocket-Extensions", agreed),
+        None => response,
+    }
 }
 
 /// 16 bytes in base64 are 22 significant characters followed by `==`.

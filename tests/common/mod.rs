@@ -177,10 +177,21 @@ impl RawClient {
     }
 
     /// Upgrades an open connection to the server.
-    pub fn upgrade(mut stream: TcpStream, path: &str) -> RawClient {
+    pub fn upgrade(stream: TcpStream, path: &str) -> RawClient {
+        Self::upgrade_with(stream, path, "").0
+    }
+
+    /// Connects with extra request header lines (each ending in CRLF); also the 101's head.
+    pub fn connect_with_headers(server: &Server, path: &str, headers: &str) -> (RawClient, String) {
+        let stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self::upgrade_with(stream, path, headers)
+    }
+
+    fn upgrade_with(mut stream: TcpStream, path: &str, headers: &str) -> (RawClient, String) {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         );
         stream.write_all(req.as_bytes()).unwrap();
         let mut head = Vec::new();
@@ -192,7 +203,7 @@ impl RawClient {
         let head = String::from_utf8(head).unwrap();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
-        RawClient { stream, buf: Vec::new() }
+        (RawClient { stream, buf: Vec::new() }, head)
     }
 
     /// Encodes a client frame with the given first byte; `masked` false makes it illegal.

@@ -101,7 +101,39 @@ pub(crate) struct Conn {
     /// When the peer last sent a data message (or connected), and how long it may stay silent.
     last_message: Instant,
     idle_timeout: Option<Duration>,
+    /// permessage-deflate: the window bits this connection's messages are compressed with.
+    deflate: Option<Deflate>,
     _permit: Permit,
+}
+
+/// What permessage-deflate settled for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deflate {
+    /// The server's window (9-15).
+    pub(crate) window_bits: u8,
+    /// Messages smaller than this go plain (`--compression-min-bytes`).
+    pub(crate) min_bytes: usize,
+}
+
+thread_local! {
+    /// This shard's compressors and the frames they compressed (see [`ws::FrameDeflater`]).
+    static DEFLATER: std::cell::RefCell<Option<ws::FrameDeflater>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `frame` as a connection with `deflate` gets it, compressed at most once per frame per shard.
+fn deflated(m: &ShardMetrics, frame: Bytes, deflate: Deflate) -> Bytes {
+    DEFLATER.with(|d| {
+        let mut d = d.borrow_mut();
+        let d = d.get_or_insert_with(|| ws::FrameDeflater::new(deflate.min_bytes));
+        let before = d.stats();
+        let sent = d.frame_for(&frame, deflate.window_bits);
+        let after = d.stats();
+        m.deflate_bytes_before.add(after.bytes_before - before.bytes_before);
+        m.deflate_bytes_after.add(after.bytes_after - before.bytes_after);
+        m.deflate_compressed.add(after.compressed - before.compressed);
+        m.deflate_skipped.add(after.skipped - before.skipped);
+        sent
+    })
 }
 
 /// What every new connection is set up with.
@@ -121,6 +153,8 @@ pub(crate) struct ConnSettings {
     pub(crate) pings_per_sec: f64,
     /// A connection that sends no data message this long is closed (`None`: never).
     pub(crate) idle_timeout: Option<Duration>,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<Deflate>,
 }
 
 impl Conn {
@@ -218,6 +252,10 @@ impl Conn {
 
     /// Queues a frame; a member whose queue is full is closed as a slow consumer.
     fn queue(&mut self, m: &ShardMetrics, now: Instant, frame: Bytes) -> bool {
+        let frame = match self.deflate {
+            Some(deflate) => deflated(m, frame, deflate),
+            None => frame,
+        };
         if self.outbox.is_empty() {
             self.queued_since = Some(now);
         }
@@ -352,7 +390,7 @@ impl ShardState {
 
     /// Adds an upgraded connection and joins its room.
     pub(crate) fn register(&mut self, m: &ShardMetrics, now: Instant, endpoint: Endpoint, permit: Permit, settings: ConnSettings) -> ConnId {
-        let ConnSettings { heartbeat, first_ping, max_outbound_bytes, messages_per_sec, bytes_per_sec, pings_per_sec, idle_timeout } = settings;
+        let ConnSettings { heartbeat, first_ping, max_outbound_bytes, messages_per_sec, bytes_per_sec, pings_per_sec, idle_timeout, deflate } = settings;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
             Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } | Endpoint::PubSub(_) => None,
@@ -372,6 +410,7 @@ impl ShardState {
             pings: TokenBucket::new(now, pings_per_sec, 2.0 * pings_per_sec),
             last_message: now,
             idle_timeout,
+            deflate,
             _permit: permit,
         });
         self.arm_conn(id);
