@@ -93,9 +93,13 @@ impl FrameDeflater {
         let compressor = slot.get_or_insert_with(|| Compress::new_with_window_bits(Compression::fast(), false, bits));
         compressor.reset();
         self.scratch.clear();
-        self.scratch.reserve(payload.len().saturating_add(64));
-        // The output has room for the whole input plus the flush's overhead: one call does it.
+        // Room for the worst case (stored blocks and the flush), so one call does it: zlib-rs's
+        // fastest level asserts (panics) rather than stop when its output runs short.
+        self.scratch.reserve(payload.len().saturating_add(payload.len() / 8).saturating_add(1024));
         compressor.compress_vec(payload, &mut self.scratch, FlushCompress::Sync).ok()?;
+        if compressor.total_in() != payload.len() as u64 {
+            return None;
+        }
         // RFC 7692 §7.2.1: the sync flush's empty stored block (00 00 ff ff) is left off.
         let body = self.scratch.strip_suffix(&[0x00, 0x00, 0xff, 0xff])?;
         if body.len() >= payload.len() {
@@ -178,5 +182,17 @@ mod tests {
         let random = encode_data(DataKind::Binary, &noise);
         assert_eq!(d.frame_for(&random, 15), random, "not smaller compressed: sent plain");
         assert_eq!((d.stats().compressed, d.stats().skipped), (0, 2));
+        // Large incompressible messages: zlib-rs's fastest level panicked on a short output
+        // buffer (found by Autobahn 12.1.8); the buffer now has room for the worst case.
+        let big: Vec<u8> = (0..256 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let big = encode_data(DataKind::Binary, &big);
+        assert_eq!(d.frame_for(&big, 15), big);
     }
 }
