@@ -1,7 +1,8 @@
 """The web client in a real Chromium (Debian's package, driven by Playwright): a host and four
 players play a whole game through the page; one player goes offline for 3 s mid-round and comes
 back having applied every event the others did, with the reconnect banner shown and gone; a
-reload restores a player's seat; no page logs an error. Screenshots of each stage go to
+reload restores a player's seat; no page logs an error; Chromium negotiates permessage-deflate with
+/relay and /ws. Screenshots of each stage go to
 $ARTIFACTS (default: <target>/browser-artifacts), with the page's size and first paint.
 
 Run by scripts/test-all.sh; alone: python3 tests/browser/test_web_client.py (after cargo build
@@ -12,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
@@ -37,6 +39,13 @@ def start_server():
             return server, f"http://{match.group(1)}"
     server.kill()
     sys.exit("the server did not start")
+
+
+def metric(url, name):
+    """The sum of a counter over its series in /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " "))
 
 
 def main():
@@ -137,6 +146,30 @@ def main():
             real = [(n, t) for n, t in errors if not (n == "p3" and network.search(t))]
             assert not real, f"console errors: {real}"
             metrics["gameSeconds"] = round(time.time() - started, 1)
+            # Chromium negotiates permessage-deflate with /relay and /ws, a large message comes
+            # back intact (compressed both ways; the server counts it), and a game connection
+            # opens with its CONNECTED.
+            compressed_before = metric(url, "partyflow_compression_messages_compressed_total")
+            relay = host.evaluate("""(base) => new Promise((ok, fail) => {
+                const a = new WebSocket(base.replace('http', 'ws') + '/relay?room=deflate-check');
+                a.onopen = () => a.send(JSON.stringify({words: Array(200).fill('partyflow')}));
+                a.onmessage = (e) => ok({extensions: a.extensions, length: e.data.length});
+                a.onerror = () => fail('relay socket failed');
+            })""", url)
+            assert relay["extensions"].startswith("permessage-deflate"), relay
+            assert relay["length"] == len(json.dumps({"words": ["partyflow"] * 200}, separators=(",", ":"))), relay
+            game = host.evaluate("""async (base) => {
+                const room = await (await fetch(base + '/rooms', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                    body: JSON.stringify({hostName: 'Deflate'})})).json();
+                return await new Promise((ok, fail) => {
+                    const s = new WebSocket(room.wsUrl);
+                    s.onmessage = (e) => { ok({extensions: s.extensions, first: JSON.parse(e.data).type}); s.close(); };
+                    s.onerror = () => fail('game socket failed');
+                });
+            }""", url)
+            assert game["extensions"].startswith("permessage-deflate") and game["first"] == "CONNECTED", game
+            assert metric(url, "partyflow_compression_messages_compressed_total") > compressed_before
+            metrics["relayExtensions"] = relay["extensions"]
             (ARTIFACTS / "metrics.json").write_text(json.dumps(metrics))
             print(f"web client: {metrics['bytes']} bytes, first contentful paint {metrics['firstPaintMs']:.0f} ms, "
                   f"a whole game in {metrics['gameSeconds']} s; screenshots in {ARTIFACTS}")
