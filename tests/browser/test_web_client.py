@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,16 @@ def start_server():
             return server, f"http://{match.group(1)}"
     server.kill()
     sys.exit("the server did not start")
+
+
+def play_word(host):
+    """Clicks "correct" if a word is shown. The turn may end between seeing the button and
+    clicking it, so the click waits briefly and a vanished button is not an error."""
+    if host.get_by_test_id("correct").is_visible():
+        try:
+            host.get_by_test_id("correct").click(timeout=1000)
+        except PlaywrightTimeout:
+            pass
 
 
 def metric(url, name):
@@ -116,8 +127,7 @@ def main():
             shoot("5-offline", "p3")
             until = time.time() + 3
             while time.time() < until:
-                if host.get_by_test_id("correct").is_visible():
-                    host.get_by_test_id("correct").click()
+                play_word(host)
                 time.sleep(0.2)
             offline.context.set_offline(False)
             expect(offline.get_by_test_id("connection")).to_have_text("open", timeout=15000)
@@ -126,8 +136,7 @@ def main():
             deadline = time.time() + 60
             while host.get_by_test_id("state").inner_text() != "FINAL_RESULTS":
                 assert time.time() < deadline, "the game did not end"
-                if host.get_by_test_id("correct").is_visible():
-                    host.get_by_test_id("correct").click()
+                play_word(host)
                 time.sleep(0.2)
             for name in players:
                 state(name, "FINAL_RESULTS")
