@@ -14,7 +14,7 @@ use partyflow::game::{Command, GameConfig};
 use partyflow::http::{parse_head, Route};
 use partyflow::rooms::{GameRoom, RoomId, RoomPolicy};
 use partyflow::store::RoomSnapshot;
-use partyflow::ws::{validate_upgrade, DataKind, Decoder};
+use partyflow::ws::{validate_upgrade, DataKind, Decoder, Event};
 
 /// A target's body.
 pub type Body = fn(&[u8]);
@@ -23,6 +23,7 @@ pub type Body = fn(&[u8]);
 pub const TARGETS: &[(&str, Body)] = &[
     ("http_request", http_request),
     ("ws_frames", ws_frames),
+    ("ws_inflate", ws_inflate),
     ("game_message", game_message),
     ("token", token),
     ("cluster_messages", cluster_messages),
@@ -51,6 +52,44 @@ pub fn ws_frames(data: &[u8]) {
         buf.extend_from_slice(piece);
         loop {
             match decoder.poll_event(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = e.close_code();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A compressed message (permessage-deflate) from a client: its bytes after a three-byte head
+/// are the deflate data; the head picks text or binary, where the message is split into two
+/// frames and the size of the reads. Inflated under a 64 KiB limit, twice (the second time with
+/// the inflater the first one gave back).
+pub fn ws_inflate(data: &[u8]) {
+    let [flags, split, read, payload @ ..] = data else { return };
+    let opcode = if flags & 1 == 0 { 0x1 } else { 0x2 };
+    let at = payload.len() * usize::from(*split) / 256;
+    let mut stream = Vec::new();
+    for _ in 0..2 {
+        let (first, rest) = payload.split_at(at);
+        if rest.is_empty() {
+            stream.extend(partyflow::ws::encode_client_frame(0xC0 | opcode, first, Some([1, 2, 3, 4])));
+        } else {
+            stream.extend(partyflow::ws::encode_client_frame(0x40 | opcode, first, Some([1, 2, 3, 4])));
+            stream.extend(partyflow::ws::encode_client_frame(0x80, rest, Some([5, 6, 7, 8])));
+        }
+    }
+    let mut decoder = Decoder::new(64 * 1024).with_deflate();
+    let mut buf = BytesMut::new();
+    for piece in stream.chunks(usize::from(*read).max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.poll_event(&mut buf) {
+                // Whatever the data, never a message past the limit, never text that is not UTF-8.
+                Ok(Some(Event::Binary(message))) => assert!(message.len() <= 64 * 1024),
+                Ok(Some(Event::Text(message))) => assert!(message.len() <= 64 * 1024 && std::str::from_utf8(&message).is_ok()),
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {

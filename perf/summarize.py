@@ -126,11 +126,29 @@ def pubsub(results, stamp, machine):
               f"{fmt(s.get('cpuUsPerDelivery'))} | {lat} | {r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
 
 
+def compression(results, stamp, machine):
+    table(f"compression off and on, back to back {stamp} ({machine})", "scenario", "compression", "run", "delivered/s", "server CPU %",
+          "CPU-µs per delivery", "wire bytes per delivery", "p50 / p95 / p99 ms", "RSS per connection", "lost", "errors")
+    rows = []
+    for setup, run, r in runs(results, "compression", stamp):
+        scenario, mode = setup.rsplit("_", 1)
+        rows.append((scenario, mode, int(run), r))
+    for scenario, mode, run, r in sorted(rows, key=lambda x: (x[0], x[2], x[1])):
+        s = r.get("server") or {}
+        lat = " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p95", "p99"))
+        per_conn = s.get("rssKiB") and s["rssKiB"] * 1024 / max(r["connections"], 1)
+        print(f"| {scenario} | {mode} | {run} | {r['deliveredPerSec']:.0f} | {fmt(s.get('cpuShare') and s['cpuShare'] * 100, '.1f')} | "
+              f"{fmt(s.get('cpuUsPerDelivery'))} | {fmt(r.get('wireBytesPerDelivery'), '.1f')} | {lat} | {fmt(per_conn, ',.0f')} B | "
+              f"{r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "compare":
         compare(*sys.argv[2:5])
     elif sys.argv[1] == "pubsub":
         pubsub(*sys.argv[2:5])
+    elif sys.argv[1] == "compression":
+        compression(*sys.argv[2:5])
     elif sys.argv[1] == "ab":
         ab(*sys.argv[2:5])
     elif sys.argv[1] == "queue-delay":

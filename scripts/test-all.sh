@@ -6,7 +6,7 @@
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm, a 60 s soak with an
 #      RSS-growth gate) with the SLO gates on, and a build of the criterion benches,
-#   4. every fuzz target for 60 s (cargo fuzz on nightly when installed, otherwise the same
+#   4. every fuzz target for 50 s (cargo fuzz on nightly when installed, otherwise the same
 #      targets mutated on stable), then the panic-containment tests, in a build with the
 #      test-only fault hooks (then the normal build is restored).
 #   5. the operations files in tuning/ checked against the real server (promtool, systemd-analyze)
@@ -158,7 +158,7 @@ log "benches build (cargo bench runs them)"
 cargo bench --workspace --no-run --locked
 stages_passed=$((stages_passed + 1))
 
-FUZZ_SECONDS=${PARTYFLOW_FUZZ_SECONDS:-60}
+FUZZ_SECONDS=${PARTYFLOW_FUZZ_SECONDS:-50}
 if cargo +nightly fuzz --version >/dev/null 2>&1; then
     log "fuzzing: every cargo-fuzz target for $FUZZ_SECONDS s (two at a time), seeded from fuzz/seeds"
     fuzz_one() {

@@ -41,7 +41,8 @@ fn next_data(c: &mut RawClient) -> (u8, Vec<u8>) {
 fn echo_negotiates_and_compresses_both_ways() {
     let server = Server::start(&[]);
     let (mut c, head) = RawClient::connect_with_headers(&server, "/echo", OFFER);
-    assert!(head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"), "{head}");
+    // Asked of the client even though it offered to keep its context (RFC 7692 §7.1.1.2).
+    assert!(head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"), "{head}");
     let text = "the quick brown fox jumps over the lazy dog; ".repeat(40);
     c.send(0xC1, &deflate(text.as_bytes()));
     let (first, payload) = next_data(&mut c);

@@ -104,6 +104,11 @@ fn ws_frames() {
 }
 
 #[test]
+fn ws_inflate() {
+    run("ws_inflate");
+}
+
+#[test]
 fn game_message() {
     run("game_message");
 }

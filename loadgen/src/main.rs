@@ -5,6 +5,7 @@
 //! several), so the other cores are left to the server; each thread drives its share of the
 //! rooms and the results are merged.
 
+mod deflate;
 mod html;
 mod net;
 mod party;
@@ -76,6 +77,10 @@ struct Cli {
     /// client core is never the bottleneck of a capacity test.
     #[arg(long, default_value_t = 1, global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Offer permessage-deflate on every WebSocket (the server then compresses what it sends
+    /// above its --compression-min-bytes; the clients send plain).
+    #[arg(long, global = true)]
+    compression: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -271,7 +276,7 @@ type Observed = (Duration, ServerUsage, f64);
 /// shows progress and samples the server.
 fn drive(cli: &Cli, share: Share, window: Arc<window::Window>) -> anyhow::Result<(Stats, Option<Observed>)> {
     let source_ips = cli.source_ips.unwrap_or_else(|| default_source_ips(cli.scenario.connections().div_ceil(cli.url.len().max(1))));
-    let targets = cli.url.iter().map(|url| net::Target::parse(url, source_ips).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    let targets = cli.url.iter().map(|url| net::Target::parse(url, source_ips, cli.compression).map(Rc::new)).collect::<anyhow::Result<Vec<_>>>()?;
     let target = targets.first().cloned().ok_or_else(|| anyhow::anyhow!("--url is required"))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();

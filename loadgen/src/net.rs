@@ -1,14 +1,23 @@
 //! Connections from the load generator: source-address spreading, a small HTTP client for the
 //! room API, and WebSocket handshakes.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::WebSocketStream;
+
+use crate::deflate::{Inflating, OFFER};
+use crate::stats::Stats;
+
+/// A game client's WebSocket: tokio-tungstenite over a socket that inflates compressed frames.
+pub type GameSocket = WebSocketStream<Inflating<TcpStream>>;
 
 /// The longest an HTTP request to the server may take.
 const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -20,12 +29,15 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Loopback source addresses to spread connections over (empty: let the kernel choose).
     sources: Vec<IpAddr>,
+    /// WebSockets offer permessage-deflate.
+    compression: bool,
 }
 
 impl Target {
     /// Parses `http://host:port`; for a loopback server, spreads over `source_ips` addresses of
     /// 127.0.0.0/8 so that many connections do not exhaust one address's ephemeral ports.
-    pub fn parse(url: &str, source_ips: usize) -> anyhow::Result<Target> {
+    /// With `compression`, WebSockets offer permessage-deflate.
+    pub fn parse(url: &str, source_ips: usize, compression: bool) -> anyhow::Result<Target> {
         let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("--url must start with http://"))?;
         let host = rest.trim_end_matches('/').to_string();
         let addr = host.to_socket_addrs().with_context(|| format!("cannot resolve {host}"))?.next().ok_or_else(|| anyhow!("{host} has no address"))?;
@@ -34,7 +46,7 @@ impl Target {
         } else {
             Vec::new()
         };
-        Ok(Target { host, addr, sources })
+        Ok(Target { host, addr, sources, compression })
     }
 
     async fn tcp(&self, n: usize) -> std::io::Result<TcpStream> {
@@ -89,12 +101,22 @@ impl Target {
         Ok((status, response[head_len..].to_vec()))
     }
 
-    /// Opens a WebSocket to `path`; returns it and the handshake time in µs.
-    pub async fn websocket(&self, n: usize, path: &str) -> anyhow::Result<(WebSocketStream<TcpStream>, u64)> {
+    /// Opens a WebSocket to `path` (bytes received are counted in `stats`); returns it and the
+    /// handshake time in µs.
+    pub async fn websocket(&self, n: usize, path: &str, stats: &Rc<RefCell<Stats>>) -> anyhow::Result<(GameSocket, u64)> {
         let started = Instant::now();
-        let stream = self.tcp(n).await?;
-        let url = format!("ws://{}{path}", self.host);
-        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        let stream = Inflating::new(self.tcp(n).await?, self.compression, stats.clone());
+        let mut request = format!("ws://{}{path}", self.host).into_client_request()?;
+        if self.compression {
+            request.headers_mut().insert("Sec-WebSocket-Extensions", OFFER.parse()?);
+        }
+        let (ws, _) = tokio_tungstenite::client_async(request, stream).await.map_err(|e| match e {
+            // The server's reason (a cap, a moving room) is in the body.
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                anyhow!("upgrade refused with {}: {}", response.status(), String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()))
+            }
+            e => e.into(),
+        })?;
         Ok((ws, started.elapsed().as_micros() as u64))
     }
 }
@@ -106,8 +128,9 @@ pub async fn raw_websocket(target: &Target, n: usize, path: &str) -> anyhow::Res
     let mut stream = target.tcp(n).await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.host
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+        target.host,
+        if target.compression { format!("Sec-WebSocket-Extensions: {OFFER}\r\n") } else { String::new() }
     );
     stream.write_all(request.as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
@@ -130,17 +153,6 @@ pub async fn raw_websocket(target: &Target, n: usize, path: &str) -> anyhow::Res
     }
     let rest = buf.split_off(head_end);
     Ok((stream, rest, started.elapsed().as_micros() as u64))
-}
-
-/// Splits complete unmasked server frames off the front of `buf`: (opcode, payload range).
-pub fn next_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
-    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
-    let (len, at) = match b1 & 0x7f {
-        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
-        n => (n as usize, 2),
-    };
-    (buf.len() >= at + len).then_some((b0 & 0x0f, at..at + len))
 }
 
 /// Unix time in µs (the server stamps events in Unix ms).

@@ -11,13 +11,11 @@ use anyhow::{bail, Context as _};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-use crate::net::{unix_us, Target};
+use crate::net::{unix_us, GameSocket, Target};
 use crate::stats::{SeqTracker, SeqVerdict, Stats};
 use crate::{Pacer, RunContext};
 
@@ -223,7 +221,7 @@ impl RoomHandle {
         let role = Role::Player { seat, spectator: joined["role"] == "spectator" };
         let token = joined["token"].as_str().unwrap_or_default();
         let path = format!("/ws?roomId={}&token={token}&version=1.0", self.id);
-        let (ws, us) = target.websocket(n, &path).await?;
+        let (ws, us) = target.websocket(n, &path, &ctx.stats).await?;
         ctx.stats.borrow_mut().record_connect(us);
         let actor = joined["playerId"].as_str().unwrap_or_default().to_string();
         self.start_client(ctx, args, n, target.clone(), path, actor, role, Duration::ZERO, ws, stop);
@@ -241,7 +239,7 @@ impl RoomHandle {
         actor: String,
         role: Role,
         start_delay: Duration,
-        ws: WebSocketStream<TcpStream>,
+        ws: GameSocket,
         stop: &watch::Receiver<bool>,
     ) {
         let client = Client {
@@ -296,7 +294,7 @@ pub async fn setup_room(r: usize, ctx: &RunContext, args: &PartyArgs, stop: &wat
     for (i, (_, _, token)) in members.iter().enumerate() {
         pacer.wait().await;
         let path = format!("/ws?roomId={room_id}&token={token}&version=1.0");
-        let (ws, us) = target_of(i).websocket(base + i, &path).await?;
+        let (ws, us) = target_of(i).websocket(base + i, &path, stats).await?;
         stats.borrow_mut().record_connect(us);
         sockets.push((ws, path));
     }
@@ -320,7 +318,7 @@ struct Rejoining {
 }
 
 impl Client {
-    async fn run(self, mut ws: WebSocketStream<TcpStream>, mut stop: watch::Receiver<bool>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(self, mut ws: GameSocket, mut stop: watch::Receiver<bool>, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut window = SeqTracker::default();
         let mut backfilled = false;
         // Told to leave or close, or the room was closed: the server's close is expected.
@@ -420,7 +418,7 @@ impl Client {
                     }
                     next_swipe = None;
                     last_tick = None;
-                    match self.target.websocket(self.n, &self.path).await {
+                    match self.target.websocket(self.n, &self.path, &self.stats).await {
                         Ok((fresh, us)) => {
                             self.stats.borrow_mut().record_connect(us);
                             ws = fresh;

@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use partyflow::pubsub::{Claims, TokenKey};
 use partyflow::ws::encode_client_frame;
 
-use crate::net::{next_frame, raw_websocket, Target};
+use crate::deflate::ServerFrames;
+use crate::net::{raw_websocket, Target};
 use crate::stats::Stats;
 use crate::RunContext;
 
@@ -210,15 +211,15 @@ async fn receive(
     joined: Rc<RefCell<usize>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut buf = early;
+    let mut frames = ServerFrames::new(early);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut next_seq: HashMap<(u64, u64), u64> = HashMap::new();
     loop {
-        let mut consumed = 0;
-        while let Some((opcode, range)) = next_frame(&buf[consumed..]) {
-            let end = consumed + range.end;
-            let body = &buf[consumed + range.start..end];
-            consumed = end;
+        while let Some(message) = frames.next_message() {
+            let Ok((opcode, body)) = message else {
+                stats.borrow_mut().error("compression");
+                return;
+            };
             if opcode == 0x8 {
                 return;
             }
@@ -244,14 +245,16 @@ async fn receive(
             let latency_us = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent_ns) / 1000;
             s.delivered(if stream.0 == u64::MAX { "direct" } else { "pubsub" }, latency_us);
         }
-        buf.drain(..consumed);
         let n = tokio::select! {
             n = reader.read(&mut chunk) => n,
             _ = stop.changed() => return,
         };
         match n {
             Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                stats.borrow_mut().received_bytes(n);
+                frames.extend(&chunk[..n]);
+            }
             Err(_) => {
                 stats.borrow_mut().error("connection");
                 return;

@@ -18,9 +18,13 @@ use tokio::sync::watch;
 
 use partyflow::ws::encode_client_frame;
 
-use crate::net::{next_frame, raw_websocket, Target};
+use crate::deflate::ServerFrames;
+use crate::net::{raw_websocket, Target};
 use crate::stats::Stats;
 use crate::RunContext;
+
+/// What fills a message after its 24 bytes of numbers.
+const FILLER: &[u8] = br#"{"type":"move","player":"p7","x":120,"y":48,"dx":-3,"dy":1,"frame":20931},"#;
 
 /// Relay scenario settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -99,7 +103,9 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
             let mut seq = 0u64;
             while tokio::time::Instant::now() < end {
                 ticker.tick().await;
-                let mut body = vec![0u8; payload];
+                // After the numbers, text like a game's state updates (compressible as real
+                // messages are, not as a run of zeros).
+                let mut body: Vec<u8> = FILLER.iter().copied().cycle().take(payload).collect();
                 body[..8].copy_from_slice(&seq.to_le_bytes());
                 body[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
                 body[16..24].copy_from_slice(&publisher.to_le_bytes());
@@ -130,16 +136,16 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
 }
 
 async fn receive(mut reader: OwnedReadHalf, early: Vec<u8>, epoch: Instant, stats: Rc<RefCell<Stats>>, mut stop: watch::Receiver<bool>) {
-    let mut buf = early;
+    let mut frames = ServerFrames::new(early);
     let mut chunk = vec![0u8; 64 * 1024];
     // Next expected sequence number of each publisher of the room.
     let mut next_seq: Vec<Option<u64>> = Vec::new();
     loop {
-        let mut consumed = 0;
-        while let Some((opcode, range)) = next_frame(&buf[consumed..]) {
-            let end = consumed + range.end;
-            let body = &buf[consumed + range.start..end];
-            consumed = end;
+        while let Some(message) = frames.next_message() {
+            let Ok((opcode, body)) = message else {
+                stats.borrow_mut().error("compression");
+                return;
+            };
             if opcode == 0x8 {
                 return;
             }
@@ -162,14 +168,16 @@ async fn receive(mut reader: OwnedReadHalf, early: Vec<u8>, epoch: Instant, stat
             let latency_us = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent_ns) / 1000;
             s.delivered("relay", latency_us);
         }
-        buf.drain(..consumed);
         let n = tokio::select! {
             n = reader.read(&mut chunk) => n,
             _ = stop.changed() => return,
         };
         match n {
             Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                stats.borrow_mut().received_bytes(n);
+                frames.extend(&chunk[..n]);
+            }
             Err(_) => {
                 stats.borrow_mut().error("connection");
                 return;

@@ -105,6 +105,12 @@ fn percentile_row(name: &str, h: &Histogram<u64>) -> String {
 }
 
 impl Report {
+    /// Bytes the clients read off their sockets per message delivered (framing, acknowledgements
+    /// and messages not counted as deliveries included).
+    pub fn wire_bytes_per_delivery(&self) -> f64 {
+        self.stats.wire_bytes as f64 / self.stats.delivered.max(1) as f64
+    }
+
     pub fn delivered_per_sec(&self) -> f64 {
         self.stats.delivered as f64 / self.measured.as_secs_f64().max(1e-9)
     }
@@ -166,6 +172,7 @@ impl Report {
         );
         let errors: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "errors {} {}", s.error_count(), errors.join(" "));
+        let _ = writeln!(out, "wire: {} bytes received, {:.1} per delivery", s.wire_bytes, self.wire_bytes_per_delivery());
         let mut head = format!("{:22}", "latency ms");
         for p in PERCENTILES {
             let _ = write!(head, " {:>9}", format!("p{p}"));
@@ -265,6 +272,8 @@ impl Report {
             "outOfOrder": s.out_of_order,
             "resent": s.resent,
             "acksSent": s.acks_sent,
+            "wireBytes": s.wire_bytes,
+            "wireBytesPerDelivery": self.wire_bytes_per_delivery(),
             "lateSwipes": s.late_swipes,
             "errors": s.errors,
             "latencyMs": percentiles_json(&s.latency),

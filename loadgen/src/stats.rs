@@ -49,6 +49,8 @@ pub struct Stats {
     pub out_of_order: u64,
     pub resent: u64,
     pub acks_sent: u64,
+    /// Bytes the clients received from the server's sockets (frames as sent: compressed or not).
+    pub wire_bytes: u64,
     pub connections: u64,
     /// Errors by code (`ERROR` codes, plus `connection` and `http` for transport failures).
     pub errors: BTreeMap<String, u64>,
@@ -138,6 +140,7 @@ impl Default for Stats {
             out_of_order: 0,
             resent: 0,
             acks_sent: 0,
+            wire_bytes: 0,
             connections: 0,
             errors: BTreeMap::new(),
             late_swipes: 0,
@@ -193,6 +196,12 @@ impl Stats {
         let _ = self.by_type.entry(kind.to_string()).or_insert_with(histogram).record(us);
     }
 
+    pub fn received_bytes(&mut self, n: usize) {
+        if self.is_measuring() {
+            self.wire_bytes += n as u64;
+        }
+    }
+
     pub fn error(&mut self, code: &str) {
         *self.errors.entry(code.to_string()).or_default() += 1;
     }
@@ -243,6 +252,7 @@ impl Stats {
         self.out_of_order += other.out_of_order;
         self.resent += other.resent;
         self.acks_sent += other.acks_sent;
+        self.wire_bytes += other.wire_bytes;
         self.connections += other.connections;
         self.late_swipes += other.late_swipes;
         let r = &other.reconnects;

@@ -61,14 +61,10 @@ pub(crate) struct ConnDriver {
 }
 
 impl ConnDriver {
-    /// `inflate`: permessage-deflate was negotiated (`true`: the client resets its context per
-    /// message).
-    pub(crate) fn new(shard: Rc<Shard>, id: ConnId, stream: TcpStream, leftover: &[u8], inflate: Option<bool>) -> Self {
+    /// `inflate`: permessage-deflate was negotiated.
+    pub(crate) fn new(shard: Rc<Shard>, id: ConnId, stream: TcpStream, leftover: &[u8], inflate: bool) -> Self {
         let decoder = Decoder::new(shard.shared.config.max_message_bytes).with_max_fragments(shard.shared.config.effective_max_fragments());
-        let decoder = match inflate {
-            Some(reset_per_message) => decoder.with_deflate(reset_per_message),
-            None => decoder,
-        };
+        let decoder = if inflate { decoder.with_deflate() } else { decoder };
         ConnDriver {
             shard,
             id,

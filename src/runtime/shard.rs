@@ -755,6 +755,6 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept: &Accept, joini
     shard.metrics().handshakes_ok.add(1);
     // The driver runs as its own task so that this function's request state (head buffer,
     // headers) is freed now rather than held for the connection's lifetime.
-    let inflate = accept.deflate.as_ref().map(|a| a.client_no_context_takeover);
+    let inflate = accept.deflate.is_some();
     glommio::spawn_local(ConnDriver::new(shard.clone(), id, stream, leftover, inflate)).detach();
 }

@@ -103,11 +103,13 @@ struct Partial {
 }
 
 /// The inflating side of permessage-deflate for one connection. The window is the largest (it
-/// reads whatever window the client compressed with); it is kept across messages unless the
-/// client agreed to `client_no_context_takeover`.
+/// reads whatever window the client compressed with). The server always asks
+/// `client_no_context_takeover`, so each message inflates on its own: the connection holds an
+/// inflater only while a message arrives, and gives it back to its thread's spare at the
+/// message's end (a shard's connections share one between their messages, instead of ~20 KiB
+/// each).
 struct Inflate {
     state: Option<Box<Decompress>>,
-    reset_per_message: bool,
 }
 
 /// Most bytes inflated per step: the message limit is checked after each, so a small frame
@@ -136,11 +138,10 @@ impl Decoder {
         Decoder { max_message_bytes, max_fragments: 1024, state: State::Header, partial: None, error: None, frames_seen: 0, inflate: None }
     }
 
-    /// Accepts compressed messages (permessage-deflate was negotiated); `reset_per_message`
-    /// when the client agreed to `client_no_context_takeover`. The inflater is made at the first
-    /// compressed message.
-    pub fn with_deflate(mut self, reset_per_message: bool) -> Self {
-        self.inflate = Some(Inflate { state: None, reset_per_message });
+    /// Accepts compressed messages (permessage-deflate was negotiated, with
+    /// `client_no_context_takeover`).
+    pub fn with_deflate(mut self) -> Self {
+        self.inflate = Some(Inflate { state: None });
         self
     }
 
@@ -210,10 +211,8 @@ impl Decoder {
                         inflate_into(inflate, partial, &chunk, self.max_message_bytes)?;
                         if remaining == 0 && fin {
                             inflate_into(inflate, partial, &DEFLATE_TAIL, self.max_message_bytes)?;
-                            if inflate.reset_per_message {
-                                if let Some(state) = inflate.state.as_mut() {
-                                    state.reset(false);
-                                }
+                            if let Some(state) = inflate.state.take() {
+                                give_back_inflater(state);
                             }
                         }
                     } else if partial.data.is_empty() && remaining == 0 && fin {
@@ -307,10 +306,28 @@ impl Decoder {
     }
 }
 
+thread_local! {
+    /// This thread's (shard's) inflater between its connections' compressed messages: one,
+    /// reset, ready for the next.
+    static SPARE_INFLATER: std::cell::Cell<Option<Box<Decompress>>> = const { std::cell::Cell::new(None) };
+}
+
+fn take_inflater() -> Box<Decompress> {
+    SPARE_INFLATER.with(std::cell::Cell::take).unwrap_or_else(|| Box::new(Decompress::new_with_window_bits(false, 15)))
+}
+
+fn give_back_inflater(mut state: Box<Decompress>) {
+    state.reset(false);
+    SPARE_INFLATER.with(|spare| {
+        let kept = spare.take().unwrap_or(state);
+        spare.set(Some(kept));
+    });
+}
+
 /// Inflates `input` onto the message, refusing it once it passes `max` bytes (checked every
 /// [`INFLATE_STEP`], so a bomb is stopped before its memory is spent).
 fn inflate_into(inflate: &mut Inflate, partial: &mut Partial, input: &[u8], max: usize) -> Result<(), ProtocolError> {
-    let state = inflate.state.get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
+    let state = inflate.state.get_or_insert_with(take_inflater);
     let mut input = input;
     let mut step = [0u8; INFLATE_STEP];
     loop {
@@ -584,21 +601,45 @@ mod tests {
     }
 
     #[test]
-    fn compressed_messages_inflate_with_the_clients_context_kept() {
-        let mut dec = Decoder::new(1 << 20).with_deflate(false);
-        let mut c = client_deflater();
+    fn compressed_messages_inflate_each_on_its_own() {
+        let mut dec = Decoder::new(1 << 20).with_deflate();
         let hello = "hello hello hello, compressed world";
-        let first = frame(0xC1, &deflate(&mut c, hello.as_bytes()));
-        // The second refers back into the first's window.
-        let second = frame(0xC1, &deflate(&mut c, hello.as_bytes()));
-        let events = decode_all(&mut dec, &[first, second].concat()).unwrap();
+        let one = frame(0xC1, &deflate(&mut client_deflater(), hello.as_bytes()));
+        let events = decode_all(&mut dec, &[one.clone(), one].concat()).unwrap();
         assert_eq!(events, vec![Event::Text(Bytes::from(hello)), Event::Text(Bytes::from(hello))]);
         // Fragmented: RSV1 on the first frame only, then a plain message.
-        let body = deflate(&mut c, b"\x00\x01binary");
+        let body = deflate(&mut client_deflater(), b"\x00\x01binary");
         let (a, b) = body.split_at(body.len() / 2);
         let mut bytes = [frame(0x42, a), frame(0x80, b)].concat();
         bytes.extend(frame(0x81, b"plain"));
         assert_eq!(decode_all(&mut dec, &bytes).unwrap(), vec![Event::Binary(Bytes::from_static(b"\x00\x01binary")), Event::Text(Bytes::from("plain"))]);
+        // A client that kept its context although asked not to: its second message refers back
+        // into a window the server no longer has, and is refused (1007).
+        let mut kept = client_deflater();
+        let text = "a sentence long enough to be referred back to, later on".repeat(4);
+        let first = frame(0xC1, &deflate(&mut kept, text.as_bytes()));
+        let second = frame(0xC1, &deflate(&mut kept, text.as_bytes()));
+        let mut dec = Decoder::new(1 << 20).with_deflate();
+        assert_eq!(decode_all(&mut dec, &first).unwrap(), vec![Event::Text(Bytes::from(text))]);
+        assert_eq!(decode_all(&mut dec, &second).unwrap_err().close_code(), close_code::INVALID_PAYLOAD);
+    }
+
+    #[test]
+    fn connections_share_the_threads_inflater_between_messages() {
+        // Two connections' fragmented messages interleave: each holds an inflater while its
+        // message arrives, and neither holds one once its message is whole.
+        let (mut one, mut two) = (Decoder::new(1 << 20).with_deflate(), Decoder::new(1 << 20).with_deflate());
+        let texts = ["first connection's message, ".repeat(20), "the second connection's own words ".repeat(20)];
+        let bodies: Vec<Vec<u8>> = texts.iter().map(|t| deflate(&mut client_deflater(), t.as_bytes())).collect();
+        let halves: Vec<(&[u8], &[u8])> = bodies.iter().map(|b| b.split_at(b.len() / 2)).collect();
+        for round in 0..2 {
+            assert!(decode_all(&mut one, &frame(0x41, halves[0].0)).unwrap().is_empty());
+            assert!(decode_all(&mut two, &frame(0x41, halves[1].0)).unwrap().is_empty());
+            assert!(one.inflate.as_ref().unwrap().state.is_some() && two.inflate.as_ref().unwrap().state.is_some());
+            assert_eq!(decode_all(&mut one, &frame(0x80, halves[0].1)).unwrap(), vec![Event::Text(Bytes::from(texts[0].clone()))], "round {round}");
+            assert_eq!(decode_all(&mut two, &frame(0x80, halves[1].1)).unwrap(), vec![Event::Text(Bytes::from(texts[1].clone()))], "round {round}");
+            assert!(one.inflate.as_ref().unwrap().state.is_none() && two.inflate.as_ref().unwrap().state.is_none());
+        }
     }
 
     #[test]
@@ -607,14 +648,14 @@ mod tests {
         // RSV1 without negotiation, on a continuation, on a control frame: 1002.
         for (negotiated, bytes) in [(false, frame(0xC1, &compressed)), (true, [frame(0x01, b"a"), frame(0xC0, b"b")].concat()), (true, frame(0xC9, b""))] {
             let dec = Decoder::new(1024);
-            let mut dec = if negotiated { dec.with_deflate(false) } else { dec };
+            let mut dec = if negotiated { dec.with_deflate() } else { dec };
             let err = decode_all(&mut dec, &bytes).unwrap_err();
             assert_eq!((err.clone(), err.close_code()), (ProtocolError::ReservedBits, close_code::PROTOCOL_ERROR));
         }
         // Garbage that does not inflate: 1007; text that inflates to bad UTF-8: 1007.
-        let mut dec = Decoder::new(1024).with_deflate(true);
+        let mut dec = Decoder::new(1024).with_deflate();
         assert_eq!(decode_all(&mut dec, &frame(0xC1, &[0xff, 0xff, 0xff])).unwrap_err().close_code(), close_code::INVALID_PAYLOAD);
-        let mut dec = Decoder::new(1024).with_deflate(true);
+        let mut dec = Decoder::new(1024).with_deflate();
         let bad = deflate(&mut client_deflater(), &[0xc3, 0x28]);
         assert_eq!(decode_all(&mut dec, &frame(0xC1, &bad)).unwrap_err(), ProtocolError::InvalidUtf8);
     }
@@ -625,7 +666,7 @@ mod tests {
         let zeros = vec![0u8; 64 << 20];
         let bomb = deflate(&mut flate2::Compress::new(flate2::Compression::best(), false), &zeros);
         assert!(bomb.len() < 100 * 1024, "{}", bomb.len());
-        let mut dec = Decoder::new(1 << 20).with_deflate(true);
+        let mut dec = Decoder::new(1 << 20).with_deflate();
         let err = decode_all(&mut dec, &frame(0xC2, &bomb)).unwrap_err();
         assert_eq!((err.clone(), err.close_code()), (ProtocolError::MessageTooBig(1 << 20), close_code::MESSAGE_TOO_BIG));
     }

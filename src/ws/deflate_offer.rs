@@ -3,18 +3,18 @@
 //!
 //! The server always answers `server_no_context_takeover`, so that a broadcast is compressed
 //! once and the same compressed frame serves every member that negotiated compression (no
-//! per-connection compressor state). What it accepts of the client's side: any
-//! `client_max_window_bits` (its inflater uses the largest window, which reads any smaller one)
-//! and `client_no_context_takeover` (echoed, so the connection's inflater can be reset per
-//! message). An offer it cannot honour is declined and the next one considered.
+//! per-connection compressor state), and `client_no_context_takeover`, offered or not (§7.1.1.2
+//! lets a server ask it): each client message then inflates on its own, so a connection holds no
+//! inflater between messages (a shard's connections share one) instead of ~20 KiB each
+//! (perf/RESULTS.md). Any `client_max_window_bits` is accepted (the inflater uses the largest
+//! window, which reads any smaller one). An offer it cannot honour is declined and the next one
+//! considered.
 
 /// What was agreed for one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreed {
     /// The server compresses with at most this window (8-15; 15 unless the client asked less).
     pub server_max_window_bits: u8,
-    /// The client resets its compressor per message, so the server may reset its inflater.
-    pub client_no_context_takeover: bool,
     /// The `Sec-WebSocket-Extensions` value of the 101 response.
     pub response: String,
 }
@@ -101,7 +101,7 @@ fn window_bits(v: &str) -> Option<u8> {
 /// value, or a window this server cannot honour).
 fn accept(params: &[(String, Option<String>)]) -> Option<Agreed> {
     let mut seen: Vec<&str> = Vec::new();
-    let (mut server_bits, mut client_no_takeover) = (15u8, false);
+    let mut server_bits = 15u8;
     for (key, value) in params {
         if seen.contains(&key.as_str()) {
             return None;
@@ -109,7 +109,7 @@ fn accept(params: &[(String, Option<String>)]) -> Option<Agreed> {
         seen.push(key);
         match (key.as_str(), value.as_deref()) {
             ("server_no_context_takeover", None) => {}
-            ("client_no_context_takeover", None) => client_no_takeover = true,
+            ("client_no_context_takeover", None) => {}
             ("server_max_window_bits", Some(v)) => server_bits = window_bits(v)?,
             ("client_max_window_bits", None) => {}
             ("client_max_window_bits", Some(v)) => {
@@ -121,14 +121,11 @@ fn accept(params: &[(String, Option<String>)]) -> Option<Agreed> {
     if server_bits < MIN_SERVER_WINDOW {
         return None;
     }
-    let mut response = String::from("permessage-deflate; server_no_context_takeover");
-    if client_no_takeover {
-        response.push_str("; client_no_context_takeover");
-    }
+    let mut response = String::from("permessage-deflate; server_no_context_takeover; client_no_context_takeover");
     if server_bits < 15 {
         response.push_str(&format!("; server_max_window_bits={server_bits}"));
     }
-    Some(Agreed { server_max_window_bits: server_bits, client_no_context_takeover: client_no_takeover, response })
+    Some(Agreed { server_max_window_bits: server_bits, response })
 }
 
 #[cfg(test)]
@@ -141,15 +138,18 @@ mod tests {
 
     #[test]
     fn what_browsers_and_libraries_offer_is_accepted_without_server_context() {
-        // Chrome and Firefox.
-        assert_eq!(agreed(&["permessage-deflate; client_max_window_bits"]).as_deref(), Some("permessage-deflate; server_no_context_takeover"));
+        // Chrome and Firefox keep their context unless asked: the answer asks.
+        assert_eq!(
+            agreed(&["permessage-deflate; client_max_window_bits"]).as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        );
         assert_eq!(
             agreed(&["permessage-deflate; client_no_context_takeover; server_no_context_takeover"]).as_deref(),
             Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
         );
         assert_eq!(
             agreed(&["permessage-deflate; server_max_window_bits=\"10\""]).as_deref(),
-            Some("permessage-deflate; server_no_context_takeover; server_max_window_bits=10")
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10")
         );
         assert_eq!(agreed(&[]), None);
         assert_eq!(agreed(&["x-webkit-deflate-frame"]), None);
@@ -169,12 +169,12 @@ mod tests {
         ] {
             assert_eq!(agreed(&[bad]), None, "{bad}");
             let with_fallback = format!("{bad}, permessage-deflate");
-            assert_eq!(agreed(&[&with_fallback]).as_deref(), Some("permessage-deflate; server_no_context_takeover"), "{bad}");
+            assert_eq!(agreed(&[&with_fallback]).as_deref(), Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"), "{bad}");
         }
         // Offers may also come in several headers.
         assert_eq!(
-            agreed(&["permessage-deflate; foo", "permessage-deflate; client_no_context_takeover"]).map(|r| r.contains("client_no_context_takeover")),
-            Some(true)
+            agreed(&["permessage-deflate; foo", "permessage-deflate; server_max_window_bits=12"]).as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12")
         );
     }
 
