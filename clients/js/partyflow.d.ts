@@ -87,6 +87,11 @@ export interface RoomSummary {
   degradedConnections: number;
 }
 
+/** The game channel's subprotocol; the token is offered beside it as `partyflow.token.<token>`. */
+export const GAME_SUBPROTOCOL: "partyflow.v1";
+/** The subprotocol of `/pubsub`. */
+export const PUBSUB_SUBPROTOCOL: "partyflow.pubsub.v1";
+
 export interface PartyFlowClientOptions {
   baseUrl?: string;
   WebSocket?: unknown;

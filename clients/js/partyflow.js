@@ -6,6 +6,25 @@
 /** The protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = "1.0";
 
+/** The subprotocols of the game channel (`/ws`) and of `/pubsub` (PROTOCOL.md §2). */
+export const GAME_SUBPROTOCOL = "partyflow.v1";
+export const PUBSUB_SUBPROTOCOL = "partyflow.pubsub.v1";
+
+// Characters an HTTP token may hold: such a token travels in Sec-WebSocket-Protocol, out of the
+// URL (which proxies and load balancers write to their access logs).
+const HEADER_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * Where a WebSocket carries `token`: `[query, protocols]` for `new WebSocket(url + query,
+ * protocols)`. The token goes as `partyflow.token.<token>` beside the endpoint's subprotocol;
+ * only a token with other characters falls back to `?token=` (after `sep`).
+ */
+function tokenPlacement(protocol, token, sep) {
+  if (!token) return ["", [protocol]];
+  if (HEADER_TOKEN.test(token)) return ["", [protocol, `partyflow.token.${token}`]];
+  return [`${sep}token=${encodeURIComponent(token)}`, [protocol]];
+}
+
 /**
  * Close codes after which reconnecting cannot help: the room closed or the actor left (1000),
  * a protocol violation or bad data (1002, 1003, 1007, 1009), a version the server does not
@@ -211,7 +230,7 @@ export class PartyFlowClient extends Emitter {
 
   #wsUrl() {
     const base = this.baseUrl.replace(/^http/, "ws");
-    return `${base}/ws?roomId=${encodeURIComponent(this.roomId)}&token=${encodeURIComponent(this.token)}&version=${PROTOCOL_VERSION}`;
+    return `${base}/ws?roomId=${encodeURIComponent(this.roomId)}&version=${PROTOCOL_VERSION}`;
   }
 
   #setStatus(status, extra = {}) {
@@ -221,7 +240,8 @@ export class PartyFlowClient extends Emitter {
 
   #open(status) {
     this.#setStatus(status);
-    const socket = new this.WebSocket(this.#wsUrl());
+    const [query, protocols] = tokenPlacement(GAME_SUBPROTOCOL, this.token, "&");
+    const socket = new this.WebSocket(this.#wsUrl() + query, protocols);
     this.socket = socket;
     socket.onmessage = (event) => {
       if (socket !== this.socket) return;
@@ -442,7 +462,8 @@ export class PubSubClient extends Emitter {
   #open(status) {
     this.#setStatus(status);
     const token = typeof this.token === "function" ? this.token() : this.token;
-    const socket = new this.WebSocket(token ? `${this.url}/pubsub?token=${encodeURIComponent(token)}` : `${this.url}/pubsub`);
+    const [query, protocols] = tokenPlacement(PUBSUB_SUBPROTOCOL, token, "?");
+    const socket = new this.WebSocket(`${this.url}/pubsub${query}`, protocols);
     this.socket = socket;
     socket.onmessage = (event) => {
       if (socket !== this.socket) return;

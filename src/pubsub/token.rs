@@ -86,7 +86,7 @@ impl Claims {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No token in `?token=` or `Authorization: Bearer`.
-    #[error("a token is required (?token= or Authorization: Bearer)")]
+    #[error("a token is required (Sec-WebSocket-Protocol partyflow.token.<jwt>, Authorization: Bearer or ?token=)")]
     Missing,
     /// Past its `exp`.
     #[error("the token has expired")]

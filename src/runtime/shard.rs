@@ -405,16 +405,40 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, mut permi
     } else {
         None
     };
-    let accept_key = Accept { key: accept_key, deflate };
+    // The endpoint's subprotocol, and the token a browser offers there instead of in the URL.
+    let spoken = match &route {
+        Route::Game { .. } => Some(ws::subprotocol::GAME),
+        Route::PubSub { .. } => Some(ws::subprotocol::PUBSUB),
+        _ => None,
+    };
+    // A value that is not UTF-8 reads as "", which is no list of tokens (400).
+    let protocols = request.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol")).map(|(_, v)| std::str::from_utf8(v).unwrap_or(""));
+    let offered = match ws::subprotocol::negotiate(protocols, spoken) {
+        Ok(offered) => offered,
+        Err(e) => return refuse(&shard, stream, Refusal::BadRequest, Response::error(Status::BadRequest, "BAD_HANDSHAKE", &e.to_string())).await,
+    };
+    let query_token = match &route {
+        Route::Game { token, .. } => Some(token.as_str()).filter(|t| !t.is_empty()),
+        Route::PubSub { token } => token.as_deref(),
+        _ => None,
+    };
+    let token = match (offered.token.as_deref(), query_token) {
+        (Some(_), Some(_)) => {
+            let response = Response::error(Status::BadRequest, "BAD_HANDSHAKE", "the token is both in the URL and in Sec-WebSocket-Protocol; send it once");
+            return refuse(&shard, stream, Refusal::BadRequest, response).await;
+        }
+        (header, query) => header.or(query),
+    };
+    let accept_key = Accept { key: accept_key, deflate, protocol: offered.selected };
     let claims = match &route {
-        Route::Game { room, token, .. } => match verify_token(&shard, room.as_str(), token) {
+        Route::Game { room, .. } => match verify_token(&shard, room.as_str(), token.unwrap_or_default()) {
             Ok(claims) => Some(claims),
             Err(response) => return refuse(&shard, stream, Refusal::Unauthorized, response).await,
         },
         _ => None,
     };
     let (grant, reserved) = match &route {
-        Route::PubSub { token } => match super::pubsub_http::admit(&shard, &request, token.as_deref(), peer).await {
+        Route::PubSub { .. } => match super::pubsub_http::admit(&shard, &request, token, peer).await {
             Ok(admitted) => admitted,
             Err((why, response)) => return refuse(&shard, stream, why, response).await,
         },
@@ -715,13 +739,15 @@ enum Joining {
 struct Accept {
     key: String,
     deflate: Option<ws::Agreed>,
+    /// The subprotocol to answer with.
+    protocol: Option<&'static str>,
 }
 
 /// Completes the handshake and drives the connection; a game connection is connected to its
 /// room (here or on its owner instance) first.
 async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept: &Accept, joining: Joining, leftover: &[u8], permit: Permit) {
     let agreed = accept.deflate.as_ref().map(|a| a.response.as_str());
-    if stream.write_all(&ws::accept_response(&accept.key, agreed).to_bytes()).await.is_err() {
+    if stream.write_all(&ws::accept_response(&accept.key, agreed, accept.protocol).to_bytes()).await.is_err() {
         return;
     }
     let _ = stream.set_nodelay(true);

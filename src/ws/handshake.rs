@@ -83,14 +83,18 @@ pub fn validate_upgrade(req: &Request, allowed_origins: &[String]) -> Result<Str
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// The 101 response completing the handshake, with the extension agreed, if any.
-pub fn accept_response(accept_key: &str, extensions: Option<&str>) -> Response {
-    let response =
+/// The 101 response completing the handshake, with the extension and the subprotocol agreed,
+/// if any.
+pub fn accept_response(accept_key: &str, extensions: Option<&str>, protocol: Option<&str>) -> Response {
+    let mut response =
         Response::new(Status::SwitchingProtocols).header("Upgrade", "websocket").header("Connection", "Upgrade").header("Sec-WebSocket-Accept", accept_key);
-    match extensions {
-        Some(agreed) => response.header("Sec-WebSocket-Extensions", agreed),
-        None => response,
+    if let Some(agreed) = extensions {
+        response = response.header("Sec-WebSocket-Extensions", agreed);
     }
+    if let Some(protocol) = protocol {
+        response = response.header("Sec-WebSocket-Protocol", protocol);
+    }
+    response
 }
 
 /// 16 bytes in base64 are 22 significant characters followed by `==`.

@@ -14,6 +14,7 @@ mod deflate_offer;
 mod deflate_out;
 mod frame;
 mod handshake;
+pub mod subprotocol;
 
 pub use decoder::{encode_client_frame, Decoder, Event, ProtocolError};
 pub use deflate_offer::{negotiate, Agreed, Malformed};

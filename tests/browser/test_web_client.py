@@ -2,7 +2,7 @@
 players play a whole game through the page; one player goes offline for 3 s mid-round and comes
 back having applied every event the others did, with the reconnect banner shown and gone; a
 reload restores a player's seat; no page logs an error; Chromium negotiates permessage-deflate with
-/relay and /ws. Screenshots of each stage go to
+/relay and /ws, and the subprotocol partyflow.v1 with the token beside it. Screenshots of each stage go to
 $ARTIFACTS (default: <target>/browser-artifacts), with the page's size and first paint.
 
 Run by scripts/test-all.sh; alone: python3 tests/browser/test_web_client.py (after cargo build
@@ -177,6 +177,24 @@ def main():
                 });
             }""", url)
             assert game["extensions"].startswith("permessage-deflate") and game["first"] == "CONNECTED", game
+            # The token in Sec-WebSocket-Protocol, as the SDK (and so every page above) sends it:
+            # Chromium's `new WebSocket(url, protocols)` gets partyflow.v1 back and the connection
+            # opens; a token alone, with no protocol the server speaks, is refused by Chromium
+            # itself (the server selects none: RFC 6455 §4.2.2).
+            offered = host.evaluate("""async (base) => {
+                const room = await (await fetch(base + '/rooms', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                    body: JSON.stringify({hostName: 'Protocols'})})).json();
+                const url = base.replace('http', 'ws') + '/ws?roomId=' + room.roomId + '&version=1.0';
+                const open = (protocols) => new Promise((ok) => {
+                    const s = new WebSocket(url, protocols);
+                    s.onmessage = (e) => { ok({protocol: s.protocol, first: JSON.parse(e.data).type}); s.close(); };
+                    s.onerror = () => ok({failed: true});
+                });
+                return {both: await open(['partyflow.v1', 'partyflow.token.' + room.hostToken]),
+                        tokenOnly: await open(['partyflow.token.' + room.hostToken])};
+            }""", url)
+            assert offered["both"] == {"protocol": "partyflow.v1", "first": "CONNECTED"}, offered
+            assert offered["tokenOnly"] == {"failed": True}, offered
             assert metric(url, "partyflow_compression_messages_compressed_total") > compressed_before
             metrics["relayExtensions"] = relay["extensions"]
             (ARTIFACTS / "metrics.json").write_text(json.dumps(metrics))

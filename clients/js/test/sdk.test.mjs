@@ -22,8 +22,9 @@ test("backoff grows, is capped and jittered", () => {
 /** A WebSocket stand-in: records what the client sends, delivers what the test says. */
 class FakeSocket {
   static last = null;
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = url;
+    this.protocols = protocols;
     this.sent = [];
     this.readyState = 1;
     FakeSocket.last = this;
@@ -44,7 +45,9 @@ test("ACK requests are answered, duplicates dropped, terminal closes end it", as
   const client = new PartyFlowClient({ baseUrl: "http://x", WebSocket: FakeSocket, heartbeatIntervalMs: 0, reconnect: { initialDelayMs: 1 } });
   const connected = client.connect({ roomId: "R", token: "T" });
   const socket = FakeSocket.last;
-  assert.match(socket.url, /^ws:\/\/x\/ws\?roomId=R&token=T&version=1\.0$/);
+  // The token travels in Sec-WebSocket-Protocol, not in the URL.
+  assert.match(socket.url, /^ws:\/\/x\/ws\?roomId=R&version=1\.0$/);
+  assert.deepEqual(socket.protocols, ["partyflow.v1", "partyflow.token.T"]);
   socket.deliver({ type: "CONNECTED", payload: { actorId: "p1", role: "player", state: "ROUND_STARTING", stateVersion: 5, lastSequenceId: 15 } });
   await connected;
   const seen = [];
@@ -78,6 +81,8 @@ test("a game played to the end; a dropped player's backfill equals a never-dropp
     players.push({ client, seat, seq: [] });
   }
   await host.connect({ roomId: room.roomId, token: room.hostToken });
+  // The server took the token from Sec-WebSocket-Protocol and answered with the protocol alone.
+  assert.equal(host.socket.protocol, "partyflow.v1");
   assert.equal(host.hostId, room.hostId, "the snapshot in CONNECTED was applied");
   for (const p of players) {
     await p.client.connect({ roomId: room.roomId, token: p.seat.token });
@@ -126,6 +131,7 @@ test("pubsub: requests answered by id, directs, and rooms re-joined after a drop
   const b = new PubSubClient({ url: server.url });
   const [me, other] = [await a.connect(), await b.connect()];
   assert.ok(me.conn && other.user);
+  assert.equal(a.socket.protocol, "partyflow.pubsub.v1");
   assert.equal(await a.join("lobby"), 1);
   assert.equal(await b.join("lobby"), 2);
   const chat = next(a, "chat");
