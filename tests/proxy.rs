@@ -185,10 +185,18 @@ fn join_and_publish_are_allowed_refused_replaced_or_unavailable() {
 
 #[test]
 fn a_connection_keeps_its_order_while_a_call_is_pending_and_others_do_not_wait() {
-    // "slow" messages take the backend a second to decide.
-    let backend = Backend::start(|path, body| match (path, body["data"].as_str()) {
+    // The backend holds its answer to "slow" messages until the test opens the gate: no timing
+    // luck decides the order.
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let held = gate.clone();
+    let backend = Backend::start(move |path, body| match (path, body["data"].as_str()) {
         ("/connect", _) => (200, json!({"user": body["conn"]}), Duration::ZERO),
-        ("/publish", Some(text)) if text.starts_with("slow") => (200, json!({}), Duration::from_millis(1_000)),
+        ("/publish", Some(text)) if text.starts_with("slow") => {
+            let (open, opened) = &*held;
+            let guard = opened.wait_timeout_while(open.lock().unwrap(), Duration::from_secs(30), |open| !*open).unwrap().0;
+            assert!(*guard, "the gate was never opened");
+            (200, json!({}), Duration::ZERO)
+        }
         _ => (200, json!({}), Duration::ZERO),
     });
     let server = server(&backend, &[]);
@@ -201,14 +209,14 @@ fn a_connection_keeps_its_order_while_a_call_is_pending_and_others_do_not_wait()
     a.send(json!({"event": "say", "room": "room", "data": "slow-1"}));
     a.send(json!({"event": "say", "room": "room", "data": "fast-2"}));
     a.send(json!({"event": "leave", "room": "room", "id": "bye"}));
-    // Another connection's publish goes through while a's first call is pending.
+    // Another connection's publish goes through while a's first call is held.
     c.send(json!({"event": "say", "room": "room", "data": "from-c"}));
-    let mut said = Vec::new();
-    while said.len() < 3 {
-        let m = watcher.recv_event("say");
-        said.push(m["data"].as_str().unwrap().to_string());
-    }
-    assert_eq!(said, ["from-c", "slow-1", "fast-2"], "c did not wait for a's call; a's messages kept their order");
+    assert_eq!(watcher.recv_event("say")["data"], "from-c", "c did not wait for a's call");
+    let (open, opened) = &*gate;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
+    let said: Vec<String> = (0..2).map(|_| watcher.recv_event("say")["data"].as_str().unwrap().to_string()).collect();
+    assert_eq!(said, ["slow-1", "fast-2"], "a's messages kept their order");
     // a's leave waited behind its publishes too.
     assert_eq!(a.recv_event("left")["id"], "bye");
 }
