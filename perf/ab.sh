@@ -22,8 +22,7 @@ for run in $(seq "$RUNS"); do
             BIN="$bin" start_server partyflow "$port" --shards 1 ${SERVER_ARGS:-}
             json="$RESULTS/ab-$stamp-$scenario-$build-$run.json"
             case $scenario in
-                # Set-up at 600/s: at 1,000/s it intermittently meets 503 (perf/RESULTS.md, issue 20).
-                party) loadgen --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --connect-rate 600 --warmup 25s --duration 20s --json "$json" \
+                party) loadgen --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --warmup 25s --duration 20s --json "$json" \
                     party --rooms 1000 --players 10 >/dev/null || true ;;
                 relay) loadgen --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --warmup 2s --duration 10s --json "$json" \
                     relay --rooms 100 --members 11 --rate 57 --payload 128 >/dev/null || true ;;

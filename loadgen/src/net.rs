@@ -31,6 +31,8 @@ pub struct Target {
     sources: Vec<IpAddr>,
     /// WebSockets offer permessage-deflate.
     compression: bool,
+    /// The next connection's source address (an index into `sources`).
+    next_source: std::cell::Cell<usize>,
 }
 
 impl Target {
@@ -46,12 +48,17 @@ impl Target {
         } else {
             Vec::new()
         };
-        Ok(Target { host, addr, sources, compression })
+        Ok(Target { host, addr, sources, compression, next_source: std::cell::Cell::new(0) })
     }
 
-    async fn tcp(&self, n: usize) -> std::io::Result<TcpStream> {
+    async fn tcp(&self) -> std::io::Result<TcpStream> {
         let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        if let Some(ip) = self.sources.get(n % self.sources.len().max(1)) {
+        // Each connection takes the next address in turn: a burst of connections (every room's
+        // n-th member at once) spreads over all of them, as no address's cap of connections
+        // still sending their request must be met by a load test.
+        let turn = self.next_source.get();
+        self.next_source.set(turn.wrapping_add(1));
+        if let Some(ip) = self.sources.get(turn % self.sources.len().max(1)) {
             socket.bind(SocketAddr::new(*ip, 0))?;
         }
         let stream = socket.connect(self.addr).await?;
@@ -59,32 +66,32 @@ impl Target {
         Ok(stream)
     }
 
-    /// POSTs `body` to `path` (connection `n` picks the source address); returns status and JSON.
-    pub async fn post(&self, n: usize, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.request(n, "POST", path, Some(body)).await
+    /// POSTs `body` to `path`; returns status and JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        self.request("POST", path, Some(body)).await
     }
 
     /// GETs `path`; returns status and the body as text.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let (status, body) = self.raw(0, "GET", path, None).await?;
+        let (status, body) = self.raw("GET", path, None).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
-    async fn request(&self, n: usize, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
-        let (status, body) = self.raw(n, method, path, body).await?;
+    async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+        let (status, body) = self.raw(method, path, body).await?;
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
-    async fn raw(&self, n: usize, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn raw(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
         // A server that never answers must not hang the run (its report is what is needed then).
-        tokio::time::timeout(HTTP_TIMEOUT, self.raw_unbounded(n, method, path, body))
+        tokio::time::timeout(HTTP_TIMEOUT, self.raw_unbounded(method, path, body))
             .await
             .map_err(|_| anyhow!("{method} {path}: no answer within {HTTP_TIMEOUT:?}"))?
     }
 
-    async fn raw_unbounded(&self, n: usize, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn raw_unbounded(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
         let body = body.map(Value::to_string).unwrap_or_default();
-        let mut stream = self.tcp(n).await?;
+        let mut stream = self.tcp().await?;
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.host,
@@ -103,9 +110,9 @@ impl Target {
 
     /// Opens a WebSocket to `path` (bytes received are counted in `stats`); returns it and the
     /// handshake time in µs.
-    pub async fn websocket(&self, n: usize, path: &str, stats: &Rc<RefCell<Stats>>) -> anyhow::Result<(GameSocket, u64)> {
+    pub async fn websocket(&self, path: &str, stats: &Rc<RefCell<Stats>>) -> anyhow::Result<(GameSocket, u64)> {
         let started = Instant::now();
-        let stream = Inflating::new(self.tcp(n).await?, self.compression, stats.clone());
+        let stream = Inflating::new(self.tcp().await?, self.compression, stats.clone());
         let mut request = format!("ws://{}{path}", self.host).into_client_request()?;
         if self.compression {
             request.headers_mut().insert("Sec-WebSocket-Extensions", OFFER.parse()?);
@@ -123,9 +130,9 @@ impl Target {
 
 /// Opens a WebSocket to `path` by hand and returns the raw stream after the 101, for clients
 /// that read server frames themselves (cheaper than a full WebSocket library per message).
-pub async fn raw_websocket(target: &Target, n: usize, path: &str) -> anyhow::Result<(TcpStream, Vec<u8>, u64)> {
+pub async fn raw_websocket(target: &Target, path: &str) -> anyhow::Result<(TcpStream, Vec<u8>, u64)> {
     let started = Instant::now();
-    let mut stream = target.tcp(n).await?;
+    let mut stream = target.tcp().await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",

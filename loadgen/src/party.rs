@@ -141,7 +141,6 @@ pub struct RoomHandle {
 
 struct Client {
     target: Rc<Target>,
-    n: usize,
     path: String,
     room_id: String,
     actor: String,
@@ -211,20 +210,19 @@ impl RoomHandle {
     pub async fn join(&mut self, ctx: &RunContext, args: &PartyArgs, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
         let seat = self.seats;
         self.seats += 1;
-        let n = self.base + seat + 1;
         let target = &ctx.targets[(self.r + seat + 1) % ctx.targets.len()];
         ctx.pacer.wait().await;
-        let (status, joined) = target.post(n, &format!("/rooms/{}/players", self.id), &json!({"playerName": format!("P{seat}")})).await?;
+        let (status, joined) = target.post(&format!("/rooms/{}/players", self.id), &json!({"playerName": format!("P{seat}")})).await?;
         if status != 201 {
             bail!("joining {} answered {status}: {joined}", self.id);
         }
         let role = Role::Player { seat, spectator: joined["role"] == "spectator" };
         let token = joined["token"].as_str().unwrap_or_default();
         let path = format!("/ws?roomId={}&token={token}&version=1.0", self.id);
-        let (ws, us) = target.websocket(n, &path, &ctx.stats).await?;
+        let (ws, us) = target.websocket(&path, &ctx.stats).await?;
         ctx.stats.borrow_mut().record_connect(us);
         let actor = joined["playerId"].as_str().unwrap_or_default().to_string();
-        self.start_client(ctx, args, n, target.clone(), path, actor, role, Duration::ZERO, ws, stop);
+        self.start_client(ctx, args, target.clone(), path, actor, role, Duration::ZERO, ws, stop);
         Ok(())
     }
 
@@ -233,7 +231,6 @@ impl RoomHandle {
         &mut self,
         ctx: &RunContext,
         args: &PartyArgs,
-        n: usize,
         target: Rc<Target>,
         path: String,
         actor: String,
@@ -244,7 +241,6 @@ impl RoomHandle {
     ) {
         let client = Client {
             target,
-            n,
             path,
             room_id: self.id.clone(),
             actor,
@@ -271,7 +267,7 @@ pub async fn setup_room(r: usize, ctx: &RunContext, args: &PartyArgs, stop: &wat
     let base = r * (args.players + 1);
     pacer.wait().await;
     let settings = json!({"hostName": format!("Host {r}"), "maxPlayers": args.players, "rounds": 20, "roundDurationSec": args.round_duration});
-    let (status, created) = target.post(base, "/rooms", &settings).await?;
+    let (status, created) = target.post("/rooms", &settings).await?;
     if status != 201 {
         bail!("POST /rooms answered {status}: {created}");
     }
@@ -280,7 +276,7 @@ pub async fn setup_room(r: usize, ctx: &RunContext, args: &PartyArgs, stop: &wat
         vec![(Role::Host, created["hostId"].as_str().unwrap_or_default().to_string(), created["hostToken"].as_str().unwrap_or_default().to_string())];
     for p in 0..args.players {
         pacer.wait().await;
-        let (status, joined) = target_of(p + 1).post(base + p + 1, &format!("/rooms/{room_id}/players"), &json!({"playerName": format!("P{p}")})).await?;
+        let (status, joined) = target_of(p + 1).post(&format!("/rooms/{room_id}/players"), &json!({"playerName": format!("P{p}")})).await?;
         if status != 201 {
             bail!("joining {room_id} answered {status}: {joined}");
         }
@@ -294,7 +290,7 @@ pub async fn setup_room(r: usize, ctx: &RunContext, args: &PartyArgs, stop: &wat
     for (i, (_, _, token)) in members.iter().enumerate() {
         pacer.wait().await;
         let path = format!("/ws?roomId={room_id}&token={token}&version=1.0");
-        let (ws, us) = target_of(i).websocket(base + i, &path, stats).await?;
+        let (ws, us) = target_of(i).websocket(&path, stats).await?;
         stats.borrow_mut().record_connect(us);
         sockets.push((ws, path));
     }
@@ -305,7 +301,7 @@ pub async fn setup_room(r: usize, ctx: &RunContext, args: &PartyArgs, stop: &wat
     };
     let mut room = RoomHandle { id: room_id, shared: Rc::default(), clients: Vec::new(), r, base, seats: args.players };
     for (i, ((ws, path), (role, actor, _))) in sockets.into_iter().zip(members).enumerate() {
-        room.start_client(ctx, args, base + i, target_of(i).clone(), path, actor, role, start_delay, ws, stop);
+        room.start_client(ctx, args, target_of(i).clone(), path, actor, role, start_delay, ws, stop);
     }
     Ok(room)
 }
@@ -418,7 +414,7 @@ impl Client {
                     }
                     next_swipe = None;
                     last_tick = None;
-                    match self.target.websocket(self.n, &self.path, &self.stats).await {
+                    match self.target.websocket(&self.path, &self.stats).await {
                         Ok((fresh, us)) => {
                             self.stats.borrow_mut().record_connect(us);
                             ws = fresh;

@@ -107,7 +107,7 @@ pub async fn run(ctx: Rc<RunContext>, args: PubSubArgs) -> anyhow::Result<()> {
                 Some(key) => format!("/pubsub?token={}", key.sign(&Claims { sub: format!("lg-{n}"), exp: None, rooms: None, meta: None })),
                 None => "/pubsub".to_string(),
             };
-            let (stream, early, us) = raw_websocket(target, n, &path).await?;
+            let (stream, early, us) = raw_websocket(target, &path).await?;
             stats.borrow_mut().record_connect(us);
             let (reader, mut writer) = stream.into_split();
             for k in 0..args.rooms_per_conn {

@@ -73,9 +73,8 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
     for room in (0..args.rooms).filter(|r| ctx.share.owns(*r)) {
         for member in 0..args.members {
             pacer.wait().await;
-            let n = room * args.members + member;
             let target = &targets[member % targets.len()];
-            let (stream, early, us) = raw_websocket(target, n, &format!("/relay?room=lg-{room}")).await?;
+            let (stream, early, us) = raw_websocket(target, &format!("/relay?room=lg-{room}")).await?;
             stats.borrow_mut().record_connect(us);
             let (reader, writer) = stream.into_split();
             tokio::task::spawn_local(receive(reader, early, epoch, stats.clone(), stop_rx.clone()));
