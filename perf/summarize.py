@@ -28,6 +28,16 @@ def runs(results, script, stamp):
         yield setup, rate, load(path)
 
 
+def latencies(r, quantiles):
+    """A report's latency percentiles in ms, as "a / b / c"."""
+    return " / ".join(f"{r['latencyMs'][q]:.2f}" for q in quantiles)
+
+
+def rss_per_connection(r):
+    s = r.get("server") or {}
+    return s.get("rssKiB") and s["rssKiB"] * 1024 / max(r["connections"], 1)
+
+
 def table(title, *columns):
     """Prints a markdown heading and the head of a table with these columns."""
     print(f"### {title}\n")
@@ -103,8 +113,7 @@ def ab(results, stamp, machine):
         rows.append((scenario, build, int(run), r))
     for scenario, build, run, r in sorted(rows, key=lambda x: (x[0], x[1], x[2])):
         s = r.get("server") or {}
-        lat = " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p95", "p99", "p99.9"))
-        per_conn = s.get("rssKiB") and s["rssKiB"] * 1024 / max(r["connections"], 1)
+        lat, per_conn = latencies(r, ("p50", "p95", "p99", "p99.9")), rss_per_connection(r)
         qd = (s.get("latencyBucketsMs") or {}).get("partyflow_outbound_queue_delay_seconds") or {}
         qd = " / ".join(fmt(qd.get(q), "g") for q in ("p99", "p999")) if qd.get("count") else "–"
         print(f"| {scenario} | {build} | {run} | {r['deliveredPerSec']:.0f} | {fmt(s.get('cpuShare') and s['cpuShare'] * 100, '.1f')} | "
@@ -121,7 +130,7 @@ def pubsub(results, stamp, machine):
     names = {"relay": "/relay", "pubsub": "/pubsub", "two": "/pubsub, two instances + Redis", "one": "/pubsub, one instance"}
     for endpoint, rate, run, r in sorted(rows, key=lambda x: (x[1], x[0], x[2])):
         s = r.get("server") or {}
-        lat = " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p99", "p99.9"))
+        lat = latencies(r, ("p50", "p99", "p99.9"))
         print(f"| {names.get(endpoint, endpoint)} | {rate} | {run} | {r['deliveredPerSec']:.0f} | {fmt(s.get('cpuShare') and s['cpuShare'] * 100, '.1f')} | "
               f"{fmt(s.get('cpuUsPerDelivery'))} | {lat} | {r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
 
@@ -135,8 +144,7 @@ def compression(results, stamp, machine):
         rows.append((scenario, mode, int(run), r))
     for scenario, mode, run, r in sorted(rows, key=lambda x: (x[0], x[2], x[1])):
         s = r.get("server") or {}
-        lat = " / ".join(f"{r['latencyMs'][q]:.2f}" for q in ("p50", "p95", "p99"))
-        per_conn = s.get("rssKiB") and s["rssKiB"] * 1024 / max(r["connections"], 1)
+        lat, per_conn = latencies(r, ("p50", "p95", "p99")), rss_per_connection(r)
         print(f"| {scenario} | {mode} | {run} | {r['deliveredPerSec']:.0f} | {fmt(s.get('cpuShare') and s['cpuShare'] * 100, '.1f')} | "
               f"{fmt(s.get('cpuUsPerDelivery'))} | {fmt(r.get('wireBytesPerDelivery'), '.1f')} | {lat} | {fmt(per_conn, ',.0f')} B | "
               f"{r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")

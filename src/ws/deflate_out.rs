@@ -170,29 +170,23 @@ mod tests {
         assert_eq!(d.frame_for(&ping, 15), ping);
         let small = encode_data(DataKind::Text, b"tiny");
         assert_eq!(d.frame_for(&small, 15), small);
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..2000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
-        let random = encode_data(DataKind::Binary, &noise);
+        let mut noise = xorshift(0x9e37_79b9_7f4a_7c15);
+        let random = encode_data(DataKind::Binary, &(0..2000).map(|_| noise()).collect::<Vec<u8>>());
         assert_eq!(d.frame_for(&random, 15), random, "not smaller compressed: sent plain");
         assert_eq!((d.stats().compressed, d.stats().skipped), (0, 2));
         // Large incompressible messages: zlib-rs's fastest level panicked on a short output
         // buffer (found by Autobahn 12.1.8); the buffer now has room for the worst case.
-        let big: Vec<u8> = (0..256 * 1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
-        let big = encode_data(DataKind::Binary, &big);
+        let big = encode_data(DataKind::Binary, &(0..256 * 1024).map(|_| noise()).collect::<Vec<u8>>());
         assert_eq!(d.frame_for(&big, 15), big);
+    }
+
+    /// Incompressible bytes, reproducibly (xorshift64).
+    fn xorshift(mut x: u64) -> impl FnMut() -> u8 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        }
     }
 }
