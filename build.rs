@@ -5,7 +5,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PARTYFLOW_GIT_COMMIT");
-    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+    // Only paths that exist: a missing one makes cargo rerun this script, and rebuild the crate,
+    // on every build (a checkout whose refs were never packed has no packed-refs).
+    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"].into_iter().filter(|p| std::path::Path::new(p).exists()) {
         println!("cargo:rerun-if-changed={path}");
     }
     let commit = std::env::var("PARTYFLOW_GIT_COMMIT")
