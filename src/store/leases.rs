@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::redis::{Reply, StoreError};
+use super::answer::{Reply, StoreError};
 
 /// Takes a room's lease (or confirms it); returns the holder after the call.
 const ACQUIRE: &str = r"

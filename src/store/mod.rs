@@ -6,11 +6,13 @@
 //! fenced by the room's lease (see [`crate::cluster::Leases`]): an instance that no longer holds
 //! it cannot overwrite or delete the new owner's snapshot.
 
+mod answer;
 mod leases;
 mod redis;
 pub mod snapshot;
 mod write_behind;
 
-pub use self::redis::{Answer, RedisStore, StoreConfig, StoreError, StoreHandle, StoreStatus};
+pub use self::redis::{RedisStore, StoreConfig, StoreHandle, StoreStatus};
+pub use answer::{Answer, StoreError};
 pub use snapshot::{instance_key, lease_key, RoomSnapshot, SnapshotError, SNAPSHOT_FORMAT};
 pub use write_behind::{Flush, WriteBehind};

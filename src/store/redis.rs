@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::answer::{Answer, Reply, StoreError};
 use super::leases::{evalsha, LeaseCommand};
 use super::snapshot::RoomSnapshot;
 use crate::metrics::write_unlabelled;
@@ -45,20 +46,6 @@ pub struct StoreConfig {
     pub webhook_events_written: Arc<AtomicU64>,
 }
 
-/// Why the store refused or failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The queue to the Redis thread is full.
-    #[error("the Redis queue is full")]
-    Full,
-    /// Redis is not reachable (or answered with an error).
-    #[error("Redis is unavailable: {0}")]
-    Unavailable(String),
-    /// The URL is not a Redis URL.
-    #[error("--redis {0}")]
-    Url(String),
-}
-
 /// What `/health` says about the store.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoreStatus {
@@ -69,11 +56,6 @@ pub struct StoreStatus {
     /// Age of the oldest change in the last batch written, ms.
     pub lag_ms: u64,
 }
-
-pub(super) type Reply<T> = flume::Sender<Result<T, StoreError>>;
-
-/// An answer the store will send; the caller awaits it.
-pub type Answer<T> = flume::Receiver<Result<T, StoreError>>;
 
 enum Command {
     Put {
