@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of partyflow on a fresh Linux machine:
-#   1. unit and integration tests (release build; the integration tests start the real server,
-#      redis-server for the persistence and cluster tests, and nginx for the sticky-routing
-#      test, on ephemeral loopback ports),
+#   1. unit and integration tests, the panic-containment tests included, under line coverage
+#      (scripts/coverage.sh, its own build folder; fails below ./coverage-floor). The integration
+#      tests start the real server, redis-server for the persistence and cluster tests, and nginx
+#      for the sticky-routing test, on ephemeral loopback ports,
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm, a 60 s soak with an
 #      RSS-growth gate) with the SLO gates on, and a build of the criterion benches,
 #   4. every fuzz target for 50 s (cargo fuzz on nightly when installed, otherwise the same
-#      targets mutated on stable), then the panic-containment tests, in a build with the
-#      test-only fault hooks (then the normal build is restored).
+#      targets mutated on stable),
 #   5. the operations files in tuning/ checked against the real server (promtool, systemd-analyze)
 #      and `partyflow doctor` on this machine.
 #   0. cargo fmt --check and cargo clippy -D warnings over the workspace.
@@ -24,7 +24,7 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 BIN="$TARGET/release"
 
-log() { printf '\n== %s\n' "$*"; }
+log() { printf '\n== %s  [%s]\n' "$*" "$(date +%T)"; }
 apt_install() {
     [ "$(id -u)" = 0 ] || { echo "missing $*; install it (needs root)"; exit 2; }
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
@@ -83,8 +83,8 @@ fi
 log "build (release)"
 cargo build --release --workspace --bins --locked
 
-log "unit and integration tests (with 10,000 simulated room lifetimes)"
-cargo test --release --workspace --locked
+log "unit and integration tests (with 10,000 simulated room lifetimes) and panic containment, under line coverage"
+bash scripts/coverage.sh
 stages_passed=$((stages_passed + 1))
 
 log "Autobahn TestSuite against /echo: every case but 12.*/13.* at the default limits, then cases 1-7 of every permessage-deflate group"
@@ -178,11 +178,6 @@ else
 fi
 stages_passed=$((stages_passed + 1))
 
-log "panic containment (a build with the test-only fault hooks, then the normal build again)"
-cargo test --release --locked --features fault-injection --test isolation
-# Never leave a hooked server binary behind.
-cargo build --release --workspace --bins --locked
-stages_passed=$((stages_passed + 1))
 
 echo
 echo "stages: $stages_passed passed, 0 failed"

@@ -11,7 +11,7 @@ use common::pubsub::{api_at, token_for, PubSubClient};
 use common::redis::Redis;
 use serde_json::json;
 
-/// A running example; killed when dropped.
+/// A running example; stopped when dropped.
 struct Example {
     addr: SocketAddr,
     child: Child,
@@ -39,8 +39,7 @@ impl Example {
 
 impl Drop for Example {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_gently(&mut self.child);
     }
 }
 

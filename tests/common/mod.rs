@@ -12,7 +12,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::WebSocket;
 
-/// A running server process, killed on drop.
+/// A running server process, stopped (SIGTERM, then SIGKILL after a grace) on drop.
 pub struct Server {
     pub addr: SocketAddr,
     child: Child,
@@ -111,9 +111,23 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_gently(&mut self.child);
     }
+}
+
+/// Stops a process of ours as an operator would: SIGTERM, then a wait for its own clean exit
+/// (which is when a coverage build writes its profile); SIGKILL only after a grace.
+pub fn stop_gently(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Sends `request` and reads until the server closes.
