@@ -73,7 +73,7 @@ check(not missing, f"{len(used)} metrics used by the alerts and the dashboard al
 if shutil.which("systemd-analyze"):
     with tempfile.TemporaryDirectory() as tmp:
         unit = os.path.join(tmp, "partyflow.service")
-        text = open(os.path.join(TUNING, "partyflow.service")).read().replace("/usr/local/bin/partyflow", os.path.abspath(binary))
+        text = open(os.path.join(TUNING, "partyflow.service")).read().replace("/usr/bin/partyflow", os.path.abspath(binary))
         open(unit, "w").write(text)
         ok, said = run(["systemd-analyze", "verify", unit])
         check(ok and not said, "systemd-analyze verify tuning/partyflow.service" + (f": {said}" if said else ""))

@@ -10,7 +10,9 @@
 #   4. every fuzz target for 50 s (cargo fuzz on nightly when installed, otherwise the same
 #      targets mutated on stable),
 #   5. the operations files in tuning/ checked against the real server (promtool, systemd-analyze)
-#      and `partyflow doctor` on this machine.
+#      and `partyflow doctor` on this machine,
+#   6. the Debian package built, linted, installed, run as its user and purged
+#      (scripts/test-package.sh; needs root).
 #   0. cargo fmt --check and cargo clippy -D warnings over the workspace.
 # Installs what is missing (Debian packages) and uses only free loopback ports.
 set -euo pipefail
@@ -45,6 +47,9 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
 # The web client's browser test: Debian's chromium driven by Playwright (the Python package from
 # PyPI, in a virtual environment in the target folder; no browser is downloaded).
 command -v chromium >/dev/null || apt_install chromium
+# The package test: lintian on the .deb, adduser for its maintainer scripts.
+command -v lintian >/dev/null || apt_install lintian
+command -v adduser >/dev/null || apt_install adduser
 # The tests that need these tools fail rather than skip them.
 export PARTYFLOW_REQUIRE_TOOLS=1
 
@@ -178,6 +183,9 @@ else
 fi
 stages_passed=$((stages_passed + 1))
 
+log "Debian package: lintian, dpkg -i, --version, systemd-analyze verify, run as its user, purge"
+bash scripts/test-package.sh
+stages_passed=$((stages_passed + 1))
 
 echo
 echo "stages: $stages_passed passed, 0 failed"
