@@ -154,9 +154,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PARTYFLOW_CLIENT_MESSAGE_RATE", default_value_t = 20.0)]
     pub client_message_rate: f64,
 
-    /// How long a game room keeps its sequenced events for backfill.
-    #[arg(long, env = "PARTYFLOW_EVENT_LOG_RETENTION", default_value = "2m", value_parser = humantime::parse_duration)]
-    pub event_log_retention: Duration,
+    /// How long a game room keeps its sequenced events for backfill. Default: the longest
+    /// reconnect window (--host-backfill-window, --reconnect-snapshot-window; 30 s), as no
+    /// reconnect reads further back.
+    #[arg(long, env = "PARTYFLOW_EVENT_LOG_RETENTION", value_parser = humantime::parse_duration)]
+    pub event_log_retention: Option<Duration>,
 
     /// Most events a game room keeps for backfill (older ones are dropped first).
     #[arg(long, env = "PARTYFLOW_EVENT_LOG_MAX_EVENTS", default_value_t = 1024)]
@@ -471,11 +473,17 @@ impl ServeConfig {
         Ok((mode, config))
     }
 
+    /// How long a game room keeps its events: --event-log-retention, else the longest span any
+    /// reconnect reads back (a returning host's backfill, a player's snapshot summary).
+    pub fn event_log_retention(&self) -> Duration {
+        self.event_log_retention.unwrap_or(self.host_backfill_window.max(self.reconnect_snapshot_window))
+    }
+
     /// Checks that the session settings make sense together; the error names the flag.
     pub fn validate(&self) -> Result<(), String> {
         const DAY: Duration = Duration::from_secs(24 * 3600);
         let durations = [
-            ("--event-log-retention", self.event_log_retention),
+            ("--event-log-retention", self.event_log_retention()),
             ("--reconnect-backfill-window", self.reconnect_backfill_window),
             ("--host-backfill-window", self.host_backfill_window),
             ("--reconnect-snapshot-window", self.reconnect_snapshot_window),
@@ -684,6 +692,16 @@ mod tests {
             assert_eq!(format!("{:?}", ServeConfig::load(["partyflow"]).unwrap()), format!("{built_in:?}"));
         }
         assert_eq!((built_in.listen.to_string().as_str(), built_in.max_message_bytes, built_in.shards), ("127.0.0.1:8080", 65536, None));
+    }
+
+    #[test]
+    fn the_backfill_log_keeps_what_the_reconnect_windows_read_unless_told() {
+        let default = ServeConfig::load(["partyflow"]).unwrap();
+        assert_eq!(default.event_log_retention(), Duration::from_secs(30));
+        let longer = ServeConfig::load(["partyflow", "--host-backfill-window", "45s", "--reconnect-snapshot-window", "90s"]).unwrap();
+        assert_eq!(longer.event_log_retention(), Duration::from_secs(90));
+        let told = ServeConfig::load(["partyflow", "--event-log-retention", "2m"]).unwrap();
+        assert_eq!(told.event_log_retention(), Duration::from_secs(120));
     }
 
     #[test]

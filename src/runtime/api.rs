@@ -337,7 +337,7 @@ fn room_policy(config: &ServeConfig) -> RoomPolicy {
             host_pause_after: config.host_pause_after,
             host_promote_after: config.host_promote_after,
         },
-        event_log: EventLogConfig { retention: config.event_log_retention, max_events: config.event_log_max_events },
+        event_log: EventLogConfig { retention: config.event_log_retention(), max_events: config.event_log_max_events },
         max_lifetime: config.room_max_lifetime,
         reconnect: ReconnectWindows {
             player_backfill: config.reconnect_backfill_window,
