@@ -36,7 +36,11 @@ use crate::metrics::Metrics;
 use crate::pubsub::{Handlers, TokenKey as PubSubKey};
 use crate::store::{RedisStore, StoreConfig};
 
-/// Depth of each shard's io_uring rings.
+/// Depth of each shard's io_uring rings. Deeper rings cut a party shard's CPU (glommio cancels
+/// its preemption timer every reactor turn, and each cancel searches the ring's armed polls, one
+/// per idle connection, in cq_entries / 32 buckets): 4,096 gave -10 % CPU per delivery, but +9 %
+/// memory per relay connection, and glommio then preempts tasks only after that many
+/// completions (perf/RESULTS.md, "Where a party shard's CPU goes").
 const RING_DEPTH: usize = 1024;
 /// How often the process's memory and open descriptors are read for `/metrics`.
 const PROCESS_STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
