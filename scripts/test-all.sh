@@ -6,14 +6,16 @@
 #      for the sticky-routing test, on ephemeral loopback ports,
 #   2. the Autobahn TestSuite (quick set) against the release server's /echo,
 #   3. short load-generator smoke runs of every scenario (party, relay, storm, a 60 s soak with an
-#      RSS-growth gate) with the SLO gates on, and a build of the criterion benches,
-#   4. every fuzz target for 50 s (cargo fuzz on nightly when installed, otherwise the same
-#      targets mutated on stable),
+#      RSS-growth gate) with the SLO gates on, the party's memory per connection against the
+#      recorded figure (perf/party-smoke-rss-bytes),
+#   4. every fuzz target for 50 s: cargo fuzz on nightly when installed, otherwise the same
+#      targets mutated on stable, inside stage 1,
 #   5. the operations files in tuning/ checked against the real server (promtool, systemd-analyze)
 #      and `partyflow doctor` on this machine,
 #   6. the Debian package built, linted, installed, run as its user and purged
 #      (scripts/test-package.sh; needs root).
-#   0. cargo fmt --check and cargo clippy -D warnings over the workspace.
+#   0. cargo fmt --check and cargo clippy -D warnings over the workspace, every target (the
+#      criterion benches included: `cargo bench` runs them).
 # Installs what is missing (Debian packages) and uses only free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,8 +90,18 @@ fi
 log "build (release)"
 cargo build --release --workspace --bins --locked
 
-log "unit and integration tests (with 10,000 simulated room lifetimes) and panic containment, under line coverage"
-bash scripts/coverage.sh
+# Fuzzing: cargo fuzz on nightly when installed (a stage of its own, below); otherwise the same
+# targets mutated on stable, as tests/fuzz_stable.rs of the stage below, for FUZZ_SECONDS each.
+FUZZ_SECONDS=${PARTYFLOW_FUZZ_SECONDS:-50}
+NIGHTLY_FUZZ=
+cargo +nightly fuzz --version >/dev/null 2>&1 && NIGHTLY_FUZZ=1
+if [ -n "$NIGHTLY_FUZZ" ]; then
+    log "unit and integration tests (with 10,000 simulated room lifetimes) and panic containment, under line coverage"
+    bash scripts/coverage.sh
+else
+    log "unit and integration tests (with 10,000 simulated room lifetimes), panic containment, and every fuzz target on stable for $FUZZ_SECONDS s (no nightly cargo-fuzz), under line coverage"
+    PARTYFLOW_FUZZ_SECONDS=$FUZZ_SECONDS bash scripts/coverage.sh
+fi
 stages_passed=$((stages_passed + 1))
 
 log "Autobahn TestSuite against /echo: every case but 12.*/13.* at the default limits, then cases 1-7 of every permessage-deflate group"
@@ -112,9 +124,12 @@ fi
 GATES=(--slo-p95-ms 100 --max-lost 0 --max-error-rate 0.01)
 log "load generator smoke: party, 10 rooms x (1 host + 10 players), the real game, two client threads"
 start_server --shards 2 --min-round-duration 1s
+idle_rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
 "$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 5s --threads 2 "${GATES[@]}" \
-    party --rooms 10 --players 10 --round-duration 4 --swipe-interval 500ms
+    --json "$TARGET/smoke-party.json" party --rooms 10 --players 10 --round-duration 4 --swipe-interval 500ms
 stop_server
+# Memory per connection may not grow past twice the recorded figure (a ratio, not a timing).
+python3 scripts/check-smoke-rss.py "$TARGET/smoke-party.json" "$idle_rss_kib" perf/party-smoke-rss-bytes
 log "load generator smoke: relay, 20 rooms x 6 members"
 start_server --shards 2
 "$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 1s --duration 3s "${GATES[@]}" \
@@ -159,12 +174,7 @@ python3 scripts/check-ops-files.py "$metrics_file" "$BIN/partyflow"
 "$BIN/partyflow" doctor || [ $? -eq 1 ]
 stages_passed=$((stages_passed + 1))
 
-log "benches build (cargo bench runs them)"
-cargo bench --workspace --no-run --locked
-stages_passed=$((stages_passed + 1))
-
-FUZZ_SECONDS=${PARTYFLOW_FUZZ_SECONDS:-50}
-if cargo +nightly fuzz --version >/dev/null 2>&1; then
+if [ -n "$NIGHTLY_FUZZ" ]; then
     log "fuzzing: every cargo-fuzz target for $FUZZ_SECONDS s (two at a time), seeded from fuzz/seeds"
     fuzz_one() {
         corpus="$TARGET/fuzz-corpus/$1"
@@ -177,11 +187,8 @@ if cargo +nightly fuzz --version >/dev/null 2>&1; then
     export TARGET ROOT FUZZ_SECONDS
     (cd "$ROOT/fuzz" && cargo +nightly fuzz build) > "$TARGET/fuzz-build.log" 2>&1 || { tail -n 40 "$TARGET/fuzz-build.log"; exit 1; }
     (cd "$ROOT/fuzz" && cargo +nightly fuzz list) | xargs -P 2 -I{} bash -c 'fuzz_one {}'
-else
-    log "fuzzing: no nightly toolchain with cargo-fuzz; the same targets on stable, $FUZZ_SECONDS s each"
-    PARTYFLOW_FUZZ_SECONDS=$FUZZ_SECONDS cargo test --release --locked --test fuzz_stable -- --nocapture 2>&1 | grep -E "inputs in|panicked|test result"
+    stages_passed=$((stages_passed + 1))
 fi
-stages_passed=$((stages_passed + 1))
 
 log "Debian package: lintian, dpkg -i, --version, systemd-analyze verify, run as its user, purge"
 bash scripts/test-package.sh
