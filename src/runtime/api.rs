@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ahash::AHashMap;
-
 use rand::Rng;
 use serde_json::json;
 
@@ -15,7 +13,6 @@ use super::shard::Shard;
 use super::state::Acting;
 use crate::api::{parse_join, CreateRoom};
 use crate::auth::Claims;
-use crate::cluster::forward::IdSource;
 use crate::cluster::{Call, Forward};
 use crate::config::ServeConfig;
 use crate::game::{GameConfig, Role};
@@ -258,40 +255,15 @@ async fn elsewhere(store: &crate::store::StoreHandle, room: &RoomId, holder: Str
     Err((Refusal::Overloaded, response))
 }
 
-/// Calls this edge shard is waiting on, by request id.
-pub(crate) struct Calls {
-    ids: IdSource,
-    waiting: AHashMap<u64, flume::Sender<(u16, Vec<u8>)>>,
-}
-
-impl Calls {
-    /// No calls yet, for edge shard `shard`.
-    pub(crate) fn new(shard: usize) -> Self {
-        Calls { ids: IdSource::new(shard), waiting: AHashMap::new() }
-    }
-
-    /// Delivers the owner's answer to request `id` (ignored if it came too late).
-    pub(crate) fn answer(&mut self, id: u64, status: u16, body: Vec<u8>) {
-        if let Some(waiter) = self.waiting.remove(&id) {
-            let _ = waiter.send((status, body));
-        }
-    }
-}
-
 /// Asks `owner`, the instance serving `room`, to answer `call`; its HTTP answer, or `503` if
 /// it does not answer in time.
 pub(crate) async fn call_owner(shard: &Shard, owner: &str, room: &RoomId, call: Call) -> Response {
     let Some(bus) = &shard.shared.bus else { return Response::new(Status::InternalError) };
     let (tx, rx) = flume::bounded(1);
-    let id = {
-        let mut calls = shard.calls.borrow_mut();
-        let id = calls.ids.next_id();
-        calls.waiting.insert(id, tx);
-        id
-    };
+    let id = shard.calls.borrow_mut().wait(tx);
     bus.forward(owner, &Forward::Request { room: room.clone(), id, call });
     let answered = glommio::timer::timeout(STORE_WAIT, async { Ok(rx.recv_async().await) }).await;
-    shard.calls.borrow_mut().waiting.remove(&id);
+    shard.calls.borrow_mut().forget(id);
     match answered {
         Ok(Ok((status, body))) => Response::new(Status::from_code(status).unwrap_or(Status::InternalError)).body("application/json", body),
         Ok(Err(_)) | Err(_) => {

@@ -7,12 +7,15 @@
 
 mod admin_http;
 mod api;
+mod calls;
 mod conn;
 mod handoff;
 pub mod limits;
 mod mesh;
 mod pubsub_http;
+mod serve;
 mod shard;
+mod shard_run;
 mod state;
 mod turn;
 
@@ -260,7 +263,7 @@ impl Bound {
                         // SAFETY: `fd` is the listening socket bound above, owned by this shard alone.
                         let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
                         match mesh.join().await {
-                            Ok((senders, receivers)) => shard::run(shared, listener, senders, receivers).await,
+                            Ok((senders, receivers)) => shard_run::run(shared, listener, senders, receivers).await,
                             // Only if another shard failed to start, which ends the process anyway.
                             Err(e) => tracing::error!(shard = i, error = %e, "cannot join the hand-off mesh"),
                         }
