@@ -75,10 +75,10 @@ pub fn ws_inflate(data: &[u8]) {
     for _ in 0..2 {
         let (first, rest) = payload.split_at(at);
         if rest.is_empty() {
-            stream.extend(partyflow::ws::encode_client_frame(0xC0 | opcode, first, Some([1, 2, 3, 4])));
+            stream.extend(partyflow_client::frame::encode(0xC0 | opcode, first, Some([1, 2, 3, 4])));
         } else {
-            stream.extend(partyflow::ws::encode_client_frame(0x40 | opcode, first, Some([1, 2, 3, 4])));
-            stream.extend(partyflow::ws::encode_client_frame(0x80, rest, Some([5, 6, 7, 8])));
+            stream.extend(partyflow_client::frame::encode(0x40 | opcode, first, Some([1, 2, 3, 4])));
+            stream.extend(partyflow_client::frame::encode(0x80, rest, Some([5, 6, 7, 8])));
         }
     }
     let mut decoder = Decoder::new(64 * 1024).with_deflate();

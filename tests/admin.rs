@@ -27,13 +27,13 @@ fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
 /// A game room with its host and two players connected.
 fn game_room(server: &Server) -> (String, GameClient, Vec<(GameClient, String, String)>) {
     let (room, host_id, host_token) = create_room(server, json!({"hostName": "Hana"}));
-    let mut host = GameClient::connect(server, &room, &host_id, &host_token);
-    host.recv_until("CONNECTED");
+    let mut host = GameClient::connect(server, &room, &host_id, &host_token).unwrap();
+    host.recv_until("CONNECTED").unwrap();
     let mut players = Vec::new();
     for name in ["Ann", "Bob"] {
         let (id, token, _) = join(server, &room, name);
-        let mut client = GameClient::connect(server, &room, &id, &token);
-        client.recv_until("CONNECTED");
+        let mut client = GameClient::connect(server, &room, &id, &token).unwrap();
+        client.recv_until("CONNECTED").unwrap();
         players.push((client, id, token));
     }
     (room, host, players)
@@ -97,13 +97,13 @@ fn a_game_room_is_listed_shown_kicked_from_and_closed() {
     let mut ann = ann;
     assert_eq!(post(&server, &format!("/api/rooms/{room}/kick"), json!({"playerId": ann_id})).0, 200);
     assert_eq!(close_code(&mut ann), 4004);
-    let mut ann_again = GameClient::connect(&server, &room, &ann_id, &ann_token);
-    ann_again.recv_until("CONNECTED");
+    let mut ann_again = GameClient::connect(&server, &room, &ann_id, &ann_token).unwrap();
+    ann_again.recv_until("CONNECTED").unwrap();
     // Kicked with a ban: Bob loses his seat (the others hear PLAYER_LEFT) and his token.
     let (mut bob, bob_id, bob_token) = players.remove(0);
     assert_eq!(post(&server, &format!("/api/rooms/{room}/kick"), json!({"playerId": bob_id, "ban": true})).0, 200);
     assert_eq!(close_code(&mut bob), 4004);
-    let left = host.recv_until("PLAYER_LEFT");
+    let left = host.recv_until("PLAYER_LEFT").unwrap();
     assert_eq!((left["payload"]["playerId"].as_str(), left["payload"]["reason"].as_str()), (Some(bob_id.as_str()), Some("kicked")));
     let refused = common::http_raw(server.addr, &format!("GET /ws?roomId={room}&token={bob_token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
     assert_eq!(common::parse_response(&refused).0, 401, "a banned player's token no longer admits it");
@@ -112,8 +112,8 @@ fn a_game_room_is_listed_shown_kicked_from_and_closed() {
 
     // Closed: everyone hears ROOM_CLOSED {reason: admin}; the backend hears room.closed.
     assert_eq!(post(&server, &format!("/api/rooms/{room}/close"), json!({"reason": "reported"})).0, 200);
-    assert_eq!(host.recv_until("ROOM_CLOSED")["payload"]["reason"], "admin");
-    assert_eq!(ann_again.recv_until("ROOM_CLOSED")["payload"]["reason"], "admin");
+    assert_eq!(host.recv_until("ROOM_CLOSED").unwrap()["payload"]["reason"], "admin");
+    assert_eq!(ann_again.recv_until("ROOM_CLOSED").unwrap()["payload"]["reason"], "admin");
     let events = receiver.until("room.closed", Duration::from_secs(10));
     assert_eq!(events.iter().find(|e| e["roomId"] == room.as_str()).unwrap()["data"]["reason"], "admin");
     assert!(server.metric("partyflow_admin_actions_total", "action=\"kick\"") >= 2.0);
@@ -124,10 +124,10 @@ fn a_game_room_is_listed_shown_kicked_from_and_closed() {
 #[test]
 fn pubsub_rooms_are_listed_shown_and_a_user_kicked() {
     let server = Server::start(&["--api-key", KEY, "--shards", "2"]);
-    let mut a = PubSubClient::connect(&server, None);
-    let mut b = PubSubClient::connect(&server, None);
-    a.join("lobby");
-    b.join("lobby");
+    let mut a = PubSubClient::connect(&server, None).unwrap();
+    let mut b = PubSubClient::connect(&server, None).unwrap();
+    a.join("lobby").unwrap();
+    b.join("lobby").unwrap();
     let (_, list) = get(&server, "/api/rooms?kind=pubsub");
     assert_eq!(list["rooms"][0]["id"], "lobby");
     assert_eq!(list["rooms"][0]["members"], 2);
@@ -141,7 +141,7 @@ fn pubsub_rooms_are_listed_shown_and_a_user_kicked() {
     assert_eq!(post(&server, "/api/rooms/lobby/kick", json!({"user": b.user, "ban": true})).0, 200);
     while b.recv().is_some() {}
     assert_eq!(b.closed, Some(4004));
-    a.recv_event("user_left");
+    a.recv_event("user_left").unwrap();
     let (_, after) = get(&server, "/api/rooms/lobby");
     assert_eq!(after["members"].as_array().unwrap().len(), 1);
 }
@@ -151,19 +151,19 @@ fn a_banned_pubsub_user_cannot_join_again() {
     let secret = "admin-pubsub-secret-0123";
     let server = Server::start(&["--api-key", KEY, "--pubsub-secret", secret]);
     let token = common::pubsub::token_for(secret, "eve");
-    let mut eve = PubSubClient::connect(&server, Some(&token));
-    eve.join("lobby");
+    let mut eve = PubSubClient::connect(&server, Some(&token)).unwrap();
+    eve.join("lobby").unwrap();
     assert_eq!(post(&server, "/api/rooms/lobby/kick", json!({"user": "eve", "ban": true})).0, 200);
     while eve.recv().is_some() {}
     assert_eq!(eve.closed, Some(4004));
-    let mut again = PubSubClient::connect(&server, Some(&token));
+    let mut again = PubSubClient::connect(&server, Some(&token)).unwrap();
     again.send(json!({"event": "join", "room": "lobby", "id": 7}));
-    let error = again.recv_event("error");
+    let error = again.recv_event("error").unwrap();
     assert_eq!((error["id"].as_i64(), error["data"]["code"].as_str()), (Some(7), Some("FORBIDDEN")));
     // Not in the room: publishing to it is NOT_IN_ROOM; other rooms are open to eve.
     again.send(json!({"event": "say", "room": "lobby", "data": 1, "id": 8}));
-    assert_eq!(again.recv_event("error")["data"]["code"], "NOT_IN_ROOM");
-    again.join("elsewhere");
+    assert_eq!(again.recv_event("error").unwrap()["data"]["code"], "NOT_IN_ROOM");
+    again.join("elsewhere").unwrap();
 }
 
 #[test]
@@ -213,5 +213,5 @@ fn with_redis_the_api_spans_instances() {
     let (status, detail) = api_at(b.addr, "GET", &format!("/api/rooms/{room}"), Some(KEY), "");
     assert_eq!((status, detail["instance"].as_str()), (200, Some("adm-a")), "{detail}");
     assert_eq!(api_at(b.addr, "POST", &format!("/api/rooms/{room}/close"), Some(KEY), "{}").0, 200);
-    assert_eq!(host.recv_until("ROOM_CLOSED")["payload"]["reason"], "admin");
+    assert_eq!(host.recv_until("ROOM_CLOSED").unwrap()["payload"]["reason"], "admin");
 }

@@ -22,9 +22,7 @@ fn instance(redis: &Redis, id: &str) -> Server {
 }
 
 fn set_timeout(ws: &mut Client, timeout: Duration) {
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
-        s.set_read_timeout(Some(timeout)).unwrap();
-    }
+    ws.get_ref().set_read_timeout(Some(timeout)).unwrap();
 }
 
 fn text(ws: &mut Client) -> String {
@@ -183,13 +181,13 @@ fn a_game_is_played_with_the_host_on_one_instance_and_players_on_another() {
     for _ in 0..2 {
         let word = host.seen.iter().rev().find(|v| v["type"] == "WORD_REVEALED").unwrap()["payload"]["wordId"].clone();
         host.send("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
-        host.recv_until("WORD_RESULT");
-        host.recv_until("WORD_REVEALED");
+        host.recv_until("WORD_RESULT").unwrap();
+        host.recv_until("WORD_REVEALED").unwrap();
     }
-    host.recv_until("SCORE_SUMMARY");
+    host.recv_until("SCORE_SUMMARY").unwrap();
     let host_events = host.events();
     for (p, _) in players.iter_mut() {
-        p.recv_until("SCORE_SUMMARY");
+        p.recv_until("SCORE_SUMMARY").unwrap();
         let events = p.events();
         // The same events under the same sequence ids as on the owner...
         for (seq, v) in &events {
@@ -226,7 +224,7 @@ fn sigkill_of_the_owner_mid_turn_moves_the_room_and_the_game_finishes() {
     let at = Where { create: &a, host: &b, players: &b };
     let (room, (mut host, host_token), players) = started_game_at(at, 2, json!({"rounds": 1, "roundDurationSec": 3}));
     let key = format!("partyflow:room:{room}");
-    host.fence();
+    host.fence().unwrap();
     let version = host.seen.iter().rev().find_map(|v| v["payload"]["stateVersion"].as_u64()).unwrap();
     redis.wait_for(&key, |v| v.is_some_and(|v| v["instance"] == "node-a" && v["game"]["stateVersion"].as_u64() >= Some(version)));
     let killed = Instant::now();
@@ -246,15 +244,15 @@ fn sigkill_of_the_owner_mid_turn_moves_the_room_and_the_game_finishes() {
         while p.recv().is_some() {}
         player_ids.push((p.actor.clone(), token));
     }
-    let mut host = GameClient::connect_when_ready(&b, &room, &host_id, &host_token, Duration::from_secs(15));
-    let hello = host.recv_until("CONNECTED");
+    let mut host = GameClient::connect_when_ready(&b, &room, &host_id, &host_token, Duration::from_secs(15)).unwrap();
+    let hello = host.recv_until("CONNECTED").unwrap();
     // a's heartbeat key outlives it by at most 5 s, b refreshes its instance list every 2 s
     // and checks its clients every second: b lets go within 8 s, by which time a's lease (2 s)
     // is long over, and the takeover is one snapshot load (measured here: 5.1 s in all).
     assert!(killed.elapsed() < Duration::from_secs(12), "taken over in {:?}", killed.elapsed());
     assert_eq!(lease_holder(&redis, &room).as_deref(), Some("node-b"));
     let mut players: Vec<GameClient> =
-        player_ids.iter().map(|(id, token)| GameClient::connect_when_ready(&b, &room, id, token, Duration::from_secs(5))).collect();
+        player_ids.iter().map(|(id, token)| GameClient::connect_when_ready(&b, &room, id, token, Duration::from_secs(5)).unwrap()).collect();
     // The running turn comes back paused for the host; the game then finishes on b.
     if hello["payload"]["state"] == "ROUND_PAUSED" {
         host.send("HOST_RESUME", json!({}));
@@ -268,7 +266,7 @@ fn sigkill_of_the_owner_mid_turn_moves_the_room_and_the_game_finishes() {
         }
     }
     for p in players.iter_mut() {
-        p.recv_until("FINAL_RESULTS");
+        p.recv_until("FINAL_RESULTS").unwrap();
     }
     redis.wait_for(&key, |v| v.is_some_and(|v| v["instance"] == "node-b"));
 }
@@ -285,17 +283,17 @@ fn the_host_plays_through_another_instance_and_reconnects_there_with_its_backfil
     let word = host.seen.iter().rev().find(|v| v["type"] == "WORD_REVEALED").expect("the host's word, forwarded").clone();
     assert!(word["broadcast"] == "host" && word["payload"]["wordText"].is_string(), "{word}");
     // The host drops; the turn goes on (timer ticks) while it is away.
-    host.fence();
+    host.fence().unwrap();
     let (host_id, last_seen) = (host.actor.clone(), host.last_seq());
     drop(host);
     let (peer, _) = &mut players[0];
-    let tick = peer.recv_until("TIMER_TICK")["sequenceId"].as_u64().unwrap();
+    let tick = peer.recv_until("TIMER_TICK").unwrap()["sequenceId"].as_u64().unwrap();
     // Back through b: RECONNECT is forwarded, the owner's backfill comes back.
-    let mut host = GameClient::connect(&b, &room, &host_id, &host_token);
-    let hello = host.recv_until("CONNECTED");
+    let mut host = GameClient::connect(&b, &room, &host_id, &host_token).unwrap();
+    let hello = host.recv_until("CONNECTED").unwrap();
     let upto = hello["payload"]["lastSequenceId"].as_u64().unwrap();
     host.send("RECONNECT", json!({"lastSeqId": last_seen}));
-    let reply = host.recv_until("RECONNECTED");
+    let reply = host.recv_until("RECONNECTED").unwrap();
     let missed: Vec<u64> = reply["payload"]["missedEvents"].as_array().expect("a backfill").iter().map(|v| v["sequenceId"].as_u64().unwrap()).collect();
     assert_eq!(missed, (last_seen + 1..=upto).collect::<Vec<_>>(), "the host is entitled to every event it missed");
     assert!(missed.contains(&tick), "the tick seen while away is in the backfill");
@@ -303,8 +301,8 @@ fn the_host_plays_through_another_instance_and_reconnects_there_with_its_backfil
     let word = reply["payload"]["gameState"]["currentWord"]["wordId"].clone();
     assert!(word.is_string(), "the host's snapshot has the word: {reply}");
     host.send("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
-    let result = host.recv_until("WORD_RESULT");
-    host.recv_until("WORD_REVEALED");
+    let result = host.recv_until("WORD_RESULT").unwrap();
+    host.recv_until("WORD_REVEALED").unwrap();
     for (p, _) in players.iter_mut() {
         while p.recv().expect("player connection")["sequenceId"] != result["sequenceId"] {}
         assert!(p.seen.iter().all(|v| v["type"] != "WORD_REVEALED" && v["broadcast"] != "host"), "{}: host-only event to a player", p.actor);
@@ -321,7 +319,7 @@ fn an_edge_client_of_a_room_given_up_while_redis_was_down_is_told_to_reconnect()
     let at = Where { create: &a, host: &a, players: &b };
     let (_room, (mut host, _), mut players) = started_game_at(at, 2, json!({}));
     let (player, _) = &mut players[0];
-    player.fence();
+    player.fence().unwrap();
     redis.stop();
     // a cannot renew the lease (2 s) and gives the room up; its word to b is lost with Redis.
     while host.recv().is_some() {}

@@ -46,39 +46,39 @@ impl Drop for Example {
 #[test]
 fn basic_runs_the_built_in_protocol_and_its_echo() {
     let server = Example::start("basic", &["127.0.0.1:0"], &[]);
-    let (mut a, mut b) = (PubSubClient::connect_to(server.addr, None), PubSubClient::connect_to(server.addr, None));
-    a.join("lobby");
-    b.join("lobby");
+    let (mut a, mut b) = (PubSubClient::connect(&server.addr, None).unwrap(), PubSubClient::connect(&server.addr, None).unwrap());
+    a.join("lobby").unwrap();
+    b.join("lobby").unwrap();
     b.send(json!({"event": "hello", "room": "lobby", "data": "hi all"}));
-    assert_eq!(a.recv_event("hello")["data"], "hi all");
+    assert_eq!(a.recv_event("hello").unwrap()["data"], "hi all");
     a.send(json!({"event": "echo", "to": "me", "data": {"any": ["json"]}, "id": 2}));
-    assert_eq!(a.recv_event("echo"), json!({"event": "echo", "data": {"any": ["json"]}, "id": 2}));
+    assert_eq!(a.recv_event("echo").unwrap(), json!({"event": "echo", "data": {"any": ["json"]}, "id": 2}));
 }
 
 #[test]
 fn chat_says_types_and_lists_who_is_there() {
     let server = Example::start("chat", &["127.0.0.1:0"], &[]);
-    let (mut a, mut b) = (PubSubClient::connect_to(server.addr, None), PubSubClient::connect_to(server.addr, None));
-    let me = a.recv_event("welcome")["data"]["user"].as_str().unwrap().to_string();
-    b.recv_event("welcome");
-    a.join("general");
-    b.join("general");
+    let (mut a, mut b) = (PubSubClient::connect(&server.addr, None).unwrap(), PubSubClient::connect(&server.addr, None).unwrap());
+    let me = a.recv_event("welcome").unwrap()["data"]["user"].as_str().unwrap().to_string();
+    b.recv_event("welcome").unwrap();
+    a.join("general").unwrap();
+    b.join("general").unwrap();
     a.send(json!({"event": "say", "room": "general", "data": "hello"}));
     for c in [&mut a, &mut b] {
-        let said = c.recv_event("say");
+        let said = c.recv_event("say").unwrap();
         assert_eq!((said["from"].as_str(), said["data"]["text"].as_str()), (Some(me.as_str()), Some("hello")));
         assert!(said["data"]["at"].as_u64().unwrap() > 1_600_000_000_000);
     }
     a.send(json!({"event": "typing", "room": "general"}));
-    assert_eq!(b.recv_event("typing")["from"], me.as_str());
-    assert!(a.silent_for(Duration::from_millis(200)), "typing is not sent back to the typist");
+    assert_eq!(b.recv_event("typing").unwrap()["from"], me.as_str());
+    assert!(a.silent_for(Duration::from_millis(200)).unwrap(), "typing is not sent back to the typist");
     a.send(json!({"event": "say", "room": "general", "data": "x".repeat(501), "id": 5}));
-    let refused = a.recv_event("error");
+    let refused = a.recv_event("error").unwrap();
     assert_eq!((refused["data"]["code"].as_str(), refused["id"].as_i64()), (Some("INVALID_MESSAGE"), Some(5)));
     a.send(json!({"event": "say", "room": "elsewhere", "data": "hi"}));
-    assert_eq!(a.recv_event("error")["data"]["code"], "NOT_IN_ROOM");
+    assert_eq!(a.recv_event("error").unwrap()["data"]["code"], "NOT_IN_ROOM");
     b.send(json!({"event": "presence", "room": "general"}));
-    assert_eq!(b.recv_event("presence")["data"]["members"].as_array().unwrap().len(), 2);
+    assert_eq!(b.recv_event("presence").unwrap()["data"]["members"].as_array().unwrap().len(), 2);
 }
 
 #[test]
@@ -86,25 +86,25 @@ fn notifications_are_pushed_by_the_backend_and_clients_cannot_publish() {
     const SECRET: &str = "notifications-secret-0123";
     const KEY: &str = "notifications-api-key-0123";
     let server = Example::start("notifications", &["127.0.0.1:0"], &[("PUBSUB_SECRET", SECRET), ("API_KEY", KEY)]);
-    let mut ann = PubSubClient::connect_to(server.addr, Some(&token_for(SECRET, "ann")));
-    let mut bob = PubSubClient::connect_to(server.addr, Some(&token_for(SECRET, "bob")));
+    let mut ann = PubSubClient::connect(&server.addr, Some(&token_for(SECRET, "ann"))).unwrap();
+    let mut bob = PubSubClient::connect(&server.addr, Some(&token_for(SECRET, "bob"))).unwrap();
     // Both are in `all` from the start: ann hears bob arrive, and presence lists both.
-    assert_eq!(ann.recv_event("user_joined")["data"]["user"], "bob");
+    assert_eq!(ann.recv_event("user_joined").unwrap()["data"]["user"], "bob");
     ann.send(json!({"event": "presence", "room": "all"}));
-    assert_eq!(ann.recv_event("presence")["data"]["members"].as_array().unwrap().len(), 2);
+    assert_eq!(ann.recv_event("presence").unwrap()["data"]["members"].as_array().unwrap().len(), 2);
     let body = json!({"to": "ann", "event": "notice", "data": {"text": "Your order shipped"}}).to_string();
     assert_eq!(api_at(server.addr, "POST", "/api/send", Some(KEY), &body).0, 200);
-    assert_eq!(ann.recv_event("notice"), json!({"event": "notice", "data": {"text": "Your order shipped"}}));
+    assert_eq!(ann.recv_event("notice").unwrap(), json!({"event": "notice", "data": {"text": "Your order shipped"}}));
     let body = json!({"room": "all", "event": "notice", "data": "Maintenance at 22:00"}).to_string();
     assert_eq!(api_at(server.addr, "POST", "/api/publish", Some(KEY), &body).0, 200);
     for c in [&mut ann, &mut bob] {
-        assert_eq!(c.recv_event("notice")["data"], "Maintenance at 22:00");
+        assert_eq!(c.recv_event("notice").unwrap()["data"], "Maintenance at 22:00");
     }
     bob.send(json!({"event": "notice", "room": "all", "data": "spoof", "id": 1}));
-    assert_eq!(bob.recv_event("error")["data"]["code"], "FORBIDDEN");
+    assert_eq!(bob.recv_event("error").unwrap()["data"]["code"], "FORBIDDEN");
     bob.send(json!({"event": "leave", "room": "all"}));
-    assert_eq!(bob.recv_event("error")["data"]["code"], "FORBIDDEN");
-    assert!(ann.silent_for(Duration::from_millis(200)));
+    assert_eq!(bob.recv_event("error").unwrap()["data"]["code"], "FORBIDDEN");
+    assert!(ann.silent_for(Duration::from_millis(200)).unwrap());
     assert_eq!(api_at(server.addr, "POST", "/api/send", None, &body).0, 401);
 }
 
@@ -114,18 +114,18 @@ fn with_redis_joins_two_instances() {
     let url = redis.url();
     let env = [("REDIS_URL", url.as_str())];
     let (a, b) = (Example::start("with-redis", &["127.0.0.1:0", "a"], &env), Example::start("with-redis", &["127.0.0.1:0", "b"], &env));
-    let (mut ann, mut bob) = (PubSubClient::connect_to(a.addr, None), PubSubClient::connect_to(b.addr, None));
-    ann.join("lobby");
-    bob.join("lobby");
+    let (mut ann, mut bob) = (PubSubClient::connect(&a.addr, None).unwrap(), PubSubClient::connect(&b.addr, None).unwrap());
+    ann.join("lobby").unwrap();
+    bob.join("lobby").unwrap();
     // Subscriptions are set up asynchronously: publish until the other instance hears it.
     let deadline = Instant::now() + Duration::from_secs(15);
     for n in 0.. {
         assert!(Instant::now() < deadline, "the instances never joined");
         bob.send(json!({"event": "probe", "room": "lobby", "data": n}));
-        if !ann.silent_for(Duration::from_millis(200)) && ann.seen.iter().any(|v| v["event"] == "probe") {
+        if !ann.silent_for(Duration::from_millis(200)).unwrap() && ann.seen.iter().any(|v| v["event"] == "probe") {
             break;
         }
     }
     ann.send(json!({"event": "chat", "room": "lobby", "data": "across"}));
-    assert_eq!(bob.recv_event("chat")["data"], "across");
+    assert_eq!(bob.recv_event("chat").unwrap()["data"], "across");
 }

@@ -24,26 +24,26 @@ fn full_game_from_creation_to_final_results() {
     for (i, (id, token, _)) in players.iter().enumerate() {
         let (server, room, id, token) = (server.clone(), room.clone(), id.clone(), token.clone());
         threads.push(thread::spawn(move || {
-            let mut c = GameClient::connect(&server, &room, &id, &token);
-            let hello = c.recv_until("CONNECTED");
+            let mut c = GameClient::connect(&server, &room, &id, &token).unwrap();
+            let hello = c.recv_until("CONNECTED").unwrap();
             assert_eq!(hello["payload"]["role"], "player");
             assert_eq!(hello["payload"]["actorId"], id.as_str());
             assert!(hello["payload"]["snapshot"].get("currentWord").is_none());
-            c.recv_until("TEAM_SETUP_STARTED");
+            c.recv_until("TEAM_SETUP_STARTED").unwrap();
             let team = if i % 2 == 0 { "team_1" } else { "team_2" };
             c.send("JOIN_TEAM", json!({"teamId": team}));
-            c.recv_until("FINAL_RESULTS");
+            c.recv_until("FINAL_RESULTS").unwrap();
             c
         }));
     }
-    let mut host = GameClient::connect(&server, &room, &host_id, &host_token);
-    let hello = host.recv_until("CONNECTED");
+    let mut host = GameClient::connect(&server, &room, &host_id, &host_token).unwrap();
+    let hello = host.recv_until("CONNECTED").unwrap();
     assert_eq!(hello["payload"]["role"], "host");
     assert_eq!(hello["payload"]["serverVersion"], "1.0");
     // Wait until all four players are connected (they each got CONNECTED) before starting.
     server.wait_connections(5);
     host.send("START_TEAM_SETUP", json!({"numTeams": 2}));
-    host.recv_until("TEAMS_BALANCED");
+    host.recv_until("TEAMS_BALANCED").unwrap();
     host.send("HOST_CONFIRM_START", json!({}));
     let mut revealed = HashSet::new();
     loop {
@@ -123,24 +123,24 @@ fn full_game_from_creation_to_final_results() {
 /// Host and two players connected, teams set up and the round started; returns the clients.
 fn started_room(server: &Server, settings: serde_json::Value) -> (GameClient, Vec<GameClient>) {
     let (room, host_id, host_token) = create_room(server, settings);
-    let mut host = GameClient::connect(server, &room, &host_id, &host_token);
-    host.recv_until("CONNECTED");
+    let mut host = GameClient::connect(server, &room, &host_id, &host_token).unwrap();
+    host.recv_until("CONNECTED").unwrap();
     let mut players: Vec<GameClient> = (0..2)
         .map(|i| {
             let (id, token, _) = join(server, &room, &format!("P{i}"));
-            let mut c = GameClient::connect(server, &room, &id, &token);
-            c.recv_until("CONNECTED");
+            let mut c = GameClient::connect(server, &room, &id, &token).unwrap();
+            c.recv_until("CONNECTED").unwrap();
             c
         })
         .collect();
     host.send("START_TEAM_SETUP", json!({}));
     for (i, p) in players.iter_mut().enumerate() {
-        p.recv_until("TEAM_SETUP_STARTED");
+        p.recv_until("TEAM_SETUP_STARTED").unwrap();
         p.send("JOIN_TEAM", json!({"teamId": format!("team_{}", i + 1)}));
     }
-    host.recv_until("TEAMS_BALANCED");
+    host.recv_until("TEAMS_BALANCED").unwrap();
     host.send("HOST_CONFIRM_START", json!({}));
-    host.recv_until("ROUND_STARTED");
+    host.recv_until("ROUND_STARTED").unwrap();
     (host, players)
 }
 
@@ -148,13 +148,13 @@ fn started_room(server: &Server, settings: serde_json::Value) -> (GameClient, Ve
 fn double_swipe_race_first_wins_second_gets_invalid_transition() {
     let server = Server::start(FAST);
     let (mut host, _players) = started_room(&server, json!({"roundDurationSec": 30}));
-    let word = host.recv_until("WORD_REVEALED");
+    let word = host.recv_until("WORD_REVEALED").unwrap();
     let swipe = json!({"wordId": word["payload"]["wordId"], "action": "guessed"});
     host.send("WORD_SWIPED", swipe.clone());
     host.send("WORD_SWIPED", swipe);
-    let result = host.recv_until("WORD_RESULT");
+    let result = host.recv_until("WORD_RESULT").unwrap();
     assert_eq!(result["payload"]["newScore"], 1);
-    let error = host.recv_until("ERROR");
+    let error = host.recv_until("ERROR").unwrap();
     assert_eq!(error["payload"]["code"], "INVALID_TRANSITION");
     assert_eq!(error["broadcast"], "actor");
     assert_eq!(host.types().iter().filter(|t| *t == "WORD_RESULT").count(), 1);
@@ -164,25 +164,25 @@ fn double_swipe_race_first_wins_second_gets_invalid_transition() {
 fn pause_stops_the_timer_and_resume_continues_it() {
     let server = Server::start(FAST);
     let (mut host, _players) = started_room(&server, json!({"roundDurationSec": 6}));
-    let tick = host.recv_until("TIMER_TICK");
+    let tick = host.recv_until("TIMER_TICK").unwrap();
     assert_eq!(tick["payload"]["remainingSeconds"], 5);
     host.send("HOST_PAUSE", json!({}));
-    let paused = host.recv_until("GAME_PAUSED");
+    let paused = host.recv_until("GAME_PAUSED").unwrap();
     let remaining_ms = paused["payload"]["remainingMs"].as_u64().unwrap();
     assert!((1000..=5000).contains(&remaining_ms), "{remaining_ms}");
     assert_eq!(paused["payload"]["state"], "ROUND_PAUSED");
     // Nothing ticks while paused.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     host.send("HOST_RESUME", json!({}));
-    let resumed = host.recv_until("GAME_RESUMED");
+    let resumed = host.recv_until("GAME_RESUMED").unwrap();
     assert_eq!(host.seen.iter().rev().skip(1).take_while(|v| v["type"] != "GAME_PAUSED").count(), 0, "no event between pause and resume");
     assert_eq!(resumed["payload"]["remainingMs"], remaining_ms);
-    let next = host.recv_until("TIMER_TICK");
+    let next = host.recv_until("TIMER_TICK").unwrap();
     // remainingMs is truncated to whole milliseconds, so a multiple of 1,000 may hide a sliver.
     let expected = remaining_ms.div_ceil(1000) - 1;
     let got = next["payload"]["remainingSeconds"].as_u64().unwrap();
     assert!(got == expected || (remaining_ms % 1000 == 0 && got == expected + 1), "the clock continues where it stopped: {got} after {remaining_ms} ms");
-    host.recv_until("ROUND_ENDED");
+    host.recv_until("ROUND_ENDED").unwrap();
 }
 
 #[test]
@@ -190,10 +190,10 @@ fn invalid_and_unauthorized_messages_get_errors_for_the_sender_only() {
     let server = Server::start(FAST);
     let (room, host_id, host_token) = create_room(&server, json!({}));
     let (pid, ptoken, _) = join(&server, &room, "Pat");
-    let mut host = GameClient::connect(&server, &room, &host_id, &host_token);
-    host.recv_until("CONNECTED");
-    let mut player = GameClient::connect(&server, &room, &pid, &ptoken);
-    player.recv_until("CONNECTED");
+    let mut host = GameClient::connect(&server, &room, &host_id, &host_token).unwrap();
+    host.recv_until("CONNECTED").unwrap();
+    let mut player = GameClient::connect(&server, &room, &pid, &ptoken).unwrap();
+    player.recv_until("CONNECTED").unwrap();
     let cases: Vec<(String, &str)> = vec![
         ("not json".into(), "INVALID_MESSAGE"),
         (json!({"type": "DANCE", "roomId": room}).to_string(), "UNKNOWN_TYPE"),
@@ -206,19 +206,19 @@ fn invalid_and_unauthorized_messages_get_errors_for_the_sender_only() {
     ];
     for (text, code) in cases {
         player.send_raw(&text);
-        let error = player.recv_until("ERROR");
+        let error = player.recv_until("ERROR").unwrap();
         assert_eq!(error["payload"]["code"], code, "{text}");
     }
     // Host-only actions in the wrong state.
     for kind in ["HOST_CONFIRM_START", "HOST_PAUSE", "HOST_RESUME", "HOST_CANCEL_SETUP", "HOST_RESTART"] {
         host.send(kind, json!({}));
-        assert_eq!(host.recv_until("ERROR")["payload"]["code"], "INVALID_TRANSITION", "{kind}");
+        assert_eq!(host.recv_until("ERROR").unwrap()["payload"]["code"], "INVALID_TRANSITION", "{kind}");
     }
     host.send("START_TEAM_SETUP", json!({}));
-    assert_eq!(host.recv_until("ERROR")["payload"]["code"], "INVALID_TRANSITION", "one player cannot fill two teams");
+    assert_eq!(host.recv_until("ERROR").unwrap()["payload"]["code"], "INVALID_TRANSITION", "one player cannot fill two teams");
     // The player's errors never reached the host.
     host.send("ROOM_CLOSE", json!({}));
-    host.recv_until("ROOM_CLOSED");
+    host.recv_until("ROOM_CLOSED").unwrap();
     assert!(host.seen.iter().filter(|v| v["type"] == "ERROR").count() == 6);
 }
 
@@ -226,14 +226,14 @@ fn invalid_and_unauthorized_messages_get_errors_for_the_sender_only() {
 fn wrong_protocol_major_gets_upgrade_required_then_4001() {
     let server = Server::start(FAST);
     let (room, host_id, host_token) = create_room(&server, json!({}));
-    let mut c = GameClient::connect_version(&server, &room, &host_id, &host_token, "2.0");
-    let error = c.recv_until("ERROR");
+    let mut c = GameClient::connect_version(&server, &room, &host_id, &host_token, "2.0").unwrap();
+    let error = c.recv_until("ERROR").unwrap();
     assert_eq!(error["payload"]["code"], "UPGRADE_REQUIRED");
     assert_eq!(c.recv(), None);
     assert_eq!(c.seen.last().unwrap()["close"], 4001);
     // A newer minor of the same major is served in its own form.
-    let mut c = GameClient::connect_version(&server, &room, &host_id, &host_token, "1.4");
-    let hello = c.recv_until("CONNECTED");
+    let mut c = GameClient::connect_version(&server, &room, &host_id, &host_token, "1.4").unwrap();
+    let hello = c.recv_until("CONNECTED").unwrap();
     assert_eq!(hello["version"], "1.4");
     assert_eq!(hello["payload"]["serverVersion"], "1.0");
 }
@@ -320,13 +320,13 @@ fn late_joiner_is_a_spectator_and_room_close_ends_every_connection() {
     let room = host.room.clone();
     let (sid, stoken, role) = join(&server, &room, "Late");
     assert_eq!(role, "spectator");
-    let mut spectator = GameClient::connect(&server, &room, &sid, &stoken);
-    assert_eq!(spectator.recv_until("CONNECTED")["payload"]["role"], "spectator");
+    let mut spectator = GameClient::connect(&server, &room, &sid, &stoken).unwrap();
+    assert_eq!(spectator.recv_until("CONNECTED").unwrap()["payload"]["role"], "spectator");
     spectator.send("JOIN_TEAM", json!({"teamId": "team_1"}));
-    assert_eq!(spectator.recv_until("ERROR")["payload"]["code"], "UNAUTHORIZED");
+    assert_eq!(spectator.recv_until("ERROR").unwrap()["payload"]["code"], "UNAUTHORIZED");
     host.send("ROOM_CLOSE", json!({}));
     for c in players.iter_mut().chain([&mut spectator, &mut host]) {
-        c.recv_until("ROOM_CLOSED");
+        c.recv_until("ROOM_CLOSED").unwrap();
         while c.recv().is_some() {}
         assert_eq!(c.seen.last().unwrap()["close"], 1000, "{}", c.actor);
     }
@@ -347,12 +347,12 @@ fn pack_exhaustion_ends_the_round_and_the_game() {
             _ => {}
         }
     }
-    let ended = host.recv_until("ROUND_ENDED");
+    let ended = host.recv_until("ROUND_ENDED").unwrap();
     assert_eq!(ended["payload"]["reason"], "pack_exhausted");
-    assert_eq!(host.recv_until("SCORE_SUMMARY")["payload"]["nextRoundIn"], serde_json::Value::Null);
-    let game = host.recv_until("GAME_ENDED");
+    assert_eq!(host.recv_until("SCORE_SUMMARY").unwrap()["payload"]["nextRoundIn"], serde_json::Value::Null);
+    let game = host.recv_until("GAME_ENDED").unwrap();
     assert_eq!(game["payload"]["totalWordsPlayed"], 171);
-    host.recv_until("FINAL_RESULTS");
+    host.recv_until("FINAL_RESULTS").unwrap();
 }
 
 #[test]
@@ -366,10 +366,10 @@ fn rooms_per_shard_are_capped_and_a_closed_room_frees_its_place() {
     assert_eq!(status, 503, "a chosen id is no way around the cap");
     // The first host closes its room: there is a place again.
     let rooms_before = get_json(&server, "/health").1["rooms"].as_i64().unwrap();
-    let mut host = GameClient::connect(&server, &first_room, &first_host, &first_token);
-    host.recv_until("CONNECTED");
+    let mut host = GameClient::connect(&server, &first_room, &first_host, &first_token).unwrap();
+    host.recv_until("CONNECTED").unwrap();
     host.send("ROOM_CLOSE", json!({}));
-    host.recv_until("ROOM_CLOSED");
+    host.recv_until("ROOM_CLOSED").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while get_json(&server, "/health").1["rooms"].as_i64().unwrap() >= rooms_before {
         assert!(std::time::Instant::now() < deadline, "the closed room never went");
@@ -384,8 +384,8 @@ fn a_room_is_closed_when_it_reaches_its_maximum_lifetime() {
     let (room, _, _) = create_room(&server, json!({}));
     let (player, token, _) = join(&server, &room, "P");
     let created = std::time::Instant::now();
-    let mut p = GameClient::connect(&server, &room, &player, &token);
-    let closed = p.recv_until("ROOM_CLOSED");
+    let mut p = GameClient::connect(&server, &room, &player, &token).unwrap();
+    let closed = p.recv_until("ROOM_CLOSED").unwrap();
     assert_eq!(closed["payload"]["reason"], "max_lifetime");
     assert!(created.elapsed() >= std::time::Duration::from_millis(1900), "{:?}", created.elapsed());
     assert!(p.recv().is_none());

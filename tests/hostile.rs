@@ -152,15 +152,15 @@ fn status(raw: &str) -> u16 {
 /// Sends `bytes` on a new `/echo` connection (the server may close it half-way) and returns
 /// the close code it answers with.
 fn close_code_for(server: &Server, bytes: &[u8]) -> u16 {
-    let mut c = RawClient::upgrade(tcp_from(server, [127, 0, 0, 10]), "/echo");
+    let mut c = RawClient::upgrade(tcp_from(server, [127, 0, 0, 10]), "/echo").unwrap();
     let mut writer = c.stream.try_clone().unwrap();
     let bytes = bytes.to_vec();
     // Written from another thread: the server stops reading once it has decided.
     let sender = std::thread::spawn(move || {
         let _ = writer.write_all(&bytes);
     });
-    let code = c.expect_close();
-    c.expect_eof();
+    let code = c.expect_close().unwrap();
+    c.expect_eof().unwrap();
     sender.join().unwrap();
     code
 }
@@ -216,12 +216,12 @@ fn attacks() -> Vec<(&'static str, Attack)> {
             assert_eq!(close_code_for(s, &bytes), 1009);
         }),
         ("ping flood", |s| {
-            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 11]), "/echo");
-            c.send_raw(&[frame(0x89, b"p").repeat(10_000), frame(0x81, b"done")].concat());
+            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 11]), "/echo").unwrap();
+            c.send_raw(&[frame(0x89, b"p").repeat(10_000), frame(0x81, b"done")].concat()).unwrap();
             let started = Instant::now();
             let mut pongs = 0;
             loop {
-                let (first, payload) = c.read_frame().expect("connection open");
+                let (first, payload) = c.read_frame().unwrap().expect("connection open");
                 match first & 0x0f {
                     0xA => pongs += 1,
                     0x1 => break assert_eq!(payload, b"done"),
@@ -233,14 +233,14 @@ fn attacks() -> Vec<(&'static str, Attack)> {
             assert!((1..=allowed).contains(&pongs), "{pongs} pongs for 10,000 pings");
         }),
         ("message flood", |s| {
-            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 12]), "/relay?room=flood");
+            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 12]), "/relay?room=flood").unwrap();
             let mut writer = c.stream.try_clone().unwrap();
             let sender = std::thread::spawn(move || {
                 let _ = writer.write_all(&frame(0x81, b"spam").repeat(20_000));
             });
             // Its first messages come back (a member hears itself), then 1008.
             let code = loop {
-                let (first, payload) = c.read_frame().expect("a close frame");
+                let (first, payload) = c.read_frame().unwrap().expect("a close frame");
                 if first & 0x0f == 0x8 {
                     break u16::from_be_bytes([payload[0], payload[1]]);
                 }
@@ -255,13 +255,13 @@ fn attacks() -> Vec<(&'static str, Attack)> {
             // (--max-outbound-bytes 256 KiB) whenever this client's reads fell behind.
             let room = common::game::create_room(s, json!({})).0;
             let (_, token, _) = common::game::join(s, &room, "Flood");
-            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 22]), &format!("/ws?roomId={room}&token={token}&version=1.0"));
+            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 22]), &format!("/ws?roomId={room}&token={token}&version=1.0")).unwrap();
             let mut writer = c.stream.try_clone().unwrap();
             let sender = std::thread::spawn(move || {
                 let _ = writer.write_all(&frame(0x81, &[b'x'; 60 * 1024]).repeat(600));
             });
             let reason = loop {
-                let (first, payload) = c.read_frame().expect("a close frame");
+                let (first, payload) = c.read_frame().unwrap().expect("a close frame");
                 if first & 0x0f == 0x8 {
                     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
                     break String::from_utf8_lossy(&payload[2..]).into_owned();
@@ -278,20 +278,20 @@ fn attacks() -> Vec<(&'static str, Attack)> {
             sock.connect(&s.addr.into()).unwrap();
             let stream = TcpStream::from(sock);
             stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut sink = RawClient::upgrade(stream, "/relay?room=sink");
-            let mut publisher = RawClient::upgrade(tcp_from(s, [127, 0, 0, 13]), "/relay?room=sink");
+            let mut sink = RawClient::upgrade(stream, "/relay?room=sink").unwrap();
+            let mut publisher = RawClient::upgrade(tcp_from(s, [127, 0, 0, 13]), "/relay?room=sink").unwrap();
             let payload = vec![7u8; 32 * 1024];
             let before = s.metric("partyflow_slow_consumer_disconnects_total", "");
             for sent in 0.. {
                 assert!(sent < 2000, "the member that never reads was never cut off");
-                publisher.send(0x82, &payload);
-                assert_eq!(publisher.read_frame().map(|(f, p)| (f, p.len())), Some((0x82, payload.len())));
+                publisher.send(0x82, &payload).unwrap();
+                assert_eq!(publisher.read_frame().unwrap().map(|(f, p)| (f, p.len())), Some((0x82, payload.len())));
                 if s.metric("partyflow_slow_consumer_disconnects_total", "") > before {
                     break;
                 }
             }
             let code = loop {
-                let (first, body) = sink.read_frame().expect("a close frame after the queued data");
+                let (first, body) = sink.read_frame().unwrap().expect("a close frame after the queued data");
                 if first == 0x88 {
                     break u16::from_be_bytes([body[0], body[1]]);
                 }
@@ -319,10 +319,10 @@ fn attacks() -> Vec<(&'static str, Attack)> {
         }),
         ("half-open TCP (a peer that went silent)", |s| {
             // Upgraded, then nothing: no pong, no read. Closed after ping interval + pong timeout.
-            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 15]), "/echo");
+            let mut c = RawClient::upgrade(tcp_from(s, [127, 0, 0, 15]), "/echo").unwrap();
             let started = Instant::now();
             std::thread::sleep(Duration::from_secs(3));
-            assert_eq!(c.expect_close(), 1001);
+            assert_eq!(c.expect_close().unwrap(), 1001);
             assert!(started.elapsed() < Duration::from_secs(8));
         }),
         ("garbage before the handshake", |s| {

@@ -85,7 +85,7 @@ fn metrics_are_prometheus_text_with_per_shard_series() {
 fn metrics_pass_promtool_and_carry_latency_histograms() {
     let server = Server::start(&["--shards", "1", "--countdown", "1"]);
     let (_room, (mut host, _), _players) = common::game::started_game(&server, 2, serde_json::json!({}));
-    host.recv_until("TIMER_TICK");
+    host.recv_until("TIMER_TICK").unwrap();
     let families = ["partyflow_room_timer_lateness_seconds", "partyflow_outbound_queue_delay_seconds", "partyflow_read_handling_seconds"];
     // Shards publish their recordings about once a second.
     let deadline = Instant::now() + Duration::from_secs(10);

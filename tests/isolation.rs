@@ -19,19 +19,19 @@ fn a_panicking_room_is_closed_and_the_other_rooms_of_its_shard_play_on() {
     let (_, (mut host, _), mut players) = started_game(&server, 2, json!({}));
     let (_, (mut other_host, _), _other_players) = started_game(&server, 2, json!({}));
     players[0].0.send_raw("FAULT:panic-room");
-    let closed = host.recv_until("ROOM_CLOSED");
+    let closed = host.recv_until("ROOM_CLOSED").unwrap();
     assert_eq!(closed["payload"]["reason"], "internal_error");
     assert!(host.recv().is_none());
     assert_eq!(host.seen.last().unwrap()["close"], 1011);
     for (p, _) in players.iter_mut() {
-        p.recv_until("ROOM_CLOSED");
+        p.recv_until("ROOM_CLOSED").unwrap();
         while p.recv().is_some() {}
         assert_eq!(p.seen.last().unwrap()["close"], 1011);
     }
     // The other room on the same (only) shard is untouched.
     let word = other_host.seen.iter().rev().find(|v| v["type"] == "WORD_REVEALED").unwrap()["payload"]["wordId"].clone();
     other_host.send("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
-    other_host.recv_until("WORD_RESULT");
+    other_host.recv_until("WORD_RESULT").unwrap();
     assert_eq!(server.metric("partyflow_room_panics_total", ""), 1.0);
     // The log names the room and the actor whose message it was handling.
     let actor = players[0].0.actor.clone();

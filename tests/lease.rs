@@ -45,8 +45,8 @@ fn a_room_whose_lease_another_instance_holds_is_given_up_at_once() {
     assert_eq!(redis.get(&snapshot_key), frozen, "a fenced instance writes nothing");
     // The lease runs out (here: goes): the room is served again from its snapshot.
     redis::cmd("DEL").arg(&lease).query::<()>(&mut redis.conn()).unwrap();
-    let mut host = GameClient::connect_when_ready(&s, &room, &host.actor, &host_token, Duration::from_secs(5));
-    let hello = host.recv_until("CONNECTED");
+    let mut host = GameClient::connect_when_ready(&s, &room, &host.actor, &host_token, Duration::from_secs(5)).unwrap();
+    let hello = host.recv_until("CONNECTED").unwrap();
     assert_eq!(hello["payload"]["state"], "ROUND_PAUSED", "a running turn comes back paused");
     assert_eq!(redis.get(&lease).as_deref(), Some("node-a"));
 }
@@ -59,8 +59,8 @@ fn redis_down_past_the_lease_suspends_the_room_and_it_resumes_when_redis_returns
     let (room, (mut host, host_token), _players) = started_game(&s, 2, json!({}));
     let word = host.seen.iter().rev().find(|v| v["type"] == "WORD_REVEALED").unwrap()["payload"]["wordId"].clone();
     host.send("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
-    host.recv_until("WORD_RESULT");
-    host.fence();
+    host.recv_until("WORD_RESULT").unwrap();
+    host.fence().unwrap();
     redis.stop();
     // Unrenewable for a whole TTL: the room stops here (another instance could have it by now).
     assert_eq!(close_code(&mut host), 1012);
@@ -68,12 +68,12 @@ fn redis_down_past_the_lease_suspends_the_room_and_it_resumes_when_redis_returns
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("STORE_UNAVAILABLE")), "{body}");
     // Redis comes back empty; the room's last state, kept by the store, is written and served.
     let redis = Redis::start_on(port);
-    let mut host = GameClient::connect_when_ready(&s, &room, &host.actor, &host_token, Duration::from_secs(15));
-    let hello = host.recv_until("CONNECTED");
+    let mut host = GameClient::connect_when_ready(&s, &room, &host.actor, &host_token, Duration::from_secs(15)).unwrap();
+    let hello = host.recv_until("CONNECTED").unwrap();
     assert_eq!(hello["payload"]["state"], "ROUND_PAUSED");
     let scores: Vec<i64> = hello["payload"]["snapshot"]["teams"].as_array().unwrap().iter().map(|t| t["score"].as_i64().unwrap()).collect();
     assert_eq!(scores.iter().sum::<i64>(), 1, "the point scored before the outage is kept: {hello}");
     assert_eq!(redis.get(&format!("partyflow:lease:{room}")).as_deref(), Some("node-a"));
     host.send("HOST_RESUME", json!({}));
-    host.recv_until("GAME_RESUMED");
+    host.recv_until("GAME_RESUMED").unwrap();
 }

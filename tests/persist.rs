@@ -35,8 +35,8 @@ fn score(snapshot: Option<&Value>, team: usize) -> Option<i64> {
 fn swipe(host: &mut GameClient) -> Value {
     let word = host.seen.iter().rev().find(|v| v["type"] == "WORD_REVEALED").unwrap()["payload"]["wordId"].clone();
     host.send("WORD_SWIPED", json!({"wordId": word, "action": "guessed"}));
-    let result = host.recv_until("WORD_RESULT");
-    host.recv_until("WORD_REVEALED");
+    let result = host.recv_until("WORD_RESULT").unwrap();
+    host.recv_until("WORD_REVEALED").unwrap();
     result
 }
 
@@ -75,8 +75,8 @@ fn sigkill_mid_turn_then_restart_recovers_the_game_paused_and_it_finishes() {
     let b = server(&redis, &["--instance-id", "node-1"]);
     let (status, summary) = get_json(&b, &format!("/rooms/{room}"));
     assert_eq!((status, summary["state"].as_str()), (200, Some("ROUND_PAUSED")), "{summary}");
-    let mut host = GameClient::connect(&b, &room, &host_id, &host_token);
-    let hello = host.recv_until("CONNECTED");
+    let mut host = GameClient::connect(&b, &room, &host_id, &host_token).unwrap();
+    let hello = host.recv_until("CONNECTED").unwrap();
     let snapshot = &hello["payload"]["snapshot"];
     assert_eq!(hello["payload"]["role"], "host");
     assert_eq!(snapshot["teams"][0]["score"], 3);
@@ -84,19 +84,19 @@ fn sigkill_mid_turn_then_restart_recovers_the_game_paused_and_it_finishes() {
     assert_eq!(snapshot["round"]["paused"], true);
     assert!(hello["payload"]["lastSequenceId"].as_u64().unwrap() > last_seq + SEQUENCE_GAP - 1, "sequence ids never go backwards");
     host.send("RECONNECT", json!({"lastSeqId": last_seq}));
-    let reply = host.recv_until("RECONNECTED");
+    let reply = host.recv_until("RECONNECTED").unwrap();
     assert_eq!(reply["payload"]["missedEvents"], Value::Null, "the snapshot path, never a wrong backfill");
     assert_eq!(reply["payload"]["currentState"], "ROUND_PAUSED");
     let mut clients = Vec::new();
     for (id, token) in &player_ids {
-        let mut c = GameClient::connect(&b, &room, id, token);
-        let hello = c.recv_until("CONNECTED");
+        let mut c = GameClient::connect(&b, &room, id, token).unwrap();
+        let hello = c.recv_until("CONNECTED").unwrap();
         assert_eq!(hello["payload"]["snapshot"]["teams"][0]["score"], 3);
         assert!(hello["payload"]["snapshot"].get("currentWord").is_none());
         clients.push(c);
     }
     host.send("HOST_RESUME", json!({}));
-    host.recv_until("GAME_RESUMED");
+    host.recv_until("GAME_RESUMED").unwrap();
     let current = snapshot["currentWord"]["wordId"].as_str().unwrap().to_string();
     host.seen.push(json!({"type": "WORD_REVEALED", "payload": {"wordId": current}}));
     let result = swipe(&mut host);
@@ -113,7 +113,7 @@ fn sigkill_mid_turn_then_restart_recovers_the_game_paused_and_it_finishes() {
         }
     }
     for c in &mut clients {
-        c.recv_until("FINAL_RESULTS");
+        c.recv_until("FINAL_RESULTS").unwrap();
     }
 }
 
@@ -133,7 +133,7 @@ fn redis_stopped_and_restarted_during_a_game() {
     }
     wait_health(&s, "down");
     let (player, _) = &mut players[0];
-    let seen = player.fence();
+    let seen = player.fence().unwrap();
     assert!(seen.iter().chain(&player.seen).all(|v| v["type"] != "ERROR" || v["payload"]["code"] == "UNKNOWN_TYPE"), "no error reached a client");
     // Redis comes back empty; everything in memory is written again.
     let redis = Redis::start_on(port);
@@ -175,7 +175,7 @@ fn the_key_lives_with_the_room_and_goes_when_it_closes() {
     let ttl: i64 = redis::cmd("PTTL").arg(key(&room)).query(&mut redis.conn()).unwrap();
     assert!(ttl > 3_500_000 && ttl <= 3_600_000, "TTL set and refreshed: {ttl} ms");
     host.send("ROOM_CLOSE", json!({}));
-    host.recv_until("ROOM_CLOSED");
+    host.recv_until("ROOM_CLOSED").unwrap();
     redis.wait_for(&key(&room), |v| v.is_none());
     // A closed room is not recovered: it is gone.
     assert_eq!(get_json(&s, &format!("/rooms/{room}")).0, 404);

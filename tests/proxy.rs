@@ -113,17 +113,17 @@ fn connect_is_decided_by_the_backend_and_a_token_is_verified_first() {
     });
     let server = server(&backend, &["--pubsub-secret", JWT_SECRET, "--proxy-timeout", "1s"]);
     // No token: the backend names the user.
-    let anon = PubSubClient::connect(&server, None);
+    let anon = PubSubClient::connect(&server, None).unwrap();
     assert_eq!(anon.user, "anonymous-by-backend");
     // A token: verified, its claims passed on; the backend's answer decides user, meta, rooms.
-    let mut ann = PubSubClient::connect(&server, Some(&token_for(JWT_SECRET, "ann")));
+    let mut ann = PubSubClient::connect(&server, Some(&token_for(JWT_SECRET, "ann"))).unwrap();
     assert_eq!(ann.user, "backend-ann");
     let call = backend.calls_to("/connect").into_iter().find(|c| c["token"]["sub"] == "ann").unwrap();
     assert_eq!(call["conn"].as_str(), Some(ann.conn.as_str()), "the backend is told the connection's id");
     assert!(call["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(call["headers"].is_object());
     ann.send(json!({"event": "join", "room": "elsewhere", "id": 1}));
-    assert_eq!(ann.recv_event("error")["data"]["code"], "FORBIDDEN", "rooms from the backend's answer");
+    assert_eq!(ann.recv_event("error").unwrap()["data"]["code"], "FORBIDDEN", "rooms from the backend's answer");
     // A forged token is 401 before the backend is asked; a refusal is 403 with its body; a
     // backend slower than --proxy-timeout is 503.
     let before = backend.calls_to("/connect").len();
@@ -151,33 +151,33 @@ fn join_and_publish_are_allowed_refused_replaced_or_unavailable() {
         _ => (200, json!({}), Duration::ZERO),
     });
     let server = server(&backend, &["--proxy-timeout", "1s"]);
-    let mut a = PubSubClient::connect(&server, None);
-    let mut b = PubSubClient::connect(&server, None);
-    a.join("lobby");
-    b.join("lobby");
+    let mut a = PubSubClient::connect(&server, None).unwrap();
+    let mut b = PubSubClient::connect(&server, None).unwrap();
+    a.join("lobby").unwrap();
+    b.join("lobby").unwrap();
     assert_eq!(backend.calls_to("/join")[0]["room"], "lobby");
     a.send(json!({"event": "join", "room": "vip", "id": "v"}));
-    let refused = a.recv_event("error");
+    let refused = a.recv_event("error").unwrap();
     assert_eq!((refused["id"].as_str(), &refused["data"]), (Some("v"), &json!({"code": "FORBIDDEN", "message": "members only"})));
     a.send(json!({"event": "join", "room": "stuck", "id": "s"}));
-    let unavailable = a.recv_event("error");
+    let unavailable = a.recv_event("error").unwrap();
     assert_eq!((unavailable["id"].as_str(), unavailable["data"]["code"].as_str()), (Some("s"), Some("PROXY_UNAVAILABLE")));
     // Publishes: unchanged, replaced, refused with the backend's error, unavailable.
     a.send(json!({"event": "chat", "room": "lobby", "data": {"text": "hello"}, "id": 1}));
-    assert_eq!(b.recv_event("chat")["data"], json!({"text": "hello"}));
+    assert_eq!(b.recv_event("chat").unwrap()["data"], json!({"text": "hello"}));
     let call = backend.calls_to("/publish").pop().unwrap();
     assert_eq!((call["user"].as_str(), call["conn"].as_str(), call["event"].as_str()), (Some(a.user.as_str()), Some(a.conn.as_str()), Some("chat")));
     a.send(json!({"event": "chat", "room": "lobby", "data": {"text": "darn"}, "id": 2}));
-    assert_eq!(b.recv_event("chat")["data"], json!({"text": "d**n"}));
+    assert_eq!(b.recv_event("chat").unwrap()["data"], json!({"text": "d**n"}));
     a.send(json!({"event": "chat", "room": "lobby", "data": {"text": "spam"}, "id": 3}));
-    let error = a.recv_event("error");
+    let error = a.recv_event("error").unwrap();
     assert_eq!((error["id"].as_i64(), &error["data"]), (Some(3), &json!({"code": "SPAM", "message": "no ads"})));
     a.send(json!({"event": "chat", "room": "lobby", "data": {"text": "stuck"}, "id": 4}));
-    let error = a.recv_event("error");
+    let error = a.recv_event("error").unwrap();
     assert_eq!((error["id"].as_i64(), error["data"]["code"].as_str()), (Some(4), Some("PROXY_UNAVAILABLE")));
     // Nothing refused reached the other member.
     a.send(json!({"event": "chat", "room": "lobby", "data": {"text": "last"}, "id": 5}));
-    assert_eq!(b.recv_event("chat")["data"]["text"], "last");
+    assert_eq!(b.recv_event("chat").unwrap()["data"]["text"], "last");
     let texts: Vec<&str> = b.seen.iter().filter(|m| m["event"] == "chat").map(|m| m["data"]["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["hello", "d**n", "last"]);
     assert!(server.metric("partyflow_proxy_calls_failed_total", "") >= 2.0);
@@ -200,25 +200,25 @@ fn a_connection_keeps_its_order_while_a_call_is_pending_and_others_do_not_wait()
         _ => (200, json!({}), Duration::ZERO),
     });
     let server = server(&backend, &[]);
-    let mut a = PubSubClient::connect(&server, None);
-    let mut c = PubSubClient::connect(&server, None);
-    let mut watcher = PubSubClient::connect(&server, None);
+    let mut a = PubSubClient::connect(&server, None).unwrap();
+    let mut c = PubSubClient::connect(&server, None).unwrap();
+    let mut watcher = PubSubClient::connect(&server, None).unwrap();
     for client in [&mut a, &mut c, &mut watcher] {
-        client.join("room");
+        client.join("room").unwrap();
     }
     a.send(json!({"event": "say", "room": "room", "data": "slow-1"}));
     a.send(json!({"event": "say", "room": "room", "data": "fast-2"}));
     a.send(json!({"event": "leave", "room": "room", "id": "bye"}));
     // Another connection's publish goes through while a's first call is held.
     c.send(json!({"event": "say", "room": "room", "data": "from-c"}));
-    assert_eq!(watcher.recv_event("say")["data"], "from-c", "c did not wait for a's call");
+    assert_eq!(watcher.recv_event("say").unwrap()["data"], "from-c", "c did not wait for a's call");
     let (open, opened) = &*gate;
     *open.lock().unwrap() = true;
     opened.notify_all();
-    let said: Vec<String> = (0..2).map(|_| watcher.recv_event("say")["data"].as_str().unwrap().to_string()).collect();
+    let said: Vec<String> = (0..2).map(|_| watcher.recv_event("say").unwrap()["data"].as_str().unwrap().to_string()).collect();
     assert_eq!(said, ["slow-1", "fast-2"], "a's messages kept their order");
     // a's leave waited behind its publishes too.
-    assert_eq!(a.recv_event("left")["id"], "bye");
+    assert_eq!(a.recv_event("left").unwrap()["id"], "bye");
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn instance(redis: &Redis, id: &str) -> Server {
 }
 
 fn client(server: &Server, user: &str) -> PubSubClient {
-    PubSubClient::connect(server, Some(&token_for(SECRET, user)))
+    PubSubClient::connect(server, Some(&token_for(SECRET, user))).unwrap()
 }
 
 /// Sends `event` probes from `from` (to a room, or to a user) until `to` hears one: instances
@@ -36,11 +36,11 @@ fn until_heard(from: &mut PubSubClient, to: &mut PubSubClient, target: Value, ev
         probe["event"] = json!(event);
         probe["data"] = json!(n);
         from.send(probe);
-        if !to.silent_for(Duration::from_millis(200)) {
+        if !to.silent_for(Duration::from_millis(200)).unwrap() {
             let heard = to.seen.last().unwrap().clone();
             if heard["event"] == event {
                 // Drain the rest of the probes, then forget them all.
-                while !to.silent_for(Duration::from_millis(300)) {}
+                while !to.silent_for(Duration::from_millis(300)).unwrap() {}
                 for c in [&mut *from, &mut *to] {
                     c.seen.retain(|v| v["event"] != event);
                 }
@@ -64,15 +64,15 @@ fn rooms_presence_directs_and_the_api_span_two_instances() {
     let (mut ann, mut bob_a) = (client(&a, "ann"), client(&a, "bob"));
     let (mut cid, mut bob_b) = (client(&b, "cid"), client(&b, "bob"));
     for c in [&mut ann, &mut bob_a, &mut cid] {
-        c.join("lobby");
+        c.join("lobby").unwrap();
     }
     until_heard(&mut cid, &mut ann, json!({"room": "lobby"}), "probe-b");
     until_heard(&mut ann, &mut cid, json!({"room": "lobby"}), "probe-a");
 
     // Both instances hear the room now: a join on one reaches members on the other.
     let mut dee = client(&b, "dee");
-    dee.join("lobby");
-    assert_eq!(ann.recv_event("user_joined")["data"]["user"], "dee");
+    dee.join("lobby").unwrap();
+    assert_eq!(ann.recv_event("user_joined").unwrap()["data"]["user"], "dee");
     // Interleaved senders on both instances: every member gets each sender's messages in order.
     for n in 0..100 {
         ann.send(json!({"event": "chat", "room": "lobby", "data": {"from": "ann", "n": n}}));
@@ -81,7 +81,7 @@ fn rooms_presence_directs_and_the_api_span_two_instances() {
     for (name, c) in [("ann", &mut ann), ("bob_a", &mut bob_a), ("cid", &mut cid), ("dee", &mut dee)] {
         let mut next = std::collections::HashMap::from([("ann", 0), ("cid", 0)]);
         while next.values().any(|n| *n < 100) {
-            let m = c.recv_event("chat");
+            let m = c.recv_event("chat").unwrap();
             let sender = m["data"]["from"].as_str().unwrap();
             assert_eq!(m["from"], sender, "{name}: from is the sender's user");
             let expected = next.get_mut(sender).unwrap();
@@ -97,7 +97,7 @@ fn rooms_presence_directs_and_the_api_span_two_instances() {
         std::thread::sleep(Duration::from_millis(100));
     }
     ann.send(json!({"event": "presence", "room": "lobby", "id": "p"}));
-    let presence = ann.recv_event("presence");
+    let presence = ann.recv_event("presence").unwrap();
     assert_eq!((users(&presence["data"]["members"]), &presence["id"]), (vec!["ann".into(), "bob".into(), "cid".into(), "dee".into()], &json!("p")));
     let (status, listed) = api(&b, "GET", "/api/rooms/lobby/presence", Some(API_KEY), "");
     assert_eq!((status, users(&listed["members"])), (200, vec!["ann".into(), "bob".into(), "cid".into(), "dee".into()]));
@@ -110,7 +110,7 @@ fn rooms_presence_directs_and_the_api_span_two_instances() {
     }
     for c in [&mut cid, &mut dee] {
         for n in 0..50 {
-            assert_eq!(c.recv_event("count")["data"], n);
+            assert_eq!(c.recv_event("count").unwrap()["data"], n);
         }
     }
     let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
@@ -120,26 +120,26 @@ fn rooms_presence_directs_and_the_api_span_two_instances() {
     // A direct reaches the user's connections on both instances.
     until_heard(&mut cid, &mut bob_a, json!({"to": "bob"}), "dm-probe");
     bob_b.seen.clear();
-    while !bob_b.silent_for(Duration::from_millis(300)) {}
+    while !bob_b.silent_for(Duration::from_millis(300)).unwrap() {}
     cid.send(json!({"event": "dm", "to": "bob", "data": "psst"}));
     for c in [&mut bob_a, &mut bob_b] {
-        assert_eq!(c.recv_event("dm"), json!({"event": "dm", "from": "cid", "data": "psst"}));
+        assert_eq!(c.recv_event("dm").unwrap(), json!({"event": "dm", "from": "cid", "data": "psst"}));
     }
     // The API of either instance acts on both.
     let body = json!({"room": "lobby", "event": "news", "data": 1}).to_string();
     assert_eq!(api(&a, "POST", "/api/publish", Some(API_KEY), &body).0, 200);
     for c in [&mut ann, &mut cid, &mut dee] {
-        assert_eq!(c.recv_event("news"), json!({"event": "news", "room": "lobby", "data": 1}));
+        assert_eq!(c.recv_event("news").unwrap(), json!({"event": "news", "room": "lobby", "data": 1}));
     }
     let body = json!({"to": "ann", "event": "notice", "data": "hi"}).to_string();
     assert_eq!(api(&b, "POST", "/api/send", Some(API_KEY), &body).0, 200);
-    assert_eq!(ann.recv_event("notice"), json!({"event": "notice", "data": "hi"}));
+    assert_eq!(ann.recv_event("notice").unwrap(), json!({"event": "notice", "data": "hi"}));
     assert_eq!(api(&b, "POST", "/api/disconnect", Some(API_KEY), r#"{"user":"bob"}"#).0, 200);
     for c in [&mut bob_a, &mut bob_b] {
         while c.recv().is_some() {}
         assert_eq!(c.closed, Some(4003));
     }
-    assert_eq!(ann.recv_event("user_left")["data"]["user"], "bob");
+    assert_eq!(ann.recv_event("user_left").unwrap()["data"]["user"], "bob");
 
     // A dead instance's members leave the cluster's presence (its hashes are no longer read).
     b.signal(libc::SIGKILL);

@@ -63,7 +63,7 @@ fn play(transcript: &str) {
                 Some(patterns) => TokenKey::new(SECRET).unwrap().sign(&Claims { sub: name.into(), exp: None, rooms: Some(patterns.clone()), meta: None }),
                 None => token_for(SECRET, name),
             };
-            clients.insert(name.to_string(), PubSubClient::connect(&server, Some(&token)));
+            clients.insert(name.to_string(), PubSubClient::connect(&server, Some(&token)).unwrap());
         }
     }
     let mut last_http: Option<(u16, Value)> = None;

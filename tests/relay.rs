@@ -77,9 +77,9 @@ fn slow_consumer_is_disconnected_and_the_room_keeps_going() {
     let server = Arc::new(Server::start(&["--shards", "1", "--max-outbound-bytes", "262144", "--connection-byte-rate", "1073741824"]));
     const COUNT: usize = 600;
     const SIZE: usize = 32 * 1024;
-    let mut slow = RawClient::connect(&server, "/relay?room=slow");
+    let mut slow = RawClient::connect(&server, "/relay?room=slow").unwrap();
     let mut fast = connect(&server, "/relay?room=slow");
-    let mut publisher = RawClient::connect(&server, "/relay?room=slow");
+    let mut publisher = RawClient::connect(&server, "/relay?room=slow").unwrap();
     server.wait_connections(3);
     // The fast member acknowledges each message to the publisher, so it never falls behind
     // (however loaded the machine), while the slow member never reads.
@@ -96,8 +96,8 @@ fn slow_consumer_is_disconnected_and_the_room_keeps_going() {
     let started = Instant::now();
     let payload = vec![7u8; SIZE];
     let publish = |publisher: &mut RawClient| {
-        publisher.send(0x82, &payload);
-        let (first, body) = publisher.read_frame().unwrap();
+        publisher.send(0x82, &payload).unwrap();
+        let (first, body) = publisher.read_frame().unwrap().unwrap();
         assert_eq!((first, body.len()), (0x82, SIZE));
         acked.recv_timeout(Duration::from_secs(10)).expect("the fast member stopped receiving");
     };
@@ -112,7 +112,7 @@ fn slow_consumer_is_disconnected_and_the_room_keeps_going() {
     assert_eq!(server.metric("partyflow_slow_consumer_disconnects_total", ""), 1.0, "slow reader never cut off");
     // The slow member finds queued data, then the 1008 close, then the end of the connection.
     let code = loop {
-        let (first, payload) = slow.read_frame().expect("close frame before EOF");
+        let (first, payload) = slow.read_frame().unwrap().expect("close frame before EOF");
         if first == 0x88 {
             break u16::from_be_bytes([payload[0], payload[1]]);
         }

@@ -27,7 +27,7 @@ fn upgrade(server: &Server, path: &str, headers: &str) -> String {
 /// The next text message's JSON (pings skipped).
 fn next_json(c: &mut RawClient) -> serde_json::Value {
     loop {
-        let (first, payload) = c.read_frame().expect("a frame");
+        let (first, payload) = c.read_frame().unwrap().expect("a frame");
         if first & 0x0f == 0x1 {
             return serde_json::from_slice(&payload).unwrap();
         }
@@ -49,7 +49,8 @@ fn game_and_pubsub_tokens_travel_in_the_protocol_header_and_stay_out_of_answers_
         &server,
         &format!("/ws?roomId={room}&version=1.0"),
         &format!("Sec-WebSocket-Protocol: chat, partyflow.v1, partyflow.token.{host_token}\r\n"),
-    );
+    )
+    .unwrap();
     assert_eq!(header(&head, "Sec-WebSocket-Protocol"), Some("partyflow.v1"), "{head}");
     assert!(!head.contains(&host_token), "{head}");
     let connected = next_json(&mut host);
@@ -57,7 +58,7 @@ fn game_and_pubsub_tokens_travel_in_the_protocol_header_and_stay_out_of_answers_
 
     // The token in the URL still works; offering only protocols not spoken here gets no header.
     let (mut player, head) =
-        RawClient::connect_with_headers(&server, &format!("/ws?roomId={room}&token={player_token}&version=1.0"), "Sec-WebSocket-Protocol: chat\r\n");
+        RawClient::connect_with_headers(&server, &format!("/ws?roomId={room}&token={player_token}&version=1.0"), "Sec-WebSocket-Protocol: chat\r\n").unwrap();
     assert_eq!(header(&head, "Sec-WebSocket-Protocol"), None, "{head}");
     assert_eq!(next_json(&mut player)["type"], "CONNECTED");
 
@@ -67,12 +68,13 @@ fn game_and_pubsub_tokens_travel_in_the_protocol_header_and_stay_out_of_answers_
         &server,
         "/pubsub",
         &format!("Sec-WebSocket-Protocol: partyflow.token.{jwt}\r\nSec-WebSocket-Protocol: partyflow.pubsub.v1\r\n"),
-    );
+    )
+    .unwrap();
     assert_eq!(header(&head, "Sec-WebSocket-Protocol"), Some("partyflow.pubsub.v1"), "{head}");
     let connected = next_json(&mut pubsub);
     assert_eq!((connected["event"].as_str(), connected["data"]["user"].as_str()), (Some("connected"), Some("ulla")));
     // /relay speaks no subprotocol: nothing is selected.
-    let (_relay, head) = RawClient::connect_with_headers(&server, "/relay?room=r", "Sec-WebSocket-Protocol: partyflow.v1\r\n");
+    let (_relay, head) = RawClient::connect_with_headers(&server, "/relay?room=r", "Sec-WebSocket-Protocol: partyflow.v1\r\n").unwrap();
     assert_eq!(header(&head, "Sec-WebSocket-Protocol"), None, "{head}");
 
     // Refusals: a bad token in the header is 401; malformed lists, a repeated protocol, two

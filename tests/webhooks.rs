@@ -26,7 +26,7 @@ fn play_to_the_end(server: &Server) -> String {
         }
     }
     for (p, _) in players.iter_mut() {
-        p.recv_until("GAME_ENDED");
+        p.recv_until("GAME_ENDED").unwrap();
     }
     room
 }
@@ -118,12 +118,12 @@ fn pubsub_rooms_report_their_lifecycle() {
     let receiver = Receiver::start(SECRET, vec![]);
     let url = receiver.url();
     let server = Server::start(&["--shards", "2", "--webhook-url", &url, "--webhook-secret", SECRET]);
-    let mut a = common::pubsub::PubSubClient::connect(&server, None);
-    let mut b = common::pubsub::PubSubClient::connect(&server, None);
-    a.join("lobby");
-    b.join("lobby");
+    let mut a = common::pubsub::PubSubClient::connect(&server, None).unwrap();
+    let mut b = common::pubsub::PubSubClient::connect(&server, None).unwrap();
+    a.join("lobby").unwrap();
+    b.join("lobby").unwrap();
     b.send(json!({"event": "leave", "room": "lobby", "id": 1}));
-    b.recv_event("left");
+    b.recv_event("left").unwrap();
     let (ua, ub) = (json!(a.user.clone()), json!(b.user.clone()));
     drop(a);
     let events = receiver.until("room.vacated", Duration::from_secs(20));
@@ -217,7 +217,7 @@ fn a_receiver_that_never_answers_slows_no_room() {
         }
     }
     for (p, _) in players.iter_mut() {
-        p.recv_until("GAME_ENDED");
+        p.recv_until("GAME_ENDED").unwrap();
     }
     assert!(*receiver.requests.lock().unwrap() >= 1, "the receiver was holding a request");
     assert_eq!(server.metric("partyflow_webhook_events_delivered_total", ""), 0.0, "nothing was acknowledged");

@@ -42,26 +42,26 @@ fn echo_of_a_message_just_under_one_mib_with_a_raised_limit() {
 #[test]
 fn fragmented_message_with_interleaved_ping_is_reassembled() {
     let server = Server::start(&["--shards", "1"]);
-    let mut c = RawClient::connect(&server, "/echo");
-    c.send(0x01, b"frag");
-    c.send(0x89, b"ping!");
-    c.send(0x00, "mé".as_bytes());
-    c.send(0x80, b"nted");
-    assert_eq!(c.read_frame().unwrap(), (0x8A, b"ping!".to_vec()), "pong comes first, echoing the ping");
-    assert_eq!(c.read_frame().unwrap(), (0x81, "fragménted".as_bytes().to_vec()));
+    let mut c = RawClient::connect(&server, "/echo").unwrap();
+    c.send(0x01, b"frag").unwrap();
+    c.send(0x89, b"ping!").unwrap();
+    c.send(0x00, "mé".as_bytes()).unwrap();
+    c.send(0x80, b"nted").unwrap();
+    assert_eq!(c.read_frame().unwrap().unwrap(), (0x8A, b"ping!".to_vec()), "pong comes first, echoing the ping");
+    assert_eq!(c.read_frame().unwrap().unwrap(), (0x81, "fragménted".as_bytes().to_vec()));
 }
 
 #[test]
 fn close_handshake_echoes_the_code_and_the_server_closes_tcp() {
     let server = Server::start(&["--shards", "1"]);
-    let mut c = RawClient::connect(&server, "/echo");
-    c.send(0x88, &[0x0f, 0xa0, b'b', b'y', b'e']);
-    assert_eq!(c.expect_close(), 4000);
-    c.expect_eof();
-    let mut c = RawClient::connect(&server, "/echo");
-    c.send(0x88, b"");
-    assert_eq!(c.expect_close(), 1000);
-    c.expect_eof();
+    let mut c = RawClient::connect(&server, "/echo").unwrap();
+    c.send(0x88, &[0x0f, 0xa0, b'b', b'y', b'e']).unwrap();
+    assert_eq!(c.expect_close().unwrap(), 4000);
+    c.expect_eof().unwrap();
+    let mut c = RawClient::connect(&server, "/echo").unwrap();
+    c.send(0x88, b"").unwrap();
+    assert_eq!(c.expect_close().unwrap(), 1000);
+    c.expect_eof().unwrap();
 }
 
 /// Each bad frame gets its close code, and the server then ends the connection.
@@ -85,10 +85,10 @@ fn protocol_violations_get_their_close_codes() {
         ("fragments over the limit", [RawClient::frame(0x02, &[0u8; 600], true), RawClient::frame(0x80, &[0u8; 600], true)].concat(), 1009),
     ];
     for (what, bytes, code) in cases {
-        let mut c = RawClient::connect(&server, "/echo");
-        c.send_raw(&bytes);
-        assert_eq!(c.expect_close(), code, "{what}");
-        c.expect_eof();
+        let mut c = RawClient::connect(&server, "/echo").unwrap();
+        c.send_raw(&bytes).unwrap();
+        assert_eq!(c.expect_close().unwrap(), code, "{what}");
+        c.expect_eof().unwrap();
     }
     assert!(server.metric("partyflow_close_codes_sent_total", "code=\"1002\"") >= 10.0);
     assert!(server.metric("partyflow_close_codes_sent_total", "code=\"1009\"") >= 2.0);
@@ -97,35 +97,35 @@ fn protocol_violations_get_their_close_codes() {
 #[test]
 fn invalid_utf8_is_refused_before_the_rest_of_a_large_frame_arrives() {
     let server = Server::start(&["--shards", "1"]);
-    let mut c = RawClient::connect(&server, "/echo");
+    let mut c = RawClient::connect(&server, "/echo").unwrap();
     let frame = RawClient::frame(0x81, &[b"ok".as_slice(), b"\xed\xa0\x80", &[b'a'; 40_000]].concat(), true);
     // Only the header and the first bytes: the server must not wait for the other 40 kB.
-    c.send_raw(&frame[..4 + 4 + 8]);
-    assert_eq!(c.expect_close(), 1007);
+    c.send_raw(&frame[..4 + 4 + 8]).unwrap();
+    assert_eq!(c.expect_close().unwrap(), 1007);
 }
 
 #[test]
 fn oversize_declared_length_is_refused_without_the_payload() {
     let server = Server::start(&["--shards", "1"]);
-    let mut c = RawClient::connect(&server, "/echo");
+    let mut c = RawClient::connect(&server, "/echo").unwrap();
     // Declares 1 GiB and sends nothing more.
     let mut header = vec![0x82, 0xff];
     header.extend_from_slice(&(1u64 << 30).to_be_bytes());
     header.extend_from_slice(&common::MASK);
-    c.send_raw(&header);
-    assert_eq!(c.expect_close(), 1009);
+    c.send_raw(&header).unwrap();
+    assert_eq!(c.expect_close().unwrap(), 1009);
 }
 
 #[test]
 fn floods_are_cut_off_and_ping_floods_go_unanswered() {
     let server = Server::start(&["--shards", "2", "--connection-message-rate", "50", "--pings-per-sec", "5"]);
     // 1,000 messages at once: past the burst (100) the connection is closed with 1008.
-    let mut flood = RawClient::connect(&server, "/relay?room=flood");
+    let mut flood = RawClient::connect(&server, "/relay?room=flood").unwrap();
     let frame = RawClient::frame(0x81, b"spam", true);
-    flood.send_raw(&frame.repeat(1000));
+    flood.send_raw(&frame.repeat(1000)).unwrap();
     // Its own first messages may come back before the close (a relay member hears itself).
     let code = loop {
-        let (first, payload) = flood.read_frame().expect("a close frame");
+        let (first, payload) = flood.read_frame().unwrap().expect("a close frame");
         if first & 0x0f == 0x8 {
             break u16::from_be_bytes([payload[0], payload[1]]);
         }
@@ -134,13 +134,13 @@ fn floods_are_cut_off_and_ping_floods_go_unanswered() {
     assert!(server.metric("partyflow_rate_limit_closes_total", "") >= 1.0);
     // 200 pings at once: at most the burst (10) and what the rate adds meanwhile are answered;
     // the echo of a text sent after them marks the end.
-    let mut pinger = RawClient::connect(&server, "/echo");
+    let mut pinger = RawClient::connect(&server, "/echo").unwrap();
     let ping = RawClient::frame(0x89, b"p", true);
-    pinger.send_raw(&ping.repeat(200));
-    pinger.send(0x81, b"done");
+    pinger.send_raw(&ping.repeat(200)).unwrap();
+    pinger.send(0x81, b"done").unwrap();
     let mut pongs = 0;
     loop {
-        let (first, payload) = pinger.read_frame().expect("connection open");
+        let (first, payload) = pinger.read_frame().unwrap().expect("connection open");
         match first & 0x0f {
             0xA => pongs += 1,
             0x1 => {
@@ -158,29 +158,29 @@ fn floods_are_cut_off_and_ping_floods_go_unanswered() {
 fn a_message_in_more_fragments_than_the_limit_is_refused() {
     let server = Server::start(&["--shards", "1", "--max-fragments", "100"]);
     // 100 frames (1 + 98 empty continuations + a final one) are one message...
-    let mut ok = RawClient::connect(&server, "/echo");
+    let mut ok = RawClient::connect(&server, "/echo").unwrap();
     let mut bytes = RawClient::frame(0x01, b"a", true);
     bytes.extend(RawClient::frame(0x00, b"", true).repeat(98));
     bytes.extend(RawClient::frame(0x80, b"z", true));
-    ok.send_raw(&bytes);
-    assert_eq!(ok.read_frame(), Some((0x81, b"az".to_vec())));
+    ok.send_raw(&bytes).unwrap();
+    assert_eq!(ok.read_frame().unwrap(), Some((0x81, b"az".to_vec())));
     // ...an endless stream of empty continuations is cut at the 101st frame with 1009.
-    let mut endless = RawClient::connect(&server, "/echo");
+    let mut endless = RawClient::connect(&server, "/echo").unwrap();
     let mut bytes = RawClient::frame(0x01, b"a", true);
     bytes.extend(RawClient::frame(0x00, b"", true).repeat(100_000));
-    endless.send_raw(&bytes);
-    assert_eq!(endless.expect_close(), 1009);
+    endless.send_raw(&bytes).unwrap();
+    assert_eq!(endless.expect_close().unwrap(), 1009);
 }
 
 #[test]
 fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
     let server = Server::start(&["--shards", "1", "--idle-connection-timeout", "2s"]);
-    let mut silent = RawClient::connect(&server, "/relay?room=quiet");
+    let mut silent = RawClient::connect(&server, "/relay?room=quiet").unwrap();
     let mut talking = connect(&server, "/relay?room=busy");
     let opened = std::time::Instant::now();
     // The talking member sends every 100 ms, well inside the timeout, for as long as the silent
     // one takes to be closed (answering the server's pings would not count either).
-    let closer = std::thread::spawn(move || silent.expect_close());
+    let closer = std::thread::spawn(move || silent.expect_close().unwrap());
     let mut sent = 0;
     while !closer.is_finished() {
         talking.send(Message::text(format!("keepalive {sent}"))).unwrap();
@@ -201,7 +201,7 @@ fn the_default_fragment_bound_follows_the_message_limit() {
     // The Autobahn runs' limit: 16 MiB messages, so up to 262,144 frames (64 bytes each on average).
     let server = Server::start(&["--shards", "1", "--max-message-bytes", "16777216"]);
     // Autobahn 9.3.1: 4 MiB of text in 64-byte frames (65,536 of them) is one message.
-    let mut ok = RawClient::connect(&server, "/echo");
+    let mut ok = RawClient::connect(&server, "/echo").unwrap();
     let chunk = [b'x'; 64];
     let mut bytes = RawClient::frame(0x01, &chunk, true);
     for _ in 1..65_535 {
@@ -210,26 +210,26 @@ fn the_default_fragment_bound_follows_the_message_limit() {
     bytes.extend(RawClient::frame(0x80, &chunk, true));
     let mut writer = ok.stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || writer.write_all(&bytes).unwrap());
-    let (first, payload) = ok.read_frame().unwrap();
+    let (first, payload) = ok.read_frame().unwrap().unwrap();
     sender.join().unwrap();
     assert_eq!((first, payload.len()), (0x81, 4 << 20));
     // An endless run of empty continuations is still cut off, at the 262,145th frame.
-    let mut endless = RawClient::connect(&server, "/echo");
+    let mut endless = RawClient::connect(&server, "/echo").unwrap();
     let mut bytes = RawClient::frame(0x01, b"a", true);
     bytes.extend(RawClient::frame(0x00, b"", true).repeat(300_000));
     let mut writer = endless.stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         let _ = writer.write_all(&bytes);
     });
-    assert_eq!(endless.expect_close(), 1009);
+    assert_eq!(endless.expect_close().unwrap(), 1009);
     sender.join().unwrap();
     // At the default 64 KiB limit the bound is 1,024 frames.
     let small = Server::start(&["--shards", "1"]);
-    let mut endless = RawClient::connect(&small, "/echo");
+    let mut endless = RawClient::connect(&small, "/echo").unwrap();
     let mut bytes = RawClient::frame(0x01, b"a", true);
     bytes.extend(RawClient::frame(0x00, b"", true).repeat(1_024));
-    endless.send_raw(&bytes);
-    assert_eq!(endless.expect_close(), 1009);
+    endless.send_raw(&bytes).unwrap();
+    assert_eq!(endless.expect_close().unwrap(), 1009);
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn connections_opened_together_are_pinged_at_spread_out_times() {
     // Pinged together, a crowd that arrived at once (after a restart, a network blip) would
     // cost the shard one burst of pings and pongs every interval, holding every other frame up.
     let server = Server::start(&["--shards", "1", "--ping-interval", "2s", "--pong-timeout", "10s"]);
-    let mut clients: Vec<RawClient> = (0..100).map(|_| RawClient::connect(&server, "/echo")).collect();
+    let mut clients: Vec<RawClient> = (0..100).map(|_| RawClient::connect(&server, "/echo").unwrap()).collect();
     let opened = std::time::Instant::now();
     for c in &clients {
         c.stream.set_nonblocking(true).unwrap();
@@ -246,7 +246,7 @@ fn connections_opened_together_are_pinged_at_spread_out_times() {
     while first_ping.iter().any(Option::is_none) {
         assert!(opened.elapsed() < std::time::Duration::from_secs(10), "not every connection was pinged");
         for (c, at) in clients.iter_mut().zip(first_ping.iter_mut()) {
-            if at.is_none() && c.try_read_frame().is_some_and(|(first, _)| first == 0x89) {
+            if at.is_none() && c.try_read_frame().unwrap().is_some_and(|(first, _)| first == 0x89) {
                 *at = Some(opened.elapsed());
             }
         }

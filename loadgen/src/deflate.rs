@@ -1,9 +1,7 @@
-//! permessage-deflate (RFC 7692) on the load generator's side: the offer it makes with
-//! `--compression`, and the inflating of the server's compressed messages.
-//!
-//! The server compresses each message on its own (`server_no_context_takeover`), so one inflater
-//! reset per message serves a connection. The load generator sends its own messages plain, as a
-//! client may: what is measured is the server's fan-out, compressed once per broadcast.
+//! permessage-deflate under the party client's tokio-tungstenite, which knows no extensions:
+//! the socket hands it the server's compressed frames inflated (the inflating itself is
+//! `partyflow_client::deflate`'s). The load generator sends its own messages plain, as a client
+//! may: what is measured is the server's fan-out, compressed once per broadcast.
 
 use std::cell::RefCell;
 use std::io;
@@ -11,116 +9,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
-use flate2::{Decompress, FlushDecompress, Status};
+use partyflow_client::deflate::Inflater;
+use partyflow_client::frame::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::stats::Stats;
-
-/// The extension offered: the load generator keeps no context between its own messages either.
-pub const OFFER: &str = "permessage-deflate; client_no_context_takeover";
-
-/// The largest message the load generator inflates (the server's default limit is far below).
-const MAX_INFLATED: usize = 16 << 20;
-
-/// One connection's inflater.
-pub struct Inflater(Decompress);
-
-impl Default for Inflater {
-    fn default() -> Self {
-        Inflater(Decompress::new(false))
-    }
-}
-
-impl Inflater {
-    /// Appends the inflated `payload` of one compressed message to `out`.
-    pub fn inflate(&mut self, payload: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.reset(false);
-        // RFC 7692 §7.2.2: the sender removed the empty block's tail; it is put back to end the message.
-        let start = out.len();
-        for mut input in [payload, &[0x00, 0x00, 0xff, 0xff][..]] {
-            loop {
-                if out.capacity() - out.len() < 1024 {
-                    out.reserve((input.len() * 4).max(16 * 1024));
-                }
-                let before = self.0.total_in();
-                let status = self.0.decompress_vec(input, out, FlushDecompress::Sync).map_err(io::Error::other)?;
-                input = &input[(self.0.total_in() - before) as usize..];
-                if out.len() - start > MAX_INFLATED {
-                    return Err(io::Error::other("a compressed message inflates past 16 MiB"));
-                }
-                // Done with this input once it is consumed and the output had room to spare.
-                if status == Status::StreamEnd || (input.is_empty() && out.len() < out.capacity()) {
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A complete server frame at the front of a buffer: its first byte (FIN, RSV1, opcode) and
-/// where its payload lies.
-pub struct Frame {
-    pub first: u8,
-    pub payload: std::ops::Range<usize>,
-}
-
-impl Frame {
-    pub fn opcode(&self) -> u8 {
-        self.first & 0x0f
-    }
-
-    /// RSV1 on a data frame: a compressed message.
-    pub fn compressed(&self) -> bool {
-        self.first & 0x40 != 0
-    }
-
-    /// Splits a complete unmasked server frame off the front of `buf`.
-    pub fn parse(buf: &[u8]) -> Option<Frame> {
-        let (&first, &b1) = (buf.first()?, buf.get(1)?);
-        let (len, at) = match b1 & 0x7f {
-            126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-            127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
-            n => (n as usize, 2),
-        };
-        (buf.len() >= at + len).then_some(Frame { first, payload: at..at + len })
-    }
-}
-
-/// The server frames of a raw connection, inflated where compressed, as the relay and pub/sub
-/// clients read them.
-#[derive(Default)]
-pub struct ServerFrames {
-    buf: Vec<u8>,
-    consumed: usize,
-    inflater: Inflater,
-    inflated: Vec<u8>,
-}
-
-impl ServerFrames {
-    /// Starts with the bytes that came with the handshake's answer.
-    pub fn new(early: Vec<u8>) -> Self {
-        ServerFrames { buf: early, ..ServerFrames::default() }
-    }
-
-    /// Bytes read from the socket.
-    pub fn extend(&mut self, bytes: &[u8]) {
-        self.buf.drain(..std::mem::take(&mut self.consumed));
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next complete message: opcode and payload (inflated).
-    pub fn next_message(&mut self) -> Option<io::Result<(u8, &[u8])>> {
-        let frame = Frame::parse(&self.buf[self.consumed..])?;
-        let payload = self.consumed + frame.payload.start..self.consumed + frame.payload.end;
-        self.consumed = payload.end;
-        if !frame.compressed() {
-            return Some(Ok((frame.opcode(), &self.buf[payload])));
-        }
-        self.inflated.clear();
-        Some(self.inflater.inflate(&self.buf[payload], &mut self.inflated).map(|()| (frame.opcode(), &self.inflated[..])))
-    }
-}
 
 /// The socket under a WebSocket library that knows no permessage-deflate (the party client's
 /// tokio-tungstenite): after the handshake's answer, compressed server frames are handed up
@@ -240,21 +133,6 @@ mod tests {
         let mut frame = vec![0xc1, body.len() as u8];
         frame.extend_from_slice(&body);
         frame
-    }
-
-    #[test]
-    fn compressed_and_plain_frames_come_out_as_messages() {
-        let text = "{\"type\":\"TIMER_TICK\",\"payload\":{\"remaining\":42}}".repeat(2);
-        let mut bytes = compressed_frame(&text);
-        bytes.extend_from_slice(&[0x81, 2, b'h', b'i']);
-        let mut frames = ServerFrames::new(bytes[..3].to_vec());
-        assert!(frames.next_message().is_none(), "an incomplete frame waits");
-        frames.extend(&bytes[3..]);
-        let (opcode, first) = frames.next_message().unwrap().unwrap();
-        assert_eq!((opcode, first), (1, text.as_bytes()));
-        let (opcode, second) = frames.next_message().unwrap().unwrap();
-        assert_eq!((opcode, second), (1, &b"hi"[..]));
-        assert!(frames.next_message().is_none());
     }
 
     #[test]

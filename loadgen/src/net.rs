@@ -1,5 +1,5 @@
-//! Connections from the load generator: source-address spreading, a small HTTP client for the
-//! room API, and WebSocket handshakes.
+//! Connections from the load generator: source-address spreading, and the room API and
+//! WebSocket handshakes over tokio (their requests and answers are `partyflow_client`'s).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -13,7 +13,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::deflate::{Inflating, OFFER};
+use partyflow_client::deflate::OFFER;
+use partyflow_client::{handshake, http};
+
+use crate::deflate::Inflating;
 use crate::stats::Stats;
 
 /// A game client's WebSocket: tokio-tungstenite over a socket that inflates compressed frames.
@@ -92,20 +95,11 @@ impl Target {
     async fn raw_unbounded(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
         let body = body.map(Value::to_string).unwrap_or_default();
         let mut stream = self.tcp().await?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.host,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
+        stream.write_all(&http::format_request(method, path, &self.host, &[("Content-Type", "application/json")], body.as_bytes())).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let httparse::Status::Complete(head_len) = parsed.parse(&response)? else { bail!("truncated HTTP response") };
-        let status = parsed.code.ok_or_else(|| anyhow!("no status"))?;
-        Ok((status, response[head_len..].to_vec()))
+        let response = http::Response::parse(&response).ok_or_else(|| anyhow!("{method} {path}: no HTTP response"))?;
+        Ok((response.status, response.body))
     }
 
     /// Opens a WebSocket to `path` (bytes received are counted in `stats`); returns it and the
@@ -133,32 +127,24 @@ impl Target {
 pub async fn raw_websocket(target: &Target, path: &str) -> anyhow::Result<(TcpStream, Vec<u8>, u64)> {
     let started = Instant::now();
     let mut stream = target.tcp().await?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
-        target.host,
-        if target.compression { format!("Sec-WebSocket-Extensions: {OFFER}\r\n") } else { String::new() }
-    );
-    stream.write_all(request.as_bytes()).await?;
+    let extensions = if target.compression { format!("Sec-WebSocket-Extensions: {OFFER}\r\n") } else { String::new() };
+    stream.write_all(handshake::request(path, &target.host, &extensions).as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let head_end = loop {
+    let head_len = loop {
+        if let Some(answer) = handshake::read_answer(&buf) {
+            break answer?;
+        }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             bail!("server closed during the handshake");
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
         if buf.len() > 8192 {
             bail!("handshake response too large");
         }
     };
-    if !buf.starts_with(b"HTTP/1.1 101") {
-        bail!("upgrade refused: {}", String::from_utf8_lossy(&buf[..head_end.min(80)]));
-    }
-    let rest = buf.split_off(head_end);
+    let rest = buf.split_off(head_len);
     Ok((stream, rest, started.elapsed().as_micros() as u64))
 }
 

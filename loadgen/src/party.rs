@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use futures_util::{SinkExt, StreamExt};
+use partyflow_client::envelope;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -479,7 +480,7 @@ impl Client {
     }
 
     fn envelope(&self, kind: &str, payload: Value) -> Value {
-        json!({"type": kind, "roomId": self.room_id, "actorId": self.actor, "timestamp": unix_us() / 1000, "version": "1.0", "payload": payload})
+        envelope::envelope(kind, &self.room_id, &self.actor, unix_us() / 1000, payload)
     }
 
     /// Records what `v` says and returns the messages to send in reply.
@@ -495,11 +496,11 @@ impl Client {
         let payload = &v["payload"];
         let mut replies = Vec::new();
         let mut stats = self.stats.borrow_mut();
-        if v["requiresAck"] == true {
-            replies.push(self.envelope("ACK", json!({"ackId": v["ackId"], "status": "received"})));
+        if let Some(ack) = envelope::ack_payload(v) {
+            replies.push(self.envelope("ACK", ack));
             stats.acks_sent += 1;
         }
-        if let Some(seq) = v["sequenceId"].as_u64() {
+        if let Some(seq) = envelope::sequence_id(v) {
             if self.role == Role::Host {
                 self.room.borrow_mut().host_scopes.insert(seq, v["broadcast"].as_str().unwrap_or_default().to_string());
             }

@@ -17,9 +17,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use partyflow::pubsub::{Claims, TokenKey};
-use partyflow::ws::encode_client_frame;
+use partyflow_client::deflate::ServerFrames;
+use partyflow_client::frame;
 
-use crate::deflate::ServerFrames;
 use crate::net::{raw_websocket, Target};
 use crate::stats::Stats;
 use crate::RunContext;
@@ -80,7 +80,7 @@ impl PubSubArgs {
 
 /// A client frame carrying `text`.
 fn text_frame(text: &str) -> Vec<u8> {
-    encode_client_frame(0x81, text.as_bytes(), Some([0; 4]))
+    frame::encode(0x81, text.as_bytes(), Some([0; 4]))
 }
 
 pub async fn run(ctx: Rc<RunContext>, args: PubSubArgs) -> anyhow::Result<()> {

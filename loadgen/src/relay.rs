@@ -12,13 +12,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use partyflow_client::deflate::ServerFrames;
+use partyflow_client::frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
-use partyflow::ws::encode_client_frame;
-
-use crate::deflate::ServerFrames;
 use crate::net::{raw_websocket, Target};
 use crate::stats::Stats;
 use crate::RunContext;
@@ -108,7 +107,7 @@ pub async fn run(ctx: Rc<RunContext>, args: RelayArgs) -> anyhow::Result<()> {
                 body[..8].copy_from_slice(&seq.to_le_bytes());
                 body[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
                 body[16..24].copy_from_slice(&publisher.to_le_bytes());
-                if sink.write_all(&encode_client_frame(0x82, &body, Some([0; 4]))).await.is_err() {
+                if sink.write_all(&frame::encode(0x82, &body, Some([0; 4]))).await.is_err() {
                     stats.borrow_mut().error("connection");
                     break;
                 }

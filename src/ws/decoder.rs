@@ -406,42 +406,12 @@ fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
     }
 }
 
-/// Encodes a client-to-server frame with `first` as its first byte (FIN, RSV bits, opcode taken
-/// as given, so tests can build illegal frames) and `payload` masked with `mask`, or unmasked
-/// (illegal from a client) when `mask` is `None`. For tests and the load generator; the server
-/// itself only decodes client frames.
-pub fn encode_client_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    let mut out = Vec::with_capacity(payload.len().saturating_add(14));
-    out.push(first);
-    match payload.len() {
-        n if n < 126 => out.push(mask_bit | n as u8),
-        n if n <= 0xffff => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let start = out.len().saturating_add(mask.map_or(0, |m| m.len()));
-    if let Some(m) = mask {
-        out.extend_from_slice(&m);
-    }
-    out.extend_from_slice(payload);
-    if let (Some(m), Some(body)) = (mask, out.get_mut(start..)) {
-        unmask(body, m, 0);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        encode_client_frame(first, payload, Some([1, 2, 3, 4]))
+        partyflow_client::frame::encode(first, payload, Some([1, 2, 3, 4]))
     }
 
     fn decode_all(dec: &mut Decoder, bytes: &[u8]) -> Result<Vec<Event>, ProtocolError> {

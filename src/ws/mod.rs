@@ -16,7 +16,7 @@ mod frame;
 mod handshake;
 pub mod subprotocol;
 
-pub use decoder::{encode_client_frame, Decoder, Event, ProtocolError};
+pub use decoder::{Decoder, Event, ProtocolError};
 pub use deflate_offer::{negotiate, Agreed, Malformed};
 pub use deflate_out::{DeflateStats, FrameDeflater};
 pub use frame::{encode_close, encode_data, encode_pong, frame_payload, ping_frame, DataKind};
