@@ -124,12 +124,11 @@ fi
 GATES=(--slo-p95-ms 100 --max-lost 0 --max-error-rate 0.01)
 log "load generator smoke: party, 10 rooms x (1 host + 10 players), the real game, two client threads"
 start_server --shards 2 --min-round-duration 1s
-idle_rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
 "$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 2s --duration 5s --threads 2 "${GATES[@]}" \
     --json "$TARGET/smoke-party.json" party --rooms 10 --players 10 --round-duration 4 --swipe-interval 500ms
 stop_server
 # Memory per connection may not grow past twice the recorded figure (a ratio, not a timing).
-python3 scripts/check-smoke-rss.py "$TARGET/smoke-party.json" "$idle_rss_kib" perf/party-smoke-rss-bytes
+python3 scripts/check-smoke-rss.py "$TARGET/smoke-party.json" perf/party-smoke-rss-bytes
 log "load generator smoke: relay, 20 rooms x 6 members"
 start_server --shards 2
 "$BIN/partyflow-loadgen" --url "http://$SERVER_ADDR" --server-pid "$SERVER_PID" --warmup 1s --duration 3s "${GATES[@]}" \

@@ -65,6 +65,7 @@ impl Outbox {
         let keep = usize::from(self.written_of_front > 0).min(self.frames.len());
         self.frames.truncate(keep);
         self.queued_bytes = self.frames.iter().map(Bytes::len).sum::<usize>() - self.written_of_front;
+        self.release_if_empty();
     }
 
     /// Whether a close frame has been queued.
@@ -116,6 +117,15 @@ impl Outbox {
             self.written_of_front = 0;
             self.frames.pop_front();
         }
+        self.release_if_empty();
+    }
+
+    /// A connection whose frames are all written holds no queue: most connections are idle
+    /// most of the time, and each would otherwise keep room for its largest burst.
+    fn release_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
     }
 }
 
@@ -130,6 +140,7 @@ mod tests {
         assert_eq!(q.push(Bytes::from_static(b"x")), Err(Overflow { limit: 10 }));
         q.advance(50);
         assert!(q.is_empty());
+        assert_eq!(q.frames.capacity(), 0, "an empty queue holds no buffer");
         assert!(q.push(Bytes::from_static(b"12345")).is_ok());
         assert!(q.push(Bytes::from_static(b"12345")).is_ok());
         assert!(q.push(Bytes::from_static(b"1")).is_err());

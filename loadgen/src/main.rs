@@ -214,6 +214,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let threads = usize::from(cli.threads);
     let cpus = partyflow::runtime::limits::allowed_cpus().unwrap_or_default();
     let window = Arc::new(window::Window::new(threads));
+    // The server's memory before this run's first connection: what each connection adds is
+    // measured against it.
+    let rss_before_kib = cli.server_pid.and_then(|pid| sampler::sample(&pid.to_string())).map(|s| s.rss_kib);
     let started = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
@@ -239,7 +242,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         stats.absorb(thread_stats);
         observed = observed.or(usage);
     }
-    let (measured, server, loadgen_cpu) = observed.ok_or_else(|| anyhow::anyhow!("the first client thread measured nothing"))?;
+    let (measured, mut server, loadgen_cpu) = observed.ok_or_else(|| anyhow::anyhow!("the first client thread measured nothing"))?;
+    server.rss_before_kib = rss_before_kib;
     let scenario = match cli.scenario {
         Scenario::Party(_) => "party",
         Scenario::Storm(_) => "storm",
@@ -380,6 +384,7 @@ async fn watch_resources(
         cpu_share: server_start.zip(server_end).map(|(a, b)| sampler::cpu_share((start, a), (end, b))),
         rss_kib: server_end.map(|s| s.rss_kib),
         peak_rss_kib: server_end.map(|s| s.peak_rss_kib),
+        rss_before_kib: None,
         messages_out_per_sec: out(&metrics_start).zip(out(&metrics_end)).map(|(a, b)| (b - a) / wall.as_secs_f64().max(1e-9)),
         latency: report::SERVER_LATENCIES
             .iter()

@@ -16,6 +16,8 @@ pub struct ServerUsage {
     pub cpu_share: Option<f64>,
     pub rss_kib: Option<u64>,
     pub peak_rss_kib: Option<u64>,
+    /// RSS before the run's first connection (local server only).
+    pub rss_before_kib: Option<u64>,
     /// Messages the server queued per second, from its /metrics.
     pub messages_out_per_sec: Option<f64>,
     /// What the server's own histograms counted in the measured window, in the order of
@@ -109,6 +111,15 @@ impl Report {
     /// and messages not counted as deliveries included).
     pub fn wire_bytes_per_delivery(&self) -> f64 {
         self.stats.wire_bytes as f64 / self.stats.delivered.max(1) as f64
+    }
+
+    /// The server's memory per connection open at the end, less what it held before the run
+    /// (its code and fixed buffers): the cost of one more connection.
+    pub fn added_per_connection(&self) -> Option<f64> {
+        let server = self.server.as_ref()?;
+        let (end, before) = (server.rss_kib?, server.rss_before_kib?);
+        let open = self.stats.soak.samples.last().and_then(|p| p.connections).unwrap_or(self.stats.connections as f64).max(1.0);
+        Some((end as f64 - before as f64) * 1024.0 / open)
     }
 
     pub fn delivered_per_sec(&self) -> f64 {
@@ -215,6 +226,13 @@ impl Report {
                 // Connections open at the end: a soak's last sample (it opened many more in all).
                 let open = s.soak.samples.last().and_then(|p| p.connections).unwrap_or(s.connections as f64).max(1.0);
                 let _ = writeln!(out, "server: RSS {rss} KiB (peak {peak} KiB), {:.0} B per open connection", rss as f64 * 1024.0 / open);
+                if let Some(added) = self.added_per_connection() {
+                    let _ = writeln!(
+                        out,
+                        "server: {added:.0} B added per open connection (RSS less its {} KiB before the run)",
+                        server.rss_before_kib.unwrap_or(0)
+                    );
+                }
             }
             if let Some(rate) = server.messages_out_per_sec {
                 let _ = writeln!(out, "server /metrics: {rate:.0} messages queued per second");
@@ -290,6 +308,7 @@ impl Report {
                 "gapsAfterBackfill": s.reconnects.gaps_after_backfill,
             },
             "server": self.server.as_ref().map(|u| json!({"cpuShare": u.cpu_share, "rssKiB": u.rss_kib, "peakRssKiB": u.peak_rss_kib,
+                "rssBeforeKiB": u.rss_before_kib, "addedBytesPerConnection": self.added_per_connection(),
                 "cpuUsPerDelivery": u.cpu_share.map(|c| c * 1e6 / self.delivered_per_sec().max(1e-9)),
                 "messagesOutPerSec": u.messages_out_per_sec,
                 "latencyBucketsMs": server_latency_json(&u.latency)})),

@@ -141,6 +141,10 @@ fn a_party_run_plays_real_rooms_and_reports_them_in_text_json_and_html() {
     assert!(r["wireBytesPerDelivery"].as_f64().unwrap() > 0.0);
     // --server-pid: the server's CPU and memory read from /proc.
     assert!(r["server"]["rssKiB"].as_u64().unwrap() > 0 && r["server"]["cpuShare"].as_f64().is_some(), "{}", r["server"]);
+    // And its memory before the run, which what each connection added is measured against.
+    let (before, end) = (r["server"]["rssBeforeKiB"].as_u64().unwrap(), r["server"]["rssKiB"].as_u64().unwrap());
+    let added = r["server"]["addedBytesPerConnection"].as_f64().unwrap();
+    assert!(before > 0 && (added - (end as f64 - before as f64) * 1024.0 / 12.0).abs() < 1.0, "{}", r["server"]);
     assert!(!r["timeline"].as_array().unwrap().is_empty());
 
     let html = std::fs::read_to_string(&page).unwrap();

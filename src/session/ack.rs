@@ -74,7 +74,17 @@ impl AckTracker {
     pub fn on_ack(&mut self, ack_id: &str) -> bool {
         let before = self.pending.len();
         self.pending.retain(|p| p.ack_id != ack_id);
-        self.pending.len() != before
+        let found = self.pending.len() != before;
+        self.release_if_idle();
+        found
+    }
+
+    /// With nothing awaiting an ACK the tracker holds no buffer: ACKed events are a few per
+    /// round, and thousands of players would otherwise each keep room for several.
+    fn release_if_idle(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
     }
 
     /// Whether the client failed to acknowledge an event three times.
@@ -107,6 +117,7 @@ impl AckTracker {
         if actions.iter().any(|a| matches!(a, AckAction::GaveUp { .. })) {
             self.degraded = true;
         }
+        self.release_if_idle();
         actions
     }
 }
@@ -114,6 +125,22 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_tracker_holds_no_buffer() {
+        let t0 = Instant::now();
+        let mut acks = AckTracker::new(AckPolicy::default());
+        acks.track(t0, "ack_1", Bytes::from_static(b"ROUND_STARTED"));
+        acks.track(t0, "ack_2", Bytes::from_static(b"ROUND_ENDED"));
+        assert!(acks.on_ack("ack_1"));
+        assert!(acks.pending.capacity() > 0, "one still waits");
+        assert!(acks.on_ack("ack_2"));
+        assert_eq!(acks.pending.capacity(), 0);
+        acks.track(t0, "ack_3", Bytes::from_static(b"GAME_ENDED"));
+        let gave_up = (1..10).flat_map(|s| acks.handle_timeout(t0 + Duration::from_secs(10 * s))).any(|a| matches!(a, AckAction::GaveUp { .. }));
+        assert!(gave_up);
+        assert_eq!(acks.pending.capacity(), 0, "given up on, nothing waits");
+    }
 
     #[test]
     fn two_retries_two_seconds_apart_then_degraded() {

@@ -469,7 +469,12 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     /// The next thing for the runtime to do.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<RoomOutput<C>> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() && self.outputs.capacity() > 0 {
+            // Drained: an idle room holds no queue (a broadcast fills one for every member).
+            self.outputs = VecDeque::new();
+        }
+        output
     }
 
     /// Promotes the first player in seat order who has a connection open and is not
