@@ -59,8 +59,10 @@ impl ShardState {
             }
         }
         for key in self.remotes.of_room(room) {
-            self.remotes.send(self.bus.as_ref(), key, &frame);
-            self.remotes.close(self.bus.as_ref(), key, close_code::INTERNAL_ERROR, "internal error".into());
+            let messages = [self.remotes.addressed(key, &frame), self.remotes.close(key, close_code::INTERNAL_ERROR, "internal error".into())];
+            for message in messages.into_iter().flatten() {
+                super::forwarding::forward(self.bus.as_ref(), message);
+            }
         }
         self.wake_timer_for(self.next_deadline());
     }

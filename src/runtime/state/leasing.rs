@@ -3,9 +3,8 @@
 
 use std::time::Instant;
 
-use super::forwarding::CLOSE_RECONNECT;
 use super::ShardState;
-use crate::cluster::Renewal;
+use crate::cluster::{Renewal, CLOSE_RECONNECT};
 use crate::metrics::ShardMetrics;
 use crate::rooms::RoomId;
 
