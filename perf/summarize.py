@@ -106,7 +106,7 @@ def queue_delay(results, stamp, machine):
 
 def ab(results, stamp, machine):
     table(f"before (base) and after (new), alternating {stamp} ({machine})", "scenario", "build", "run", "delivered/s", "server CPU %",
-          "CPU-µs per delivery", "p50 / p95 / p99 / p99.9 ms", "RSS per connection", "queue delay p99 / p99.9 ms", "lost", "errors")
+          "CPU-µs per delivery", "p50 / p95 / p99 / p99.9 ms", "RSS per connection (added by it)", "queue delay p99 / p99.9 ms", "lost", "errors")
     rows = []
     for setup, run, r in runs(results, "ab", stamp):
         scenario, build = setup.rsplit("-", 1)
@@ -117,7 +117,7 @@ def ab(results, stamp, machine):
         qd = (s.get("latencyBucketsMs") or {}).get("partyflow_outbound_queue_delay_seconds") or {}
         qd = " / ".join(fmt(qd.get(q), "g") for q in ("p99", "p999")) if qd.get("count") else "–"
         print(f"| {scenario} | {build} | {run} | {r['deliveredPerSec']:.0f} | {fmt(s.get('cpuShare') and s['cpuShare'] * 100, '.1f')} | "
-              f"{fmt(s.get('cpuUsPerDelivery'))} | {lat} | {fmt(per_conn, ',.0f')} B | {qd} | {r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
+              f"{fmt(s.get('cpuUsPerDelivery'))} | {lat} | {fmt(per_conn, ',.0f')} B ({fmt(s.get('addedBytesPerConnection'), ',.0f')} B) | {qd} | {r['lost'] + r['outOfOrder'] + r['duplicated']} | {sum(r['errors'].values())} |")
 
 
 def pubsub(results, stamp, machine):
