@@ -14,7 +14,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::{entitled, GameRoom, RoomCount, RoomOutput};
+use super::delivery::entitled;
+use super::{GameRoom, RoomCount, RoomOutput};
 use crate::game::Role;
 use crate::protocol::{ErrorCode, Rejection, Scope};
 use crate::session::LoggedEvent;
