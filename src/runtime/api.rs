@@ -273,11 +273,9 @@ pub(crate) async fn call_owner(shard: &Shard, owner: &str, room: &RoomId, call: 
     }
 }
 
-/// The owner's answer to an edge's call about `room`.
+/// The owner's answer to an edge's room API call about `room` (the admin calls are
+/// `admin_http::here`'s).
 pub(crate) fn answer_call(shard: &Shard, room: &RoomId, call: Call) -> Response {
-    if matches!(call, Call::AdminDetail | Call::AdminClose { .. } | Call::AdminKick { .. }) {
-        return super::admin_http::here(shard, room, call);
-    }
     if !shard.state.borrow().has_game(room) {
         let response = Response::error(Status::ServiceUnavailable, "ROOM_MOVING", "the room is not served by this instance now; retry");
         return response.header("Retry-After", "1");
@@ -289,7 +287,7 @@ pub(crate) fn answer_call(shard: &Shard, room: &RoomId, call: Call) -> Response 
         },
         Call::Join { host, body } => join_room(shard, &host, room, &body),
         Call::Summary => room_summary(shard, room),
-        // Answered above, or (the listing) by the bus's handler.
+        // The admin API's (`admin_http::here`), or (the listing) the bus handler's.
         Call::AdminDetail | Call::AdminClose { .. } | Call::AdminKick { .. } | Call::Rows => Response::new(Status::NotFound),
     }
 }

@@ -133,7 +133,11 @@ fn on_bus_message(shard: &Rc<Shard>, incoming: Incoming) {
             .detach();
         }
         Incoming::Forward { from, message: Forward::Request { room, id, call } } => {
-            let response = api::answer_call(shard, &room, call);
+            // The admin calls are the admin API's; the room API's are the room API's.
+            let response = match call {
+                Call::AdminDetail | Call::AdminClose { .. } | Call::AdminKick { .. } => super::admin_http::here(shard, &room, call),
+                call => api::answer_call(shard, &room, call),
+            };
             let answer = Forward::Response { id, status: response.status().code(), body: response.body_bytes().to_vec() };
             if let Some(bus) = &shard.shared.bus {
                 bus.forward(&from, &answer);
