@@ -44,7 +44,7 @@ fn game_in_round(now: Instant) -> (Game, String) {
 
 /// The same as a room with the host (conn 0) and 10 players connected; returns the current word.
 fn room_in_round(now: Instant) -> (GameRoom<u32>, String) {
-    let policy = RoomPolicy { messages_per_sec: (1e9, 1e9), ..RoomPolicy::default() };
+    let policy = RoomPolicy { messages_per_sec: partyflow::session::Rate { per_sec: 1e9, burst: 1e9 }, ..RoomPolicy::default() };
     let mut room = GameRoom::new(RoomId::parse("ABC234").unwrap(), "host", "H", config(), policy, now, 0);
     for i in 0..10 {
         room.join(now, &format!("p{i}"), "P").unwrap();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
-use crate::session::TokenBucket;
+use crate::session::{Rate, TokenBucket};
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -194,17 +194,17 @@ impl ApiLimiter {
 
     /// Counts a request from `ip` at `now`; `Err(retry_after)` when it is over the rate.
     pub fn check(&self, now: Instant, ip: IpAddr) -> Result<(), Duration> {
+        let (per_sec, rate) = (self.per_sec, Rate::with_double_burst(self.per_sec));
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&ip) {
-            buckets.retain(|_, b| !b.is_full(now));
+            buckets.retain(|_, b| !b.is_full(now, rate));
             if buckets.len() >= MAX_TRACKED_ADDRESSES {
                 // Every tracked address is busy: refuse newcomers rather than grow.
                 return Err(Duration::from_secs(1));
             }
         }
-        let per_sec = self.per_sec;
-        let bucket = buckets.entry(ip).or_insert_with(|| TokenBucket::new(now, per_sec, 2.0 * per_sec));
-        if bucket.try_take(now) {
+        let bucket = buckets.entry(ip).or_insert_with(|| TokenBucket::full(now, rate));
+        if bucket.try_take(now, rate) {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 / per_sec).clamp(1.0, 3600.0)))

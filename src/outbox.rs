@@ -18,32 +18,28 @@ pub struct Overflow {
     pub limit: usize,
 }
 
-/// Queue of frames for one connection.
-#[derive(Debug)]
+/// Queue of frames for one connection. Its bound is the caller's (one per server), passed to
+/// [`Outbox::push`].
+#[derive(Debug, Default)]
 pub struct Outbox {
     frames: VecDeque<Bytes>,
     /// Bytes of the front frame already written.
     written_of_front: usize,
     queued_bytes: usize,
-    max_bytes: usize,
     sealed: bool,
 }
 
 impl Outbox {
-    /// An empty queue holding at most `max_bytes` (one frame of any size is always accepted
-    /// into an empty queue, so a message as large as the message limit can still be sent).
-    pub fn new(max_bytes: usize) -> Self {
-        Outbox { frames: VecDeque::new(), written_of_front: 0, queued_bytes: 0, max_bytes, sealed: false }
-    }
-
-    /// Queues `frame`. Frames pushed after [`Outbox::seal`] are dropped silently: nothing may
+    /// Queues `frame` if the queue then holds at most `max_bytes` (one frame of any size is
+    /// always accepted into an empty queue, so a message as large as the message limit can
+    /// still be sent). Frames pushed after [`Outbox::seal`] are dropped silently: nothing may
     /// follow a close frame.
-    pub fn push(&mut self, frame: Bytes) -> Result<(), Overflow> {
+    pub fn push(&mut self, frame: Bytes, max_bytes: usize) -> Result<(), Overflow> {
         if self.sealed {
             return Ok(());
         }
-        if self.queued_bytes > 0 && self.queued_bytes + frame.len() > self.max_bytes {
-            return Err(Overflow { limit: self.max_bytes });
+        if self.queued_bytes > 0 && self.queued_bytes + frame.len() > max_bytes {
+            return Err(Overflow { limit: max_bytes });
         }
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
@@ -135,22 +131,22 @@ mod tests {
 
     #[test]
     fn bounded_but_one_large_frame_fits() {
-        let mut q = Outbox::new(10);
-        assert!(q.push(Bytes::from(vec![0; 50])).is_ok());
-        assert_eq!(q.push(Bytes::from_static(b"x")), Err(Overflow { limit: 10 }));
+        let (mut q, limit) = (Outbox::default(), 10);
+        assert!(q.push(Bytes::from(vec![0; 50]), limit).is_ok());
+        assert_eq!(q.push(Bytes::from_static(b"x"), limit), Err(Overflow { limit: 10 }));
         q.advance(50);
         assert!(q.is_empty());
         assert_eq!(q.frames.capacity(), 0, "an empty queue holds no buffer");
-        assert!(q.push(Bytes::from_static(b"12345")).is_ok());
-        assert!(q.push(Bytes::from_static(b"12345")).is_ok());
-        assert!(q.push(Bytes::from_static(b"1")).is_err());
+        assert!(q.push(Bytes::from_static(b"12345"), limit).is_ok());
+        assert!(q.push(Bytes::from_static(b"12345"), limit).is_ok());
+        assert!(q.push(Bytes::from_static(b"1"), limit).is_err());
     }
 
     #[test]
     fn gather_and_partial_advance() {
-        let mut q = Outbox::new(100);
-        q.push(Bytes::from_static(b"abc")).unwrap();
-        q.push(Bytes::from_static(b"de")).unwrap();
+        let (mut q, limit) = (Outbox::default(), 100);
+        q.push(Bytes::from_static(b"abc"), limit).unwrap();
+        q.push(Bytes::from_static(b"de"), limit).unwrap();
         q.advance(2);
         let mut slices = [IoSlice::new(&[]); 4];
         let n = q.gather(&mut slices);
@@ -166,14 +162,14 @@ mod tests {
 
     #[test]
     fn discard_keeps_a_partly_written_front_then_seal() {
-        let mut q = Outbox::new(100);
-        q.push(Bytes::from_static(b"abc")).unwrap();
-        q.push(Bytes::from_static(b"def")).unwrap();
+        let (mut q, limit) = (Outbox::default(), 100);
+        q.push(Bytes::from_static(b"abc"), limit).unwrap();
+        q.push(Bytes::from_static(b"def"), limit).unwrap();
         q.advance(1);
         q.discard_unsent();
         assert_eq!(q.queued_bytes(), 2);
         q.seal(Bytes::from_static(b"CLOSE"));
-        q.push(Bytes::from_static(b"late")).unwrap();
+        q.push(Bytes::from_static(b"late"), limit).unwrap();
         q.advance(2);
         assert_eq!(q.front().unwrap(), Bytes::from_static(b"CLOSE"));
         q.advance(5);

@@ -74,7 +74,7 @@ fn policy() -> RoomPolicy {
     RoomPolicy {
         presence: PresenceConfig::default(),
         event_log: EventLogConfig { max_events: 256, ..defaults.event_log },
-        messages_per_sec: (1000.0, 1000.0),
+        messages_per_sec: partyflow::session::Rate { per_sec: 1000.0, burst: 1000.0 },
         ..defaults
     }
 }

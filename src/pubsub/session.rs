@@ -9,12 +9,12 @@ use super::message::{self, Message, Request};
 use super::{Command, ErrorCode, ProxyAnswer, ProxyCall, ProxyGates};
 use crate::metrics::Metrics;
 use crate::rooms::RoomId;
-use crate::session::TokenBucket;
+use crate::session::{Rate, TokenBucket};
 use crate::ws::{self, DataKind};
 
 /// Error replies a connection gets per second at most (bursts of twice that): a client that
 /// floods bad messages cannot make the server flood it back.
-const ERRORS_PER_SEC: f64 = 5.0;
+const ERRORS_RATE: Rate = Rate { per_sec: 5.0, burst: 10.0 };
 
 /// Messages a connection may send while one waits for the app's backend; past this they are
 /// refused (`RATE_LIMITED`) instead of queued without bound.
@@ -29,6 +29,7 @@ pub struct Session {
     pub rooms: Vec<RoomId>,
     max_rooms: usize,
     messages: TokenBucket,
+    messages_rate: Rate,
     errors: TokenBucket,
     gates: ProxyGates,
     /// The message waiting for the backend's answer (its text as received).
@@ -45,8 +46,9 @@ impl Session {
             conn,
             rooms: Vec::new(),
             max_rooms,
-            messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
-            errors: TokenBucket::new(now, ERRORS_PER_SEC, 2.0 * ERRORS_PER_SEC),
+            messages: TokenBucket::full(now, Rate::with_double_burst(messages_per_sec)),
+            messages_rate: Rate::with_double_burst(messages_per_sec),
+            errors: TokenBucket::full(now, ERRORS_RATE),
             gates: ProxyGates::default(),
             pending: None,
             held: VecDeque::new(),
@@ -62,7 +64,7 @@ impl Session {
     /// A data message arrived at `now`: parses it and runs its handler; what the handler asks
     /// for goes to `out`.
     pub fn handle_message(&mut self, now: Instant, kind: DataKind, payload: &[u8], handlers: &Handlers, metrics: &Metrics, out: &mut Vec<Command>) {
-        if !self.messages.try_take(now) {
+        if !self.messages.try_take(now, self.messages_rate) {
             return self.refuse(now, ErrorCode::RateLimited, "too many messages; slow down", None, out);
         }
         if self.pending.is_some() {
@@ -148,7 +150,7 @@ impl Session {
     }
 
     fn refuse(&mut self, now: Instant, code: ErrorCode, text: &str, id: Option<&message::MessageId>, out: &mut Vec<Command>) {
-        if self.errors.try_take(now) {
+        if self.errors.try_take(now, ERRORS_RATE) {
             out.push(Command::Reply { frame: ws::encode_data(DataKind::Text, &message::error(code, text, id)) });
         }
     }

@@ -20,7 +20,7 @@ use crate::http::{Request, Response, Status};
 use crate::metrics::Refusal;
 use crate::protocol::ErrorCode;
 use crate::rooms::{GameRoom, ReconnectWindows, RoomId, RoomPolicy};
-use crate::session::{AckPolicy, EventLogConfig, PresenceConfig};
+use crate::session::{AckPolicy, EventLogConfig, PresenceConfig, Rate};
 use crate::store::{Answer, RoomSnapshot};
 
 /// Room ids: 6 characters without look-alikes (no I, L, O, 0, 1).
@@ -298,7 +298,7 @@ fn room_policy(config: &ServeConfig) -> RoomPolicy {
     RoomPolicy {
         webhooks: config.webhook_url.is_some(),
         idle_timeout: config.room_idle_timeout,
-        messages_per_sec: (rate, 2.0 * rate),
+        messages_per_sec: Rate::with_double_burst(rate),
         acks: AckPolicy { timeout: config.ack_timeout, max_retries: config.ack_retries },
         presence: PresenceConfig {
             grace: config.disconnect_grace,

@@ -17,7 +17,7 @@ use super::conn::ConnDriver;
 use super::handoff::Handoff;
 use super::mesh::ShardMsg;
 use super::shard::Shard;
-use super::state::{ConnSettings, Deflate, Endpoint};
+use super::state::{ConnSettings, Endpoint};
 use crate::admission::Permit;
 use crate::auth::Claims;
 use crate::cluster::Call;
@@ -456,15 +456,9 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, accept: &Accept, joini
     let id = {
         let mut state = shard.state.borrow_mut();
         let settings = ConnSettings {
-            heartbeat: (config.ping_interval, config.pong_timeout),
             // A random phase, so that connections opened together are not pinged together.
             first_ping: config.ping_interval.mul_f64(rand::random_range(0.5..=1.0)),
-            max_outbound_bytes: config.max_outbound_bytes,
-            messages_per_sec: config.connection_message_rate,
-            bytes_per_sec: (config.connection_byte_rate as f64, (2 * config.connection_byte_rate).max(config.max_message_bytes as u64) as f64),
-            pings_per_sec: config.pings_per_sec,
-            idle_timeout: (!config.idle_connection_timeout.is_zero()).then_some(config.idle_connection_timeout),
-            deflate: accept.deflate.as_ref().map(|a| Deflate { window_bits: a.server_max_window_bits, min_bytes: config.compression_min_bytes }),
+            deflate_window_bits: accept.deflate.as_ref().map(|a| a.server_max_window_bits),
         };
         let m = shard.metrics();
         match joining {

@@ -25,7 +25,7 @@ use super::calls::Calls;
 use super::mesh::{MeshOut, ShardMsg};
 use super::serve::serve;
 use super::shard::{Shard, Shared, READ_SCRATCH_BYTES};
-use super::state::{Persist, PubSub, ShardState};
+use super::state::{ConnLimits, Persist, PubSub, ShardState};
 use super::turn::NextTurn;
 use crate::cluster::{Call, Forward, Incoming, Leases};
 use crate::http::{Response, Status};
@@ -45,12 +45,13 @@ pub(crate) async fn run(shared: Shared, listener: TcpListener, mesh: Senders<Sha
     let webhooks = shared.webhooks.clone();
     let inbox_from_bus = shared.bus_inbox.lock().ok().and_then(|mut all| all.get_mut(mesh.peer_id()).and_then(Option::take));
     let mesh = Rc::new(mesh);
+    let limits = ConnLimits::from_config(&shared.config);
     let shard = Rc::new(Shard {
         index,
         shards,
         shared,
         state: RefCell::new({
-            let mut state = ShardState::new(index, persist, leases, bus, pubsub);
+            let mut state = ShardState::new(index, limits, persist, leases, bus, pubsub);
             state.webhooks = webhooks;
             state
         }),

@@ -12,6 +12,6 @@ mod rate;
 pub use ack::{AckAction, AckPolicy, AckTracker};
 pub use checksum::state_checksum;
 pub use event_log::{EventLog, EventLogConfig, LoggedEvent};
-pub use heartbeat::{Heartbeat, HeartbeatAction};
+pub use heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig};
 pub use presence::{Arrival, Presence, PresenceConfig, PresenceEvent};
-pub use rate::TokenBucket;
+pub use rate::{Rate, TokenBucket};

@@ -107,7 +107,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
     /// Sends `ERROR` to `conn` unless its error budget is spent.
     pub(super) fn reject(&mut self, now: Instant, conn: C, rejection: Rejection) {
         let Some(member) = self.members.iter_mut().find(|m| m.conn == conn) else { return };
-        if !member.errors.try_take(now) {
+        if !member.errors.try_take(now, self.policy.errors_per_sec) {
             return;
         }
         let version = member.version.clone();

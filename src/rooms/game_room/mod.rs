@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use super::RoomId;
 use crate::game::{Command, Event, Game, GameConfig, Role};
 use crate::protocol::{self, ErrorCode, Rejection, Scope, ServerMsg, Version, SERVER_VERSION};
-use crate::session::{AckAction, AckPolicy, AckTracker, EventLog, EventLogConfig, LoggedEvent, Presence, PresenceConfig, PresenceEvent, TokenBucket};
+use crate::session::{AckAction, AckPolicy, AckTracker, EventLog, EventLogConfig, LoggedEvent, Presence, PresenceConfig, PresenceEvent, Rate, TokenBucket};
 use crate::ws::{self, DataKind};
 
 pub use reconnect::ReconnectWindows;
@@ -50,9 +50,9 @@ pub struct RoomPolicy {
     /// ACK retry policy.
     pub acks: AckPolicy,
     /// Messages a connection may send per second (sustained), and in a burst.
-    pub messages_per_sec: (f64, f64),
+    pub messages_per_sec: Rate,
     /// ERROR replies per second and burst; beyond that errors are dropped.
-    pub errors_per_sec: (f64, f64),
+    pub errors_per_sec: Rate,
     /// The disconnect timeline and host rules.
     pub presence: PresenceConfig,
     /// Bounds of the backfill log.
@@ -73,8 +73,8 @@ impl Default for RoomPolicy {
             idle_timeout: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(12 * 3600),
             acks: AckPolicy::default(),
-            messages_per_sec: (20.0, 40.0),
-            errors_per_sec: (5.0, 10.0),
+            messages_per_sec: Rate::with_double_burst(20.0),
+            errors_per_sec: Rate::with_double_burst(5.0),
             presence: PresenceConfig::default(),
             event_log: EventLogConfig::default(),
             reconnect: ReconnectWindows::default(),
@@ -256,15 +256,13 @@ impl<C: Copy + PartialEq> GameRoom<C> {
         }
         self.members.retain(|m| m.actor_id != actor_id);
         let arrival = self.presence.on_connect(now, actor_id);
-        let (msg_rate, msg_burst) = self.policy.messages_per_sec;
-        let (err_rate, err_burst) = self.policy.errors_per_sec;
         self.members.push(Member {
             conn,
             actor_id: actor_id.to_string(),
             version: version.clone(),
             acks: AckTracker::new(self.policy.acks),
-            messages: TokenBucket::new(now, msg_rate, msg_burst),
-            errors: TokenBucket::new(now, err_rate, err_burst),
+            messages: TokenBucket::full(now, self.policy.messages_per_sec),
+            errors: TokenBucket::full(now, self.policy.errors_per_sec),
             connected_seq: self.sequence,
             gap: arrival.gap,
         });
@@ -318,7 +316,7 @@ impl<C: Copy + PartialEq> GameRoom<C> {
             panic!("injected fault: room");
         }
         let Some(member) = self.members.iter_mut().find(|m| m.conn == conn) else { return };
-        if !member.messages.try_take(now) {
+        if !member.messages.try_take(now, self.policy.messages_per_sec) {
             return self.reject(now, conn, Rejection::new(ErrorCode::RateLimited, "too many messages; slow down"));
         }
         if data.len() > MAX_GAME_MESSAGE_BYTES {

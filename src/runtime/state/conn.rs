@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::admission::Permit;
+use crate::config::ServeConfig;
 use crate::metrics::latency::{self, Latency};
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::rooms::RoomId;
-use crate::session::{Heartbeat, HeartbeatAction, TokenBucket};
+use crate::session::{Heartbeat, HeartbeatAction, HeartbeatConfig, Rate, TokenBucket};
 use crate::ws::{self, close_code};
 
 /// How long a closing connection may take to flush its close frame and hear the peer's.
@@ -28,13 +29,23 @@ pub(crate) enum Endpoint {
     /// Messages are game protocol for this room.
     Game(RoomId),
     /// Messages are game protocol for this room, which instance `owner` serves; `link` names
-    /// the connection there.
-    Forwarded { room: RoomId, owner: Arc<str>, link: u64 },
+    /// the connection there (boxed: the rare case, and the largest).
+    Forwarded(Box<Forwarded>),
     /// Messages are the `/pubsub` protocol, run by the app's handlers.
     PubSub(Box<crate::pubsub::Session>),
 }
 
-/// One WebSocket connection as the shard sees it.
+/// A connection to a game room another instance serves.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    pub(crate) room: RoomId,
+    pub(crate) owner: Arc<str>,
+    pub(crate) link: u64,
+}
+
+/// One WebSocket connection as the shard sees it. What every connection of the server shares
+/// (limits, intervals) is the shard's [`ConnLimits`], passed in: a connection holds only what
+/// is its own.
 pub(crate) struct Conn {
     pub(crate) outbox: Outbox,
     /// When a frame was queued on the empty outbox: its wait ends when the outbox is written out.
@@ -57,21 +68,11 @@ pub(crate) struct Conn {
     pub(super) bytes: TokenBucket,
     /// Pings this connection may still have answered; past that they are not.
     pub(super) pings: TokenBucket,
-    /// When the peer last sent a data message (or connected), and how long it may stay silent.
+    /// When the peer last sent a data message (or connected).
     pub(super) last_message: Instant,
-    pub(super) idle_timeout: Option<Duration>,
-    /// permessage-deflate: the window bits this connection's messages are compressed with.
-    pub(super) deflate: Option<Deflate>,
+    /// permessage-deflate: the window bits (9-15) this connection's messages are compressed with.
+    pub(super) deflate_window_bits: Option<u8>,
     pub(super) _permit: Permit,
-}
-
-/// What permessage-deflate settled for a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Deflate {
-    /// The server's window (9-15).
-    pub(crate) window_bits: u8,
-    /// Messages smaller than this go plain (`--compression-min-bytes`).
-    pub(crate) min_bytes: usize,
 }
 
 thread_local! {
@@ -79,13 +80,14 @@ thread_local! {
     static DEFLATER: std::cell::RefCell<Option<ws::FrameDeflater>> = const { std::cell::RefCell::new(None) };
 }
 
-/// `frame` as a connection with `deflate` gets it, compressed at most once per frame per shard.
-pub(super) fn deflated(m: &ShardMetrics, frame: Bytes, deflate: Deflate) -> Bytes {
+/// `frame` as a connection with a `window_bits` window gets it (messages under `min_bytes` go
+/// plain), compressed at most once per frame per shard.
+pub(super) fn deflated(m: &ShardMetrics, frame: Bytes, window_bits: u8, min_bytes: usize) -> Bytes {
     DEFLATER.with(|d| {
         let mut d = d.borrow_mut();
-        let d = d.get_or_insert_with(|| ws::FrameDeflater::new(deflate.min_bytes));
+        let d = d.get_or_insert_with(|| ws::FrameDeflater::new(min_bytes));
         let before = d.stats();
-        let sent = d.frame_for(&frame, deflate.window_bits);
+        let sent = d.frame_for(&frame, window_bits);
         let after = d.stats();
         m.deflate_bytes_before.add(after.bytes_before - before.bytes_before);
         m.deflate_bytes_after.add(after.bytes_after - before.bytes_after);
@@ -95,25 +97,55 @@ pub(super) fn deflated(m: &ShardMetrics, frame: Bytes, deflate: Deflate) -> Byte
     })
 }
 
-/// What every new connection is set up with.
+/// What every connection of the server is held to (from the flags), kept once per shard.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnSettings {
+pub(crate) struct ConnLimits {
     /// Ping interval and pong timeout.
-    pub(crate) heartbeat: (Duration, Duration),
-    /// When the first ping is due (a random phase within the ping interval).
-    pub(crate) first_ping: Duration,
+    pub(crate) heartbeat: HeartbeatConfig,
     /// Outbound bytes queued before the connection is cut as a slow consumer.
     pub(crate) max_outbound_bytes: usize,
-    /// Messages on `/relay` and `/echo` per second (bursts of twice that).
-    pub(crate) messages_per_sec: f64,
-    /// Message bytes per second any connection may send, and its burst.
-    pub(crate) bytes_per_sec: (f64, f64),
-    /// Pings answered per second (bursts of twice that).
-    pub(crate) pings_per_sec: f64,
+    /// Messages on `/relay` and `/echo` (bursts of twice the rate).
+    pub(crate) messages: Rate,
+    /// Message bytes any connection may send.
+    pub(crate) bytes: Rate,
+    /// Pings answered (bursts of twice the rate).
+    pub(crate) pings: Rate,
     /// A connection that sends no data message this long is closed (`None`: never).
     pub(crate) idle_timeout: Option<Duration>,
-    /// permessage-deflate, when negotiated.
-    pub(crate) deflate: Option<Deflate>,
+    /// Compressed connections get messages under this size plain (`--compression-min-bytes`).
+    pub(crate) compression_min_bytes: usize,
+}
+
+impl ConnLimits {
+    pub(crate) fn from_config(config: &ServeConfig) -> Self {
+        let byte_rate = config.connection_byte_rate as f64;
+        ConnLimits {
+            heartbeat: HeartbeatConfig { ping_interval: config.ping_interval, pong_timeout: config.pong_timeout },
+            max_outbound_bytes: config.max_outbound_bytes,
+            messages: Rate::with_double_burst(config.connection_message_rate),
+            // A burst of twice the rate, and never less than one largest message.
+            bytes: Rate { per_sec: byte_rate, burst: (2.0 * byte_rate).max(config.max_message_bytes as f64) },
+            pings: Rate::with_double_burst(config.pings_per_sec),
+            idle_timeout: (!config.idle_connection_timeout.is_zero()).then_some(config.idle_connection_timeout),
+            compression_min_bytes: config.compression_min_bytes,
+        }
+    }
+}
+
+impl Default for ConnLimits {
+    /// The flags' defaults.
+    fn default() -> Self {
+        ConnLimits::from_config(&ServeConfig::default())
+    }
+}
+
+/// What a new connection is set up with of its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnSettings {
+    /// When the first ping is due (a random phase within the ping interval).
+    pub(crate) first_ping: Duration,
+    /// permessage-deflate's window bits, when it was negotiated.
+    pub(crate) deflate_window_bits: Option<u8>,
 }
 
 impl Conn {
@@ -142,20 +174,20 @@ impl Conn {
 
     /// When this connection's timers next have something to do: its close deadline once it is
     /// closing, else the earlier of its heartbeat and its idle timeout. `None` once cut.
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self, limits: &ConnLimits) -> Option<Instant> {
         if self.terminate {
             return None;
         }
         if let Some(deadline) = self.close_deadline {
             return Some(deadline);
         }
-        let heartbeat = self.heartbeat.poll_timeout();
-        Some(self.idle_timeout.map_or(heartbeat, |idle| heartbeat.min(self.last_message + idle)))
+        let heartbeat = self.heartbeat.poll_timeout(limits.heartbeat);
+        Some(limits.idle_timeout.map_or(heartbeat, |idle| heartbeat.min(self.last_message + idle)))
     }
 
     /// Advances this connection's timers to `now`: cuts it past its close deadline, closes it
     /// when idle or silent (returning `true`: its room must hear it left), pings it when due.
-    pub(super) fn handle_timeout(&mut self, m: &ShardMetrics, now: Instant) -> bool {
+    pub(super) fn handle_timeout(&mut self, m: &ShardMetrics, now: Instant, limits: &ConnLimits) -> bool {
         if let Some(deadline) = self.close_deadline {
             if now >= deadline && !self.terminate {
                 self.terminate = true;
@@ -163,14 +195,14 @@ impl Conn {
             }
             return false;
         }
-        if self.idle_timeout.is_some_and(|idle| now >= self.last_message + idle) {
+        if limits.idle_timeout.is_some_and(|idle| now >= self.last_message + idle) {
             m.idle_closes.add(1);
             self.begin_close(m, now, close_code::GOING_AWAY, "idle: no message within the idle timeout", false);
             return true;
         }
-        match self.heartbeat.handle_timeout(now) {
+        match self.heartbeat.handle_timeout(now, limits.heartbeat) {
             Some(HeartbeatAction::SendPing) => {
-                self.queue(m, now, ws::ping_frame());
+                self.queue(m, now, ws::ping_frame(), limits);
                 false
             }
             Some(HeartbeatAction::TimedOut) => {
@@ -210,15 +242,15 @@ impl Conn {
     }
 
     /// Queues a frame; a member whose queue is full is closed as a slow consumer.
-    pub(super) fn queue(&mut self, m: &ShardMetrics, now: Instant, frame: Bytes) -> bool {
-        let frame = match self.deflate {
-            Some(deflate) => deflated(m, frame, deflate),
+    pub(super) fn queue(&mut self, m: &ShardMetrics, now: Instant, frame: Bytes, limits: &ConnLimits) -> bool {
+        let frame = match self.deflate_window_bits {
+            Some(bits) => deflated(m, frame, bits, limits.compression_min_bytes),
             None => frame,
         };
         if self.outbox.is_empty() {
             self.queued_since = Some(now);
         }
-        match self.outbox.push(frame) {
+        match self.outbox.push(frame, limits.max_outbound_bytes) {
             Ok(()) => {
                 m.frames_out.add(1);
                 self.wake();

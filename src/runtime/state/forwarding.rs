@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Acting, ConnId, ConnSettings, Endpoint, Member, ShardState};
+use super::{Acting, ConnId, ConnSettings, Endpoint, Forwarded, Member, ShardState};
 use crate::admission::Permit;
 use crate::cluster::forward::IdSource;
 use crate::cluster::{BusHandle, Forward, Outgoing, CLOSE_RECONNECT};
@@ -39,7 +39,7 @@ impl ShardState {
     ) -> ConnId {
         let link = self.link_ids.get_or_insert_with(|| IdSource::new(self.index)).next_id();
         let attach = Forward::Attach { room: room.clone(), link, actor, version };
-        let id = self.register(m, now, Endpoint::Forwarded { room, owner: owner.clone(), link }, permit, settings);
+        let id = self.register(m, now, Endpoint::Forwarded(Box::new(Forwarded { room, owner: owner.clone(), link })), permit, settings);
         self.links.insert(link, id);
         if let Some(bus) = &self.bus {
             bus.forward(&owner, &attach);
@@ -102,7 +102,7 @@ impl ShardState {
                     if conn.is_closing() {
                         continue;
                     }
-                    if conn.queue(m, now, frame.clone()) {
+                    if conn.queue(m, now, frame.clone(), &self.limits) {
                         m.messages_out.add(1);
                     } else {
                         self.leave_game(m, now, id);
@@ -148,7 +148,7 @@ impl ShardState {
             .links
             .values()
             .copied()
-            .filter(|id| self.conns.get(*id).is_some_and(|c| matches!(&c.endpoint, Endpoint::Forwarded { owner, .. } if !remotes.is_live(owner, listed))))
+            .filter(|id| self.conns.get(*id).is_some_and(|c| matches!(&c.endpoint, Endpoint::Forwarded(f) if !remotes.is_live(&f.owner, listed))))
             .collect();
         for key in gone {
             self.drop_remote(m, now, key);

@@ -10,7 +10,9 @@ use crate::rooms::{GameRoom, RoomCount, RoomId, RoomOutput};
 
 /// A game room and the deadline the shard timer holds for it.
 pub(super) struct GameEntry {
-    pub(super) room: GameRoom<Member>,
+    /// Boxed: the table of rooms grows by doubling, and its empty slots would otherwise each
+    /// hold a room's size.
+    pub(super) room: Box<GameRoom<Member>>,
     pub(super) armed: Option<Instant>,
     /// The sequence id up to which the room's changes are scheduled for persistence.
     pub(super) marked_seq: u64,
@@ -23,7 +25,7 @@ impl ShardState {
             leases.acquired(room.id().clone(), leased_at);
         }
         let id = room.id().clone();
-        self.games.insert(id.clone(), GameEntry { room, armed: None, marked_seq: 0 });
+        self.games.insert(id.clone(), GameEntry { room: Box::new(room), armed: None, marked_seq: 0 });
         m.rooms.add(1);
         tracing::info!(room = id.as_str(), "room opened");
         self.with_game(m, now, &id, |_| ());
@@ -84,7 +86,7 @@ impl ShardState {
                     RoomOutput::Send(Member::Local(conn), frame) => {
                         if let Some(c) = self.conns.get_mut(conn) {
                             if !c.is_closing() {
-                                if c.queue(m, now, frame) {
+                                if c.queue(m, now, frame, &self.limits) {
                                     m.messages_out.add(1);
                                 } else {
                                     c.departed = true;

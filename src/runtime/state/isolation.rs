@@ -52,7 +52,7 @@ impl ShardState {
         for id in local {
             if let Some(conn) = self.conns.get_mut(id) {
                 conn.departed = true;
-                if conn.queue(m, now, frame.clone()) {
+                if conn.queue(m, now, frame.clone(), &self.limits) {
                     m.messages_out.add(1);
                 }
                 conn.begin_close(m, now, close_code::INTERNAL_ERROR, "internal error", false);

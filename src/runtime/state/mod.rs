@@ -16,7 +16,7 @@ mod leasing;
 mod persist;
 mod pubsub;
 
-pub(crate) use conn::{Conn, ConnSettings, Deflate, Endpoint};
+pub(crate) use conn::{Conn, ConnLimits, ConnSettings, Endpoint, Forwarded};
 pub(crate) use persist::Persist;
 pub(crate) use pubsub::{PubSub, PubSubSettings};
 
@@ -70,6 +70,8 @@ const CONN_TIMER_GRAIN: Duration = Duration::from_millis(10);
 #[derive(Default)]
 pub(crate) struct ShardState {
     conns: Slab<Conn>,
+    /// What every connection is held to.
+    limits: ConnLimits,
     rooms: Rooms<ConnId>,
     games: AHashMap<RoomId, GameEntry>,
     /// Room deadlines (an entry whose time is not its room's `armed` is stale).
@@ -121,33 +123,33 @@ mod fault {
 impl ShardState {
     /// An empty shard `index`; with `persist`, its game rooms are written behind to Redis and
     /// held through `leases`; with `bus`, its rooms are joined with other instances'.
-    pub(crate) fn new(index: usize, persist: Option<Persist>, leases: Option<Leases>, bus: Option<BusHandle>, pubsub: PubSub) -> Self {
-        ShardState { index, persist, leases, bus, origin: Some(Instant::now()), pubsub: Some(pubsub), ..ShardState::default() }
+    pub(crate) fn new(index: usize, limits: ConnLimits, persist: Option<Persist>, leases: Option<Leases>, bus: Option<BusHandle>, pubsub: PubSub) -> Self {
+        ShardState { index, limits, persist, leases, bus, origin: Some(Instant::now()), pubsub: Some(pubsub), ..ShardState::default() }
     }
 
     /// Adds an upgraded connection and joins its room.
     pub(crate) fn register(&mut self, m: &ShardMetrics, now: Instant, endpoint: Endpoint, permit: Permit, settings: ConnSettings) -> ConnId {
-        let ConnSettings { heartbeat, first_ping, max_outbound_bytes, messages_per_sec, bytes_per_sec, pings_per_sec, idle_timeout, deflate } = settings;
+        let ConnSettings { first_ping, deflate_window_bits } = settings;
+        let limits = &self.limits;
         let room = match &endpoint {
             Endpoint::Relay(room) => Some(room.clone()),
             Endpoint::Echo | Endpoint::Game(_) | Endpoint::Forwarded { .. } | Endpoint::PubSub(_) => None,
         };
         let id = self.conns.insert(Conn {
-            outbox: Outbox::new(max_outbound_bytes),
+            outbox: Outbox::default(),
             queued_since: None,
             waker: None,
-            heartbeat: Heartbeat::new(now, heartbeat.0, heartbeat.1, first_ping),
+            heartbeat: Heartbeat::new(now, first_ping),
             endpoint,
             close_deadline: None,
             armed: None,
             terminate: false,
             departed: false,
-            messages: TokenBucket::new(now, messages_per_sec, 2.0 * messages_per_sec),
-            bytes: TokenBucket::new(now, bytes_per_sec.0, bytes_per_sec.1),
-            pings: TokenBucket::new(now, pings_per_sec, 2.0 * pings_per_sec),
+            messages: TokenBucket::full(now, limits.messages),
+            bytes: TokenBucket::full(now, limits.bytes),
+            pings: TokenBucket::full(now, limits.pings),
             last_message: now,
-            idle_timeout,
-            deflate,
+            deflate_window_bits,
             _permit: permit,
         });
         self.arm_conn(id);
@@ -193,8 +195,8 @@ impl ShardState {
                     bus.change(change);
                 }
             }
-            Endpoint::Forwarded { link, .. } => {
-                self.links.remove(link);
+            Endpoint::Forwarded(f) => {
+                self.links.remove(&f.link);
             }
             Endpoint::Echo | Endpoint::Game(_) | Endpoint::PubSub(_) => {}
         }
@@ -222,7 +224,7 @@ impl ShardState {
             return;
         }
         conn.last_message = now;
-        if !conn.bytes.try_take_n(now, payload.len() as f64) {
+        if !conn.bytes.try_take_n(now, self.limits.bytes, payload.len() as f64) {
             m.rate_limit_closes.add(1);
             conn.begin_close(m, now, close_code::POLICY_VIOLATION, "byte rate limit exceeded", true);
             return;
@@ -239,7 +241,7 @@ impl ShardState {
             // Its session limits its own rate (RATE_LIMITED, the connection stays open).
             return self.on_pubsub_message(m, now, id, kind, payload);
         }
-        if !conn.messages.try_take(now) {
+        if !conn.messages.try_take(now, self.limits.messages) {
             m.rate_limit_closes.add(1);
             conn.begin_close(m, now, close_code::POLICY_VIOLATION, "message rate limit exceeded", true);
             return;
@@ -249,7 +251,7 @@ impl ShardState {
         let frame = ws::encode_data(kind, payload);
         match &conn.endpoint {
             Endpoint::Echo => {
-                if conn.queue(m, now, frame) {
+                if conn.queue(m, now, frame, &self.limits) {
                     m.messages_out.add(1);
                 }
             }
@@ -260,7 +262,8 @@ impl ShardState {
                 }
                 self.fan_out(m, now, &room, frame);
             }
-            Endpoint::Forwarded { room, owner, link } => {
+            Endpoint::Forwarded(f) => {
+                let Forwarded { room, owner, link } = &**f;
                 // The owner's room applies its own per-member limits; the edge's rate above
                 // bounds what one client can make this instance publish.
                 let message = crate::cluster::Forward::FromClient { room: room.clone(), link: *link, kind, payload: payload.to_vec() };
@@ -282,7 +285,7 @@ impl ShardState {
         let mut delivered = 0;
         for &member in self.rooms.members(room) {
             if let Some(target) = self.conns.get_mut(member) {
-                if !target.is_closing() && target.queue(m, now, frame.clone()) {
+                if !target.is_closing() && target.queue(m, now, frame.clone(), &self.limits) {
                     delivered += 1;
                 }
             }
@@ -297,11 +300,11 @@ impl ShardState {
                 return;
             }
             // A ping flood costs the sender, not the server: past the rate, pings go unanswered.
-            if !conn.pings.try_take(now) {
+            if !conn.pings.try_take(now, self.limits.pings) {
                 m.pings_ignored.add(1);
                 return;
             }
-            conn.queue(m, now, frame);
+            conn.queue(m, now, frame, &self.limits);
         }
     }
 
@@ -326,7 +329,8 @@ impl ShardState {
                 let room = room.clone();
                 self.with_game_for(m, now, &room, Acting::Member(Member::Local(id)), |r| r.disconnect(now, Member::Local(id)));
             }
-            Endpoint::Forwarded { room, owner, link } => {
+            Endpoint::Forwarded(f) => {
+                let Forwarded { room, owner, link } = &**f;
                 if let Some(bus) = &self.bus {
                     bus.forward(owner, &crate::cluster::Forward::Detach { room: room.clone(), link: *link });
                 }
@@ -348,7 +352,7 @@ impl ShardState {
     /// connection opens and by its driver once it is closing.
     pub(crate) fn arm_conn(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(id) else { return };
-        let Some(next) = conn.next_deadline() else { return };
+        let Some(next) = conn.next_deadline(&self.limits) else { return };
         if conn.armed.is_none_or(|armed| next < armed) {
             conn.armed = Some(next);
             self.conn_deadlines.arm(next, id);
@@ -366,10 +370,10 @@ impl ShardState {
             if conn.armed != Some(at) {
                 continue;
             }
-            if conn.handle_timeout(m, now) {
+            if conn.handle_timeout(m, now, &self.limits) {
                 timed_out.push(id);
             }
-            conn.armed = conn.next_deadline();
+            conn.armed = conn.next_deadline(&self.limits);
             if let Some(next) = conn.armed {
                 self.conn_deadlines.arm(next, id);
             }

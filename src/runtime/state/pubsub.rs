@@ -309,7 +309,7 @@ impl ShardState {
             return;
         }
         if let Some(c) = self.conns.get_mut(conn.key) {
-            if !c.is_closing() && c.queue(m, now, frame) {
+            if !c.is_closing() && c.queue(m, now, frame, &self.limits) {
                 m.messages_out.add(1);
             }
         }
