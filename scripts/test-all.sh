@@ -8,7 +8,7 @@
 #   3. short load-generator smoke runs of every scenario (party, relay, storm, a 60 s soak with an
 #      RSS-growth gate) with the SLO gates on, the party's memory per connection against the
 #      recorded figure (perf/party-smoke-rss-bytes),
-#   4. every fuzz target for 50 s: cargo fuzz on nightly when installed, otherwise the same
+#   4. every fuzz target for 30 s: cargo fuzz on nightly when installed, otherwise the same
 #      targets mutated on stable, inside stage 1,
 #   5. the operations files in tuning/ checked against the real server (promtool, systemd-analyze)
 #      and `partyflow doctor` on this machine,
@@ -92,7 +92,7 @@ cargo build --release --workspace --bins --locked
 
 # Fuzzing: cargo fuzz on nightly when installed (a stage of its own, below); otherwise the same
 # targets mutated on stable, as tests/fuzz_stable.rs of the stage below, for FUZZ_SECONDS each.
-FUZZ_SECONDS=${PARTYFLOW_FUZZ_SECONDS:-50}
+FUZZ_SECONDS=${PARTYFLOW_FUZZ_SECONDS:-30}
 NIGHTLY_FUZZ=
 cargo +nightly fuzz --version >/dev/null 2>&1 && NIGHTLY_FUZZ=1
 if [ -n "$NIGHTLY_FUZZ" ]; then
