@@ -24,7 +24,8 @@ recording="$RESULTS/heap-$SCENARIO-$stamp"
 taskset -c "$SERVER_CPU" heaptrack -o "$recording" "$BIN/partyflow" --listen "127.0.0.1:$port" --log error --shards 1 >/dev/null 2>&1 &
 HEAPTRACK_PID=$!
 wait_port "$port"
-server_pid=$(pgrep -f -- "partyflow --listen 127.0.0.1:$port" | tail -n1)
+# The server itself (heaptrack's wrapper names it in its own command line too).
+server_pid=$(pgrep -f -- "^$BIN/partyflow --listen 127.0.0.1:$port")
 loadgen --url "http://127.0.0.1:$port" "${timing[@]}" --json "$RESULTS/heap-$SCENARIO-$stamp.json" "${run[@]}" >/dev/null || true
 kill "$server_pid"
 wait "$HEAPTRACK_PID" || true
